@@ -1,0 +1,300 @@
+"""Read and write SPI datasets in the CXI layout (see ``docs/data-format.md``).
+
+:class:`CXIWriter` writes shots in index order into one HDF5 file; :class:`CXIReader` gives random
+access to frames, labels and geometry of simulated and real files.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .constants import EV
+from .errors import InputFileError
+
+HIT_TYPES: tuple[str, ...] = ("no_hit", "single", "multi", "unintended")
+"""Class names in code order: ``HIT_TYPES[code]``."""
+
+DATA_PATH = "/entry_1/data_1/data"
+DETECTOR_PATH = "/entry_1/instrument_1/detector_1"
+SOURCE_PATH = "/entry_1/instrument_1/source_1"
+LABELS_PATH = "/entry_1/labels"
+
+
+def compression_options(name: str | None) -> dict:
+    """h5py ``create_dataset`` keyword arguments for a compression name.
+
+    ``None``/``"none"``, ``"gzip"`` (level 4, with shuffle), ``"lz4"``, ``"zstd"`` or ``"bitshuffle"``
+    (the last three through hdf5plugin).
+    """
+    if name in (None, "none"):
+        return {}
+    if name == "gzip":
+        return {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+    import hdf5plugin
+
+    if name == "lz4":
+        return dict(hdf5plugin.LZ4())
+    if name == "zstd":
+        return dict(hdf5plugin.Zstd(clevel=3))
+    if name == "bitshuffle":
+        return dict(hdf5plugin.Bitshuffle(cname="lz4"))
+    from .errors import ConfigError
+
+    raise ConfigError(f"unknown compression {name!r}: use none, gzip, lz4, zstd or bitshuffle")
+
+
+@dataclass(frozen=True)
+class ShotLabels:
+    """Ground truth of one shot (all arrays padded to the file's P particles by the writer).
+
+    Attributes:
+        hit_type: class code, index into :data:`HIT_TYPES`.
+        structure: (n,) int, index into the file's structure names, one per particle.
+        orientation: (n, 4) unit quaternions (w, x, y, z).
+        position: (n, 3) m, relative to the focus centre.
+        fluence: photons/m² at the (first) particle.
+        total_photons: expected photons on unmasked pixels, before detector effects.
+    """
+
+    hit_type: int
+    structure: np.ndarray
+    orientation: np.ndarray
+    position: np.ndarray
+    fluence: float
+    total_photons: float
+
+    @property
+    def n_particles(self) -> int:
+        return int(len(self.structure))
+
+
+class CXIWriter:
+    """Write a dataset shot by shot, in index order, into ``path``.
+
+    Args:
+        path: output file (created; an existing file is overwritten).
+        n_shots: N.
+        pixel_position: (M, SS, FS, 3) m.
+        solid_angle: (M, SS, FS) sr.
+        mask: (M, SS, FS) bool or int, non-zero = bad.
+        photon_energy_ev: eV.
+        pulse_energy_j: J (nominal).
+        structures: names of the particles that labels index.
+        max_particles: P, the width of the per-particle label arrays.
+        dtype: ``float32`` (photons) or ``int32`` (ADU).
+        units: ``photons`` or ``adu``.
+        compression: see :func:`compression_options`.
+        attrs: extra root attributes (``spi_version``, ``spi_manifest``, ``spi_seed`` ...).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        n_shots: int,
+        *,
+        pixel_position: np.ndarray,
+        solid_angle: np.ndarray,
+        mask: np.ndarray,
+        photon_energy_ev: float,
+        pulse_energy_j: float,
+        structures: Sequence[str],
+        max_particles: int,
+        dtype: str = "float32",
+        units: str = "photons",
+        compression: str | None = "gzip",
+        attrs: dict | None = None,
+    ) -> None:
+        shape = tuple(np.shape(mask))
+        self.n_shots = int(n_shots)
+        self.max_particles = int(max_particles)
+        self._next = 0
+        self.file = h5py.File(path, "w", libver=("earliest", "v110"))
+        f = self.file
+        f.create_dataset("cxi_version", data=150)
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
+        f.attrs["spi_complete"] = False
+        self.data = f.create_dataset(
+            DATA_PATH,
+            shape=(self.n_shots, *shape),
+            dtype=dtype,
+            chunks=(1, *shape),
+            **compression_options(compression),
+        )
+        self.data.attrs["units"] = units
+        det = f.require_group(DETECTOR_PATH)
+        det["data"] = h5py.SoftLink(DATA_PATH)
+        det.create_dataset("pixel_position", data=np.asarray(pixel_position, dtype=np.float64))
+        det.create_dataset("solid_angle", data=np.asarray(solid_angle, dtype=np.float64))
+        det.create_dataset("mask", data=(np.asarray(mask) != 0).astype(np.uint8))
+        det.create_dataset("distance", data=float(np.nanmean(np.asarray(pixel_position)[..., 2])))
+        src = f.require_group(SOURCE_PATH)
+        src.create_dataset("energy", data=float(photon_energy_ev) * EV)
+        src["energy"].attrs["photon_energy_ev"] = float(photon_energy_ev)
+        src.create_dataset("pulse_energy", data=float(pulse_energy_j))
+        lab = f.require_group(LABELS_PATH)
+        lab.attrs["structures"] = json.dumps(list(structures))
+        ht = lab.create_dataset("hit_type", shape=(self.n_shots,), dtype="i1", fillvalue=-1)
+        ht.attrs["names"] = json.dumps(list(HIT_TYPES))
+        lab.create_dataset("n_particles", shape=(self.n_shots,), dtype="i2")
+        p = self.max_particles
+        lab.create_dataset("structure", shape=(self.n_shots, p), dtype="i2", fillvalue=-1)
+        lab.create_dataset("orientation", shape=(self.n_shots, p, 4), dtype="f8", fillvalue=np.nan)
+        lab.create_dataset("position", shape=(self.n_shots, p, 3), dtype="f8", fillvalue=np.nan)
+        lab.create_dataset("fluence", shape=(self.n_shots,), dtype="f8")
+        lab.create_dataset("total_photons", shape=(self.n_shots,), dtype="f8")
+
+    def write_shot(self, index: int, frame: np.ndarray, labels: ShotLabels) -> None:
+        """Write shot ``index`` (must be the next one): ``frame`` (M, SS, FS)."""
+        if index != self._next:
+            raise ValueError(f"shots must be written in order: expected {self._next}, got {index}")
+        if labels.n_particles > self.max_particles:
+            raise ValueError(f"shot {index} has {labels.n_particles} particles, more than {self.max_particles}")
+        self.data[index] = frame
+        lab = self.file[LABELS_PATH]
+        n = labels.n_particles
+        lab["hit_type"][index] = labels.hit_type
+        lab["n_particles"][index] = n
+        if n:
+            lab["structure"][index, :n] = labels.structure
+            lab["orientation"][index, :n] = labels.orientation
+            lab["position"][index, :n] = labels.position
+        lab["fluence"][index] = labels.fluence
+        lab["total_photons"][index] = labels.total_photons
+        self._next += 1
+
+    def close(self) -> None:
+        """Mark the file complete when every shot was written, and close it."""
+        if self.file.id.valid:
+            self.file.attrs["spi_complete"] = self._next == self.n_shots
+            self.file.close()
+
+    def __enter__(self) -> CXIWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class CXIReader:
+    """Random access to the frames, labels and geometry of a CXI/HDF5 file.
+
+    Frames come as (M, SS, FS) float32 arrays; files with 3-D data (N, SS, FS) get M = 1.
+    Simulated files must be complete (``spi_complete``) unless ``allow_incomplete``.
+    """
+
+    def __init__(self, path: str | Path, *, allow_incomplete: bool = False, data_path: str = DATA_PATH):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputFileError(f"no such file: {self.path}")
+        try:
+            self.file = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise InputFileError(f"{self.path} is not a readable HDF5 file ({exc.__class__.__name__})") from None
+        if data_path not in self.file:
+            self.file.close()
+            raise InputFileError(f"{self.path} has no dataset {data_path} (not a CXI file?)")
+        complete = self.file.attrs.get("spi_complete", None)
+        if complete is not None and not bool(complete) and not allow_incomplete:
+            self.file.close()
+            raise InputFileError(f"{self.path} is incomplete (an interrupted run?): resume it with --resume")
+        self.data = self.file[data_path]
+        if self.data.ndim not in (3, 4):
+            raise InputFileError(f"{self.path}: {data_path} must be 3-D or 4-D, got shape {self.data.shape}")
+
+    def __len__(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """(M, SS, FS)."""
+        s = self.data.shape[1:]
+        return (1, *s) if len(s) == 2 else tuple(s)  # type: ignore[return-value]
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        """Frame ``index`` as float32 (M, SS, FS)."""
+        return np.asarray(self.data[index], dtype=np.float32).reshape(self.frame_shape)
+
+    def frames(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Frames (len(indices), M, SS, FS) float32, in the order given."""
+        idx = np.asarray(indices, dtype=np.int64)
+        order = np.argsort(idx)
+        out = np.empty((len(idx), *self.frame_shape), dtype=np.float32)
+        if len(idx):
+            uniq, inverse = np.unique(idx[order], return_inverse=True)
+            block = np.asarray(self.data[uniq], dtype=np.float32).reshape(-1, *self.frame_shape)
+            out[order] = block[inverse]
+        return out
+
+    @property
+    def has_labels(self) -> bool:
+        return f"{LABELS_PATH}/hit_type" in self.file
+
+    @property
+    def class_names(self) -> list[str]:
+        if not self.has_labels:
+            return list(HIT_TYPES)
+        return json.loads(self.file[f"{LABELS_PATH}/hit_type"].attrs["names"])
+
+    @property
+    def structure_names(self) -> list[str]:
+        return json.loads(self.file[LABELS_PATH].attrs.get("structures", "[]")) if self.has_labels else []
+
+    def labels(self, name: str = "hit_type") -> np.ndarray:
+        """A label array, e.g. ``hit_type`` (N,), ``orientation`` (N, P, 4)."""
+        key = f"{LABELS_PATH}/{name}"
+        if key not in self.file:
+            raise InputFileError(f"{self.path} has no labels {key}: supply a label file")
+        return self.file[key][()]
+
+    @property
+    def hit_type(self) -> np.ndarray:
+        """(N,) int class codes."""
+        return self.labels("hit_type").astype(np.int64)
+
+    def _detector(self, name: str) -> np.ndarray | None:
+        key = f"{DETECTOR_PATH}/{name}"
+        return self.file[key][()] if key in self.file else None
+
+    @property
+    def pixel_position(self) -> np.ndarray | None:
+        """(M, SS, FS, 3) m, or None for files without geometry."""
+        p = self._detector("pixel_position")
+        return None if p is None else p.reshape(*self.frame_shape, 3)
+
+    @property
+    def solid_angle(self) -> np.ndarray | None:
+        """(M, SS, FS) sr, or None."""
+        s = self._detector("solid_angle")
+        return None if s is None else s.reshape(self.frame_shape)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(M, SS, FS) bool, True = bad (all False where the file has no mask)."""
+        m = self._detector("mask")
+        return np.zeros(self.frame_shape, bool) if m is None else (m.reshape(self.frame_shape) != 0)
+
+    @property
+    def photon_energy_ev(self) -> float | None:
+        key = f"{SOURCE_PATH}/energy"
+        return float(self.file[key][()]) / EV if key in self.file else None
+
+    @property
+    def attrs(self) -> dict:
+        """Root attributes (``spi_version``, ``spi_manifest``, ``spi_seed`` ...)."""
+        return dict(self.file.attrs)
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> CXIReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
