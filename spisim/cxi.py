@@ -6,6 +6,7 @@ access to frames, labels and geometry of simulated and real files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,10 +69,83 @@ class ShotLabels:
     position: np.ndarray
     fluence: float
     total_photons: float
+    pulse_scale: float = 1.0
+    background_photons: float = 0.0
 
     @property
     def n_particles(self) -> int:
         return int(len(self.structure))
+
+
+LABEL_FIELDS: dict[str, tuple[str, tuple[int, ...], object]] = {
+    "hit_type": ("i1", (), -1),
+    "n_particles": ("i2", (), 0),
+    "structure": ("i2", ("P",), -1),
+    "orientation": ("f8", ("P", 4), np.nan),
+    "position": ("f8", ("P", 3), np.nan),
+    "fluence": ("f8", (), 0.0),
+    "total_photons": ("f8", (), 0.0),
+    "pulse_scale": ("f8", (), 0.0),
+    "background_photons": ("f8", (), 0.0),
+}
+"""Datasets under ``/entry_1/labels``: name -> (dtype, trailing shape with "P" for max particles, fill)."""
+
+
+def _label_shape(n: int, trailing: tuple, max_particles: int) -> tuple[int, ...]:
+    return (n, *(max_particles if d == "P" else d for d in trailing))
+
+
+def labels_block(labels: Sequence[ShotLabels], max_particles: int) -> dict[str, np.ndarray]:
+    """Label arrays of consecutive shots, padded to ``max_particles`` as in the file (see :data:`LABEL_FIELDS`)."""
+    n = len(labels)
+    out = {
+        name: np.full(_label_shape(n, trailing, max_particles), fill, dtype=dtype)
+        for name, (dtype, trailing, fill) in LABEL_FIELDS.items()
+    }
+    for i, lab in enumerate(labels):
+        k = lab.n_particles
+        if k > max_particles:
+            raise ValueError(f"a shot has {k} particles, more than {max_particles}")
+        out["hit_type"][i] = lab.hit_type
+        out["n_particles"][i] = k
+        if k:
+            out["structure"][i, :k] = lab.structure
+            out["orientation"][i, :k] = lab.orientation
+            out["position"][i, :k] = lab.position
+        out["fluence"][i] = lab.fluence
+        out["total_photons"][i] = lab.total_photons
+        out["pulse_scale"][i] = lab.pulse_scale
+        out["background_photons"][i] = lab.background_photons
+    return out
+
+
+SHARD_DATA = "data"
+SHARD_LABELS = "labels"
+
+
+def write_shard(
+    path: str | Path,
+    start: int,
+    frames: np.ndarray,
+    labels: dict[str, np.ndarray],
+    *,
+    compression: str | None,
+    units: str,
+) -> None:
+    """Write consecutive shots ``start ..`` into a shard file (frames (n, M, SS, FS), label arrays (n, ...)).
+
+    The frame dataset has the chunking and filters of the final file, so :meth:`CXIWriter.copy_shard`
+    can copy its compressed chunks as they are.
+    """
+    frames = np.asarray(frames)
+    with h5py.File(path, "w", libver=("earliest", "v110")) as f:
+        f.attrs["start"] = int(start)
+        f.attrs["count"] = int(frames.shape[0])
+        d = f.create_dataset(SHARD_DATA, data=frames, chunks=(1, *frames.shape[1:]), **compression_options(compression))
+        d.attrs["units"] = units
+        g = f.create_group(SHARD_LABELS)
+        for name, arr in labels.items():
+            g.create_dataset(name, data=arr)
 
 
 class CXIWriter:
@@ -130,9 +204,10 @@ class CXIWriter:
         self.data.attrs["units"] = units
         det = f.require_group(DETECTOR_PATH)
         det["data"] = h5py.SoftLink(DATA_PATH)
-        det.create_dataset("pixel_position", data=np.asarray(pixel_position, dtype=np.float64))
-        det.create_dataset("solid_angle", data=np.asarray(solid_angle, dtype=np.float64))
-        det.create_dataset("mask", data=(np.asarray(mask) != 0).astype(np.uint8))
+        packed = {"compression": "gzip", "shuffle": True}  # geometry is smooth: it shrinks several times
+        det.create_dataset("pixel_position", data=np.asarray(pixel_position, dtype=np.float64), **packed)
+        det.create_dataset("solid_angle", data=np.asarray(solid_angle, dtype=np.float64), **packed)
+        det.create_dataset("mask", data=(np.asarray(mask) != 0).astype(np.uint8), **packed)
         det.create_dataset("distance", data=float(np.nanmean(np.asarray(pixel_position)[..., 2])))
         src = f.require_group(SOURCE_PATH)
         src.create_dataset("energy", data=float(photon_energy_ev) * EV)
@@ -140,15 +215,10 @@ class CXIWriter:
         src.create_dataset("pulse_energy", data=float(pulse_energy_j))
         lab = f.require_group(LABELS_PATH)
         lab.attrs["structures"] = json.dumps(list(structures))
-        ht = lab.create_dataset("hit_type", shape=(self.n_shots,), dtype="i1", fillvalue=-1)
-        ht.attrs["names"] = json.dumps(list(HIT_TYPES))
-        lab.create_dataset("n_particles", shape=(self.n_shots,), dtype="i2")
-        p = self.max_particles
-        lab.create_dataset("structure", shape=(self.n_shots, p), dtype="i2", fillvalue=-1)
-        lab.create_dataset("orientation", shape=(self.n_shots, p, 4), dtype="f8", fillvalue=np.nan)
-        lab.create_dataset("position", shape=(self.n_shots, p, 3), dtype="f8", fillvalue=np.nan)
-        lab.create_dataset("fluence", shape=(self.n_shots,), dtype="f8")
-        lab.create_dataset("total_photons", shape=(self.n_shots,), dtype="f8")
+        for name, (ltype, trailing, fill) in LABEL_FIELDS.items():
+            shape_l = _label_shape(self.n_shots, trailing, self.max_particles)
+            lab.create_dataset(name, shape=shape_l, dtype=ltype, fillvalue=fill)
+        lab["hit_type"].attrs["names"] = json.dumps(list(HIT_TYPES))
 
     def write_shot(self, index: int, frame: np.ndarray, labels: ShotLabels) -> None:
         """Write shot ``index`` (must be the next one): ``frame`` (M, SS, FS)."""
@@ -157,17 +227,36 @@ class CXIWriter:
         if labels.n_particles > self.max_particles:
             raise ValueError(f"shot {index} has {labels.n_particles} particles, more than {self.max_particles}")
         self.data[index] = frame
-        lab = self.file[LABELS_PATH]
-        n = labels.n_particles
-        lab["hit_type"][index] = labels.hit_type
-        lab["n_particles"][index] = n
-        if n:
-            lab["structure"][index, :n] = labels.structure
-            lab["orientation"][index, :n] = labels.orientation
-            lab["position"][index, :n] = labels.position
-        lab["fluence"][index] = labels.fluence
-        lab["total_photons"][index] = labels.total_photons
+        self.write_labels(index, labels_block([labels], self.max_particles))
         self._next += 1
+
+    def write_labels(self, start: int, block: dict[str, np.ndarray]) -> None:
+        """Label arrays (n, ...) of shots ``start .. start + n - 1`` (see :func:`labels_block`)."""
+        lab = self.file[LABELS_PATH]
+        for name, arr in block.items():
+            lab[name][start : start + len(arr)] = arr
+
+    def copy_shard(self, path: str | Path) -> int:
+        """Append the shots of a shard file (written by :func:`write_shard`); returns how many.
+
+        The shard must start at the next shot. Compressed frame chunks are copied as they are
+        (``read_direct_chunk``/``write_direct_chunk``), so joining costs no recompression.
+        """
+        with h5py.File(path, "r") as f:
+            start, count = int(f.attrs["start"]), int(f.attrs["count"])
+            if start != self._next:
+                raise ValueError(f"shard {path} starts at shot {start}, expected {self._next}")
+            src = f[SHARD_DATA]
+            if src.shape[1:] != self.data.shape[1:] or src.dtype != self.data.dtype:
+                raise ValueError(f"shard {path} holds {src.dtype} {src.shape[1:]}, expected "
+                                 f"{self.data.dtype} {self.data.shape[1:]}")
+            zeros = (0,) * (src.ndim - 1)
+            for i in range(count):
+                filter_mask, chunk = src.id.read_direct_chunk((i, *zeros))
+                self.data.id.write_direct_chunk((start + i, *zeros), chunk, filter_mask)
+            self.write_labels(start, {name: f[SHARD_LABELS][name][()] for name in LABEL_FIELDS})
+        self._next += count
+        return count
 
     def close(self) -> None:
         """Mark the file complete when every shot was written, and close it."""
@@ -191,6 +280,8 @@ class CXIReader:
 
     def __init__(self, path: str | Path, *, allow_incomplete: bool = False, data_path: str = DATA_PATH):
         self.path = Path(path)
+        with contextlib.suppress(ImportError):  # registers the lz4, zstd and bitshuffle filters with h5py
+            import hdf5plugin  # noqa: F401
         if not self.path.is_file():
             raise InputFileError(f"no such file: {self.path}")
         try:

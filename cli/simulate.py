@@ -1,0 +1,90 @@
+"""Simulate a dataset of SPI shots (no hit, single, multi, unintended) into a CXI/HDF5 file.
+
+MANIFEST is a YAML recipe (see docs/manifest.md and data_manifests/); without it, the built-in
+default runs: all four hit types, no file and no network needed. Finished shards are kept in
+OUT.h5.parts/ until the run ends, so an interrupted run continues with --resume; the same manifest
+and seed give the same bytes whatever --workers, --backend or interruptions.
+
+\b
+Example usage:
+  spi simulate -o default.h5                                # built-in default, 100 shots
+  spi simulate data_manifests/pr772_pnccd.yaml -o pr772.h5 --shots 1000 --workers 2
+  spi simulate m.yaml -o big.h5 --backend dask --workers 8  # a local Dask cluster
+  spi simulate m.yaml -o big.h5 --scheduler tcp://head:8786 # a running Dask cluster (docs/scale-out.md)
+  spi simulate m.yaml -o big.h5 --resume                    # after Ctrl-C, a kill or a crash
+"""
+
+from __future__ import annotations
+
+import click
+
+COMPRESSIONS = ("none", "gzip", "lz4", "zstd", "bitshuffle")
+
+
+def _progress_columns() -> list:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class ShotsPerSecond(ProgressColumn):
+        def render(self, task) -> Text:  # noqa: ANN001
+            speed = task.finished_speed or task.speed
+            return Text("- shots/s" if speed is None else f"{speed:.1f} shots/s", style="progress.data.speed")
+
+    return [TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            ShotsPerSecond(), TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("ETA"),
+            TimeRemainingColumn()]
+
+
+@click.command(help=__doc__)
+@click.argument("manifest", required=False, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="Output HDF5 file.")
+@click.option("--shots", type=click.IntRange(min=1), help="Number of shots (overrides the manifest).")
+@click.option("--seed", type=click.IntRange(min=0), help="Random seed (overrides the manifest).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes making shards (local pool, or Dask workers with --backend dask).")
+@click.option("--backend", type=click.Choice(["process", "dask"]), default="process", show_default=True,
+              help="Local process pool, or Dask distributed (a local cluster unless --scheduler).")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Address of a running Dask scheduler, e.g. tcp://host:8786 (implies --backend dask).")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
+              help="Where shots are computed; auto picks the GPU when one is present.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run, keeping its finished shards.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output and discard old shards.")
+@click.option("--compression", type=click.Choice(COMPRESSIONS),
+              help="Frame compression (overrides output.compression of the manifest).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def command(manifest: str | None, out: str, shots: int | None, seed: int | None, workers: int, backend: str,
+            scheduler: str | None, device: str, resume: bool, overwrite: bool, compression: str | None,
+            quiet: bool) -> None:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from spisim.generate import check_output, generate, resolve_device
+    from spisim.manifest import load_manifest
+
+    overrides = {"shots": shots, "seed": seed}
+    if compression:
+        overrides["output"] = {"compression": compression}
+    m = load_manifest(manifest, overrides=overrides)
+    check_output(out, resume=resume, overwrite=overwrite)  # fail before the progress bar shows
+    device = resolve_device(device)
+    console = Console(stderr=True)
+    with Progress(*_progress_columns(), console=console, disable=quiet, transient=False) as progress:
+        task = progress.add_task("simulating", total=m.spec.shots)
+
+        def on_start(to_make: int, already: int) -> None:
+            progress.update(task, total=to_make, description="resuming" if already else "simulating")
+            progress.start_task(task)
+
+        result = generate(m, out, workers=workers, backend=backend, scheduler=scheduler, device=device,
+                          resume=resume, overwrite=overwrite, progress=lambda n: progress.advance(task, n),
+                          on_start=on_start)
+    reused = f", {result.shards_reused} shards reused" if result.shards_reused else ""
+    click.echo(f"wrote {result.path}: {result.n_shots} shots from {m.source}{reused} in {result.seconds:.1f} s")

@@ -1,0 +1,705 @@
+"""The shot loop: per-shot random streams, shards, resume, worker processes and Dask.
+
+Reproducibility rests on two rules:
+
+* every shot draws from its own streams, made from ``SeedSequence(seed, spawn_key=(1, shot))`` (scene,
+  pulse jitter, detector noise), so a shot does not depend on which worker makes it or in which order;
+  fixed detector defects come from ``spawn_key=(0,)``;
+* shots are made in shards of ``output.shard_size`` consecutive shots. Each finished shard is written to
+  a temporary name in ``OUT.h5.parts/`` and renamed; at the end one process joins the shards, in order,
+  into a temporary file (copying the compressed chunks as they are) and renames it to ``OUT.h5``. The
+  final file therefore never exists half-written, and the same manifest and seed give the same bytes
+  whatever the number of workers, the backend, or how often the run was interrupted and resumed.
+
+``generate(..., resume=True)`` skips the shards already in ``OUT.h5.parts/`` (after checking that they
+were made from the same manifest, overrides, package version and device, recorded in ``plan.json``).
+
+:class:`Simulator` is also the API for making shots in memory (e.g. to stream them into training).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .cxi import CXIWriter, ShotLabels, labels_block, write_shard
+from .errors import ConfigError, SpiError
+from .manifest import Manifest, ParticleSpec, load_manifest, parse_manifest
+from .noise import apply_detector, output_dtype, output_units, prepare_effects, pulse_scale
+
+ProgressCallback = Callable[[int], None]
+"""Called with the number of shots just finished."""
+
+DASK_CONNECT_TIMEOUT = "20s"
+"""How long to try to reach a Dask scheduler given by address."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Random streams
+
+
+def shot_streams(seed: int, index: int) -> tuple[np.random.Generator, np.random.Generator, np.random.SeedSequence]:
+    """(scene generator, jitter generator, detector-noise seed sequence) of shot ``index``.
+
+    Built from ``SeedSequence(seed, spawn_key=(1, index))``; the detector noise gets a seed sequence so
+    that the CPU path (numpy) and the GPU path (CuPy) can each make their own generator from it.
+    """
+    children = np.random.SeedSequence(int(seed), spawn_key=(1, int(index))).spawn(3)
+    return np.random.default_rng(children[0]), np.random.default_rng(children[1]), children[2]
+
+
+def fixed_stream(seed: int) -> np.random.Generator:
+    """The dataset's stream for fixed detector defects (dead and hot pixels)."""
+    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(0,)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Devices
+
+
+def cuda_available() -> bool:
+    """True when CuPy is installed and sees a CUDA device."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def resolve_device(device: str) -> str:
+    """``cpu`` or ``cuda`` for ``cpu``/``cuda``/``auto``; ConfigError for cuda without a GPU."""
+    if device not in ("cpu", "cuda", "auto"):
+        raise ConfigError(f"unknown device {device!r}: use cpu, cuda or auto")
+    if device == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if device == "cuda" and not cuda_available():
+        raise ConfigError("--device cuda: no CUDA GPU found (or CuPy is not installed: pip install cupy-cuda12x); "
+                          "use --device cpu")
+    return device
+
+
+# ----------------------------------------------------------------------------------------------
+# Building the physics objects from a manifest
+
+
+def build_beam(manifest: Manifest) -> Any:
+    """The :class:`spisim.beam.Beam` of a manifest (a peak ``fluence`` is turned into photons per pulse)."""
+    from .beam import Beam
+
+    b = manifest.spec.beam
+    kw = dict(photon_energy_ev=b.photon_energy, focus_diameter_m=b.focus_diameter, profile=b.profile,
+              polarization=b.polarization, sample_radius_m=b.hit_radius)
+    if b.pulse_energy is not None:
+        return Beam(pulse_energy_j=b.pulse_energy, **kw)
+    if b.photons_per_pulse is not None:
+        return Beam(pulse_photons=b.photons_per_pulse, **kw)
+    unit = Beam(pulse_photons=1.0, **kw)
+    return Beam(pulse_photons=b.fluence / unit.peak_fluence, **kw)
+
+
+def build_detector(manifest: Manifest) -> Any:
+    """The :class:`spisim.detector.Detector` of a manifest (preset or geometry file, distance)."""
+    from .detector import Detector
+
+    d = manifest.spec.detector
+    if d.geometry is not None:
+        det = Detector.load(manifest.resolve_path(d.geometry, "detector.geometry"))
+        return det.with_distance(d.distance) if d.distance is not None else det
+    if d.preset == "square":
+        return Detector.preset("square", distance_m=d.distance, n_pixels=d.n_pixels, pixel_size_m=d.pixel_size)
+    return Detector.preset(d.preset, distance_m=d.distance)
+
+
+def build_body(
+    manifest: Manifest,
+    p: ParticleSpec,
+    where: str,
+    photon_energy_ev: float,
+    q_max: float,
+    device: str = "cpu",
+    store: Path | None = None,
+) -> Any:
+    """A scene body (:class:`spisim.scene.AtomicBody` or :class:`~spisim.scene.ContinuumBody`) for a particle.
+
+    ``store``: folder that keeps built reciprocal volumes for other processes (see ``AtomicBody``).
+    """
+    from .particles import make_particle
+    from .scene import AtomicBody, ContinuumBody
+
+    sc = manifest.spec.scattering
+    if p.shape is not None:
+        spec: dict[str, Any] = {"shape": p.shape, "model": "continuum" if p.continuum else "atoms"}
+        if p.shape == "spheroid":
+            spec |= {"a_nm": p.radius * 1e9, "c_nm": p.polar_radius * 1e9}
+        elif p.shape == "shell":
+            spec |= {"outer_radius_nm": p.radius * 1e9, "thickness_nm": p.thickness * 1e9}
+        else:
+            spec["radius_nm"] = p.radius * 1e9
+        if p.continuum:
+            spec["electron_density"] = p.density
+            return ContinuumBody(make_particle(spec))
+        spec["hydrogens"] = p.keep_hydrogens
+        atoms = make_particle(spec)
+        key = f"{p.label}:{json.dumps(spec, sort_keys=True)}"
+    else:
+        from .structure import load_structure
+
+        source = manifest.structure_source(str(p.structure), f"{where}.structure")
+        assembly = None if p.assembly.lower() == "none" else p.assembly
+        atoms = load_structure(source, assembly=assembly, keep_waters=p.keep_waters, keep_hydrogens=p.keep_hydrogens)
+        key = f"{p.label}:{source}:{p.assembly}:{p.keep_waters}:{p.keep_hydrogens}"
+    return AtomicBody(atoms, key, photon_energy_ev, q_max, method=sc.method, anomalous=sc.anomalous, device=device,
+                      store=store)
+
+
+# ----------------------------------------------------------------------------------------------
+# The simulator
+
+
+class Simulator:
+    """Makes the shots of a manifest, one at a time, identically in any process.
+
+    Args:
+        manifest: a validated manifest.
+        device: ``cpu`` or ``cuda`` (``auto`` picks); the GPU path gives statistically equal but not
+            bit-equal frames (CuPy's random streams differ from numpy's).
+        volume_store: folder where reciprocal volumes are saved once built and loaded by later users.
+
+    Geometry, beam and fixed detector effects are made at once; particles (structures, reciprocal
+    volumes) on the first shot, so that a process that only joins shards stays light.
+    """
+
+    def __init__(self, manifest: Manifest, device: str = "cpu", volume_store: Path | None = None) -> None:
+        self.manifest = manifest
+        self.volume_store = volume_store
+        self.spec = manifest.spec
+        self.device = resolve_device(device)
+        self.beam = build_beam(manifest)
+        self.detector = build_detector(manifest)
+        det = self.detector
+        self.shape: tuple[int, int, int] = tuple(det.shape)  # type: ignore[assignment]
+        q = det.q_vectors(self.beam.wavelength_angstrom)
+        self.covered = np.asarray(det.covered, bool)
+        self.q_abs = np.where(self.covered, np.linalg.norm(np.nan_to_num(q), axis=-1), 0.0)
+        self.solid_angle = np.where(self.covered, det.solid_angles(), 0.0)
+        self.polarization = np.asarray(det.polarization_factor(self.spec.beam.polarization))
+        noise = self.spec.noise
+        shadow = np.zeros(self.shape, bool)
+        if noise.beamstop > 0:
+            shadow = det.with_beamstop(noise.beamstop).mask & ~det.mask
+        self.effects = prepare_effects(
+            noise, detector_mask=det.mask, shadow=shadow, q_abs=self.q_abs, solid_angle=self.solid_angle,
+            polarization=self.polarization, rng=fixed_stream(self.spec.seed),
+        )
+        self.dtype = output_dtype(noise, self.spec.output.dtype)
+        self.units = output_units(noise)
+        self._q = q
+        self._scene_model: Any = None
+        self._pattern: Any = None
+        self._xp: Any = np
+        self._effects_dev: Any = self.effects
+        self._covered_dev: Any = self.covered
+
+    # ---- lazily built parts ----
+    def _prepare(self) -> None:
+        if self._scene_model is not None:
+            return
+        from .scene import Kind, PatternModel, SceneModel, alias_distance
+
+        spec = self.spec
+        cov = self.covered
+        q_cov = np.ascontiguousarray(self._q[cov])
+        q_max = float(np.linalg.norm(q_cov, axis=1).max()) if len(q_cov) else 0.0
+        energy = spec.beam.photon_energy
+        names = spec.structure_names
+        dev, store = self.device, self.volume_store
+        particles = [Kind(i, p.weight, build_body(self.manifest, p, f"particles[{i}]", energy, q_max, dev, store))
+                     for i, p in enumerate(spec.particles)]
+        off = len(spec.particles)
+        molecules = [
+            Kind(off + i, m.weight, build_body(self.manifest, m, f"unintended.molecules[{i}]", energy, q_max, dev,
+                                               store))
+            for i, m in enumerate(spec.unintended.molecules)
+        ]
+        probs = np.array(list(spec.hits.probabilities().values()))
+        self._scene_model = SceneModel(probs, particles, molecules, spec.multi, spec.unintended,
+                                       self.beam.sample_position, names)
+        for kind in (*particles, *molecules):  # build reciprocal volumes now, not inside the first shot
+            if getattr(kind.body, "method", None) == "fast":
+                kind.body.volume()
+        xp = np
+        solid, pol = self.solid_angle[cov], self.polarization[cov]
+        if self.device == "cuda":
+            import cupy as xp  # noqa: N813
+
+            q_cov, solid, pol = xp.asarray(q_cov), xp.asarray(solid), xp.asarray(pol)
+            e = self.effects
+            self._effects_dev = type(e)(**{k: (xp.asarray(v) if isinstance(v, np.ndarray) else v)
+                                           for k, v in e.__dict__.items()})
+        self._xp = xp
+        self._covered_dev = xp.asarray(cov)
+        self._pattern = PatternModel(q_cov, solid, pol, self.beam.fluence_at, alias_distance(self._q, cov),
+                                     spec.multi.coherence)
+
+    def prepare(self) -> Simulator:
+        """Load the particles and build their reciprocal volumes now (else on the first shot)."""
+        self._prepare()
+        return self
+
+    @property
+    def scene_model(self) -> Any:
+        """The :class:`spisim.scene.SceneModel` (built on first use)."""
+        self._prepare()
+        return self._scene_model
+
+    @property
+    def pattern_model(self) -> Any:
+        """The :class:`spisim.scene.PatternModel` (built on first use)."""
+        self._prepare()
+        return self._pattern
+
+    def expected_photons(self, index: int) -> tuple[Any, Any, float, float]:
+        """Shot ``index`` before detector effects and background.
+
+        Returns:
+            (expected photons scattered by the particles (M, SS, FS) float64 (numpy, or CuPy on the GPU),
+            the :class:`~spisim.scene.Scene`, fluence at the first particle (photons/m²; the pulse's peak
+            fluence for a no-hit), pulse scale).
+        """
+        return self._expected(index, shot_streams(self.spec.seed, index))
+
+    def _expected(self, index: int, streams: tuple) -> tuple[Any, Any, float, float]:
+        self._prepare()
+        scene_rng, jitter_rng, _ = streams
+        scene = self._scene_model.draw(scene_rng)
+        scale = pulse_scale(jitter_rng, self.spec.noise.jitter)
+        sample, fluence = self._pattern.render(scene, scale)
+        photons = self._xp.zeros(self.shape)
+        photons[self._covered_dev] = sample
+        if not scene.particles:
+            fluence = float(self.beam.peak_fluence) * scale
+        return photons, scene, fluence, scale
+
+    def shot(self, index: int) -> tuple[np.ndarray, ShotLabels]:
+        """Frame (M, SS, FS) of :attr:`dtype` and labels of shot ``index``."""
+        streams = shot_streams(self.spec.seed, index)
+        photons, scene, fluence, scale = self._expected(index, streams)
+        xp = self._xp
+        eff = self._effects_dev
+        valid = ~eff.mask
+        total = float(photons[valid].sum())
+        background = eff.background * scale
+        bg_total = float(background[valid].sum())
+        noise_seq = streams[2]
+        if xp is np:
+            rng = np.random.default_rng(noise_seq)
+        else:
+            rng = xp.random.Generator(xp.random.XORWOW(int(noise_seq.generate_state(1, np.uint64)[0])))
+        frame = apply_detector(photons + background, self.spec.noise, eff, rng, self.dtype)
+        if xp is not np:
+            frame = xp.asnumpy(frame)
+        parts = scene.particles
+        labels = ShotLabels(
+            hit_type=scene.hit_type,
+            structure=np.array([p.structure for p in parts], dtype=np.int16),
+            orientation=np.array([p.quaternion for p in parts]).reshape(-1, 4),
+            position=np.array([p.position for p in parts]).reshape(-1, 3),
+            fluence=fluence,
+            total_photons=total,
+            pulse_scale=scale,
+            background_photons=bg_total,
+        )
+        return frame, labels
+
+    def shots(self, start: int, stop: int, progress: ProgressCallback | None = None
+              ) -> tuple[np.ndarray, list[ShotLabels]]:
+        """Frames (stop − start, M, SS, FS) and labels of consecutive shots; ``progress(1)`` after each."""
+        frames = np.empty((stop - start, *self.shape), dtype=self.dtype)
+        labels = []
+        for i in range(start, stop):
+            frames[i - start], lab = self.shot(i)
+            labels.append(lab)
+            if progress is not None:
+                progress(1)
+        return frames, labels
+
+    def writer(self, path: str | Path, n_shots: int, compression: str | None = None) -> CXIWriter:
+        """A :class:`CXIWriter` for this dataset's geometry, labels and attributes."""
+        spec = self.spec
+        return CXIWriter(
+            path, n_shots,
+            pixel_position=self.detector.pixel_positions, solid_angle=self.solid_angle, mask=self.effects.mask,
+            photon_energy_ev=spec.beam.photon_energy, pulse_energy_j=self.pulse_energy_j,
+            structures=spec.structure_names, max_particles=spec.max_particles, dtype=self.dtype, units=self.units,
+            compression=compression or spec.output.compression, attrs=dataset_attributes(self.manifest),
+        )
+
+    @property
+    def pulse_energy_j(self) -> float:
+        """Nominal pulse energy (J)."""
+        return float(self.beam.pulse_energy)
+
+
+def dataset_attributes(manifest: Manifest) -> dict[str, Any]:
+    """Root attributes of a dataset: manifest text, its source, overrides, seed and package version."""
+    return {
+        "spi_version": __version__,
+        "spi_manifest": manifest.text,
+        "spi_manifest_source": manifest.source,
+        "spi_overrides": json.dumps(manifest.overrides, sort_keys=True),
+        "spi_seed": int(manifest.spec.seed),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Shards
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a dataset is cut into shards."""
+
+    n_shots: int
+    shard_size: int
+
+    @property
+    def n_shards(self) -> int:
+        return math.ceil(self.n_shots / self.shard_size)
+
+    def bounds(self, shard: int) -> tuple[int, int]:
+        """(first shot, one past the last) of ``shard``."""
+        start = shard * self.shard_size
+        return start, min(start + self.shard_size, self.n_shots)
+
+
+def shard_name(shard: int) -> str:
+    return f"shard-{shard:06d}.h5"
+
+
+def parts_dir(out: str | Path) -> Path:
+    """Folder of the shards of ``out``: ``OUT.h5.parts``."""
+    out = Path(out)
+    return out.with_name(out.name + ".parts")
+
+
+def _fingerprint(manifest: Manifest, device: str, compression: str) -> str:
+    text = json.dumps([manifest.text, manifest.overrides, manifest.source, __version__, device, compression])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def make_shard(sim: Simulator, plan: Plan, shard: int, folder: Path, compression: str,
+               progress: ProgressCallback | None = None) -> Path:
+    """Simulate one shard and write it to ``folder`` (temporary name, then renamed); returns its path."""
+    start, stop = plan.bounds(shard)
+    frames, labels = sim.shots(start, stop, progress)
+    final = folder / shard_name(shard)
+    tmp = folder / f"{final.name}.tmp.{os.getpid()}"
+    try:
+        write_shard(tmp, start, frames, labels_block(labels, sim.spec.max_particles), compression=compression,
+                    units=sim.units)
+        os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return final
+
+
+# Per-process cache of simulators (worker processes and Dask workers build theirs once).
+_SIMULATORS: dict[str, Simulator] = {}
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a worker needs to make shards (picklable, small)."""
+
+    text: str
+    source: str
+    base_dir: str | None
+    overrides: dict
+    device: str
+    folder: str
+    compression: str
+    cwd: str
+
+    @property
+    def volume_store(self) -> Path:
+        return Path(self.folder) / "volumes"
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps([self.text, self.source, self.overrides, self.device]).encode()).hexdigest()
+
+    def simulator(self) -> Simulator:
+        k = self.key()
+        if k not in _SIMULATORS:
+            manifest = parse_manifest(self.text, source=self.source,
+                                      base_dir=Path(self.base_dir) if self.base_dir else None, overrides=self.overrides)
+            with _chdir(self.cwd):
+                _SIMULATORS[k] = Simulator(manifest, self.device, self.volume_store).prepare()
+        return _SIMULATORS[k]
+
+
+@contextlib.contextmanager
+def _chdir(path: str):  # noqa: ANN202
+    """Run in ``path`` (the folder the run was started from, so relative paths resolve alike), if it exists."""
+    old = os.getcwd()
+    moved = os.path.isdir(path)
+    if moved:
+        os.chdir(path)
+    try:
+        yield
+    finally:
+        if moved:
+            os.chdir(old)
+
+
+def run_shard(job: Job, shard: int) -> int:
+    """Worker entry point: make shard ``shard`` of ``job``; returns the number of shots written."""
+    sim = job.simulator()
+    plan = Plan(sim.spec.shots, sim.spec.output.shard_size)
+    make_shard(sim, plan, shard, Path(job.folder), job.compression)
+    start, stop = plan.bounds(shard)
+    return stop - start
+
+
+def _pool_init(threads: int) -> None:
+    """Share the cores among worker processes (before numba and OpenMP start their thread pools)."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole run
+
+
+def check_output(out: str | Path, *, resume: bool = False, overwrite: bool = False) -> None:
+    """SpiError unless a run may write ``out`` (an existing file or unfinished shards need a flag)."""
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise SpiError(f"output folder {out.parent} does not exist")
+    folder = parts_dir(out)
+    if out.exists() and not overwrite:
+        if resume and not folder.exists():
+            raise SpiError(f"{out} is already complete: nothing to resume (use --overwrite to make it again)")
+        if not resume:
+            raise SpiError(f"{out} exists: use --overwrite to replace it")
+    if folder.exists() and not resume and not overwrite:
+        raise SpiError(f"{folder} holds the shards of an unfinished run: add --resume to continue it, "
+                       f"or --overwrite to start again")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`generate` did."""
+
+    path: Path
+    n_shots: int
+    shards_made: int
+    shards_reused: int
+    seconds: float
+
+
+def generate(
+    manifest: Manifest | str | Path | None,
+    out: str | Path,
+    *,
+    workers: int = 1,
+    backend: str = "process",
+    scheduler: str | None = None,
+    device: str = "cpu",
+    resume: bool = False,
+    overwrite: bool = False,
+    compression: str | None = None,
+    progress: ProgressCallback | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+    _fail_after_shards: int | None = None,
+) -> RunResult:
+    """Simulate the dataset of ``manifest`` into the CXI file ``out``.
+
+    Args:
+        manifest: a :class:`Manifest`, a manifest path, or None for the built-in default.
+        out: the output file (``.h5``); shards go to ``OUT.h5.parts/`` meanwhile.
+        workers: processes that make shards (1: this process).
+        backend: ``process`` (a local process pool) or ``dask`` (a ``LocalCluster`` of ``workers``
+            processes, or the cluster at ``scheduler``).
+        scheduler: address of a running Dask scheduler (implies ``backend='dask'``); the workers must
+            see the output folder.
+        device: ``cpu``, ``cuda`` or ``auto``.
+        resume: continue an interrupted run, keeping its finished shards.
+        overwrite: replace an existing ``out`` and discard old shards.
+        compression: overrides ``output.compression``.
+        progress: called with the number of shots finished since the last call.
+        on_start: called once with (shots to make now, shots already done).
+        _fail_after_shards: testing hook: raise after that many new shards (simulates a crash).
+
+    Returns:
+        A :class:`RunResult`. Raises :class:`SpiError` subclasses for anything the user can fix.
+    """
+    t0 = time.perf_counter()
+    if not isinstance(manifest, Manifest):
+        manifest = load_manifest(manifest)
+    out = Path(out)
+    if scheduler:
+        backend = "dask"
+    if backend not in ("process", "dask"):
+        raise ConfigError(f"unknown backend {backend!r}: use process or dask")
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    check_output(out, resume=resume, overwrite=overwrite)
+    folder = parts_dir(out)
+    if folder.exists() and not resume:
+        shutil.rmtree(folder)
+
+    device = resolve_device(device)
+    spec = manifest.spec
+    compression = compression or spec.output.compression
+    from .cxi import compression_options
+
+    compression_options(compression)  # validates the name
+    plan = Plan(spec.shots, spec.output.shard_size)
+    fp = _fingerprint(manifest, device, compression)
+    folder.mkdir(exist_ok=True)
+    with _exclusive(folder):
+        return _run(manifest, out, folder, plan, fp, device, compression, workers, backend, scheduler, progress,
+                    on_start, _fail_after_shards, t0)
+
+
+@contextlib.contextmanager
+def _exclusive(folder: Path):  # noqa: ANN202
+    """Hold an exclusive lock on ``folder`` so that two runs never write the same shards."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX: no lock
+        yield
+        return
+    with open(folder / "lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise SpiError(f"another spi simulate is writing {folder}: wait for it or stop it first") from None
+        yield
+
+
+def _run(manifest: Manifest, out: Path, folder: Path, plan: Plan, fp: str, device: str, compression: str,
+         workers: int, backend: str, scheduler: str | None, progress: ProgressCallback | None,
+         on_start: Callable[[int, int], None] | None, fail_after: int | None, t0: float) -> RunResult:
+    plan_file = folder / "plan.json"
+    if plan_file.exists():
+        recorded = json.loads(plan_file.read_text())
+        if recorded.get("fingerprint") != fp:
+            raise SpiError(f"{folder} was made from another manifest, seed, shot count, compression, device or "
+                           f"package version: remove it or use --overwrite")
+    else:
+        _atomic_write_text(plan_file, json.dumps({"fingerprint": fp, "shots": plan.n_shots,
+                                                  "shard_size": plan.shard_size, "version": __version__}))
+    for stale in folder.glob("*.tmp.*"):
+        stale.unlink()
+    done = {s for s in range(plan.n_shards) if (folder / shard_name(s)).is_file()}
+    todo = [s for s in range(plan.n_shards) if s not in done]
+    shots_done = sum(plan.bounds(s)[1] - plan.bounds(s)[0] for s in done)
+    if on_start is not None:
+        on_start(plan.n_shots - shots_done, shots_done)
+
+    job = Job(manifest.text, manifest.source, str(manifest.base_dir) if manifest.base_dir else None,
+              manifest.overrides, device, str(folder), compression, os.getcwd())
+    sim = Simulator(manifest, device, job.volume_store)
+    if todo:
+        sim.prepare()  # loads the particles and builds (or loads) their volumes once, for every worker
+        if backend == "dask":
+            _run_dask(job, todo, plan, workers, scheduler, progress, fail_after)
+        elif workers == 1 or len(todo) == 1:
+            for n, shard in enumerate(todo):
+                if fail_after is not None and n >= fail_after:
+                    raise RuntimeError(f"injected failure after {n} shards")
+                make_shard(sim, plan, shard, folder, compression, progress)
+        else:
+            _run_pool(job, todo, plan, workers, progress, fail_after)
+
+    tmp = folder / f"joined.h5.tmp.{os.getpid()}"
+    writer = sim.writer(tmp, plan.n_shots, compression)
+    try:
+        for shard in range(plan.n_shards):
+            writer.copy_shard(folder / shard_name(shard))
+    finally:
+        writer.close()
+    os.replace(tmp, out)
+    shutil.rmtree(folder)
+    return RunResult(out, plan.n_shots, len(todo), len(done), time.perf_counter() - t0)
+
+
+def _run_pool(job: Job, todo: Sequence[int], plan: Plan, workers: int, progress: ProgressCallback | None,
+              fail_after: int | None) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    ctx = mp.get_context("spawn")
+    n = min(workers, len(todo))
+    threads = max(1, (os.cpu_count() or 1) // n)
+    with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_pool_init, initargs=(threads,)) as pool:
+        pending = {pool.submit(run_shard, job, s): s for s in todo}
+        finished = 0
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    pending.pop(fut)
+                    n = fut.result()
+                    finished += 1
+                    if progress is not None:
+                        progress(n)
+                    if fail_after is not None and finished >= fail_after:
+                        raise RuntimeError(f"injected failure after {finished} shards")
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def _run_dask(job: Job, todo: Sequence[int], plan: Plan, workers: int, scheduler: str | None,
+              progress: ProgressCallback | None, fail_after: int | None) -> None:
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError:  # pragma: no cover - dask[distributed] is a dependency
+        raise ConfigError("the dask backend needs dask[distributed]: pip install 'dask[distributed]'") from None
+    with contextlib.ExitStack() as stack:
+        if scheduler:
+            try:
+                client = stack.enter_context(Client(scheduler, timeout=DASK_CONNECT_TIMEOUT))
+            except OSError as exc:
+                raise SpiError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+        else:
+            cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                       dashboard_address=None, silence_logs=40))
+            client = stack.enter_context(Client(cluster))
+        futures = [client.submit(run_shard, job, s, key=f"spi-shard-{job.key()[:12]}-{s}", pure=False) for s in todo]
+        finished = 0
+        try:
+            for fut in as_completed(futures):
+                n = fut.result()
+                finished += 1
+                if progress is not None:
+                    progress(n)
+                if fail_after is not None and finished >= fail_after:
+                    raise RuntimeError(f"injected failure after {finished} shards")
+        except BaseException:
+            client.cancel(futures)
+            raise

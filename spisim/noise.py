@@ -1,0 +1,230 @@
+"""Background and detector effects: from expected photons to the frames a detector records.
+
+Each effect is configured by :class:`spisim.manifest.NoiseSpec` and each can be switched off; with
+all off, the frame is the expected photon count (float). The order follows the physics:
+
+1. shot-to-shot pulse-energy jitter scales the fluence (:func:`pulse_scale`; applied to sample and
+   background alike by the shot loop);
+2. background photons (gas, jet or water; :func:`background_photons`) are added to the sample's;
+3. no photons reach pixels behind the beamstop;
+4. Poisson photon statistics;
+5. dead pixels lose their signal;
+6. gain (ADU per photon), then pedestal, Gaussian readout noise and a common-mode offset per panel or
+   block (all in ADU, or in photons when no gain is set);
+7. hot pixels read ``hot_level`` on top;
+8. saturation clips, integer output is rounded;
+9. missing panels read 0.
+
+Effects fixed for a whole dataset (dead, hot and shadowed pixels, missing panels, the background
+pattern) live in :class:`DetectorEffects`, made once by :func:`prepare_effects`. The per-shot part,
+:func:`apply_detector`, works on numpy or CuPy arrays alike (it follows its input, with a numpy
+``Generator`` or a CuPy ``Generator`` to match).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .manifest import BackgroundSpec, NoiseSpec
+
+
+def get_array_module(x: Any) -> Any:
+    """``cupy`` for a CuPy array, else ``numpy``."""
+    mod = type(x).__module__
+    if mod.startswith("cupy"):
+        import cupy
+
+        return cupy
+    return np
+
+
+def pulse_scale(rng: np.random.Generator, jitter: float) -> float:
+    """Pulse energy of one shot relative to nominal: log-normal with mean 1 and relative rms ``jitter``.
+
+    ln s ~ N(−σ²/2, σ²) with σ² = ln(1 + jitter²), so E[s] = 1 and std(s) = jitter; s > 0 and half
+    the pulses or more fall below nominal. ``jitter = 0`` gives exactly 1 (no random draw).
+    """
+    if jitter <= 0:
+        return 1.0
+    sigma2 = math.log1p(jitter * jitter)
+    return float(rng.lognormal(-0.5 * sigma2, math.sqrt(sigma2)))
+
+
+def background_profile(kind: str, q_abs: np.ndarray, q0: float = 0.05) -> np.ndarray:
+    """Relative background scattering per steradian (max about 1) at |q| (Å⁻¹), any shape.
+
+    ``gas``: 1 / (1 + (q/q0)²), a smooth decay over q0 (Å⁻¹); ``water``: a broad ring at 2.0 Å⁻¹
+    (Gaussian, σ 0.4 Å⁻¹) on a floor of 0.2, the shape of liquid-water scattering; ``flat``: 1.
+    """
+    q = np.asarray(q_abs, dtype=np.float64)
+    if kind == "gas":
+        return 1.0 / (1.0 + (q / q0) ** 2)
+    if kind == "water":
+        return 0.2 + 0.8 * np.exp(-0.5 * ((q - 2.0) / 0.4) ** 2)
+    if kind == "flat":
+        return np.ones_like(q)
+    raise ValueError(f"unknown background kind {kind!r}")
+
+
+def background_photons(
+    spec: BackgroundSpec, q_abs: np.ndarray, solid_angle: np.ndarray, polarization: np.ndarray, valid: np.ndarray
+) -> np.ndarray:
+    """Expected background photons per pixel (M, SS, FS) float64 at the nominal pulse energy.
+
+    The pattern is profile(|q|) · P · ΔΩ, scaled so that its sum over ``valid`` pixels is
+    ``spec.photons``; pixels outside ``valid`` get their share too (the total counts only valid ones).
+
+    Args:
+        spec: kind, total photons and q0.
+        q_abs: |q| per pixel (Å⁻¹), (M, SS, FS).
+        solid_angle: ΔΩ per pixel (sr), (M, SS, FS).
+        polarization: P per pixel, (M, SS, FS).
+        valid: True where a pixel counts towards the total, (M, SS, FS).
+    """
+    if spec.photons <= 0:
+        return np.zeros(np.shape(q_abs))
+    pattern = background_profile(spec.kind, q_abs, spec.q0) * polarization * solid_angle
+    total = float(pattern[valid].sum())
+    if total <= 0:
+        return np.zeros(np.shape(q_abs))
+    return pattern * (spec.photons / total)
+
+
+@dataclass(frozen=True)
+class DetectorEffects:
+    """What stays fixed over a dataset. Arrays are (M, SS, FS) unless said otherwise.
+
+    Attributes:
+        dead: pixels that record no signal.
+        hot: pixels that read ``hot_level`` on top of their signal.
+        shadow: pixels behind the beamstop (no photons).
+        missing: (M,) panels that read 0.
+        background: expected background photons at the nominal pulse energy (float64).
+        mask: the dataset's mask (True = bad): the detector's own, the shadow, missing panels, and
+            dead and hot pixels when ``mask_bad_pixels``.
+        hot_level: extra reading of a hot pixel (output units).
+    """
+
+    dead: np.ndarray
+    hot: np.ndarray
+    shadow: np.ndarray
+    missing: np.ndarray
+    background: np.ndarray
+    mask: np.ndarray
+    hot_level: float
+
+
+def prepare_effects(
+    spec: NoiseSpec,
+    *,
+    detector_mask: np.ndarray,
+    shadow: np.ndarray,
+    q_abs: np.ndarray,
+    solid_angle: np.ndarray,
+    polarization: np.ndarray,
+    rng: np.random.Generator,
+) -> DetectorEffects:
+    """The fixed effects of a dataset.
+
+    Args:
+        spec: the noise settings.
+        detector_mask: (M, SS, FS) bool, True = bad, as the detector defines it.
+        shadow: (M, SS, FS) bool, pixels behind the beamstop (all False without one).
+        q_abs, solid_angle, polarization: per pixel, for the background (Å⁻¹, sr, 1).
+        rng: the dataset's fixed-pattern stream (dead and hot pixels).
+    """
+    from .errors import ConfigError
+
+    shape = np.shape(detector_mask)
+    n_panels = shape[0]
+    bad = [p for p in spec.missing_panels if p >= n_panels]
+    if bad:
+        raise ConfigError(f"noise.missing_panels: panel {bad[0]} does not exist (the detector has {n_panels})")
+    missing = np.zeros(n_panels, bool)
+    missing[list(spec.missing_panels)] = True
+    u = rng.random(shape)
+    dead = u < spec.dead_pixels
+    hot = (u >= spec.dead_pixels) & (u < spec.dead_pixels + spec.hot_pixels)
+    shadow = np.asarray(shadow, bool)
+    mask = np.asarray(detector_mask, bool) | shadow | missing[:, None, None]
+    if spec.mask_bad_pixels:
+        mask = mask | dead | hot
+    valid = ~mask
+    background = background_photons(spec.background, q_abs, solid_angle, polarization, valid)
+    if spec.hot_level is not None:
+        hot_level = spec.hot_level
+    elif spec.saturation is not None:
+        hot_level = spec.saturation
+    else:
+        hot_level = 100.0 * (spec.gain or 1.0)
+    return DetectorEffects(dead=dead, hot=hot, shadow=shadow, missing=missing, background=background, mask=mask,
+                           hot_level=float(hot_level))
+
+
+def output_dtype(spec: NoiseSpec, dtype: str = "auto") -> str:
+    """``float32`` or ``int32``: ``auto`` is int32 when a gain is set (ADU), else float32."""
+    if dtype != "auto":
+        return dtype
+    return "int32" if spec.gain is not None else "float32"
+
+
+def output_units(spec: NoiseSpec) -> str:
+    """``adu`` when a gain is set, else ``photons``."""
+    return "adu" if spec.gain is not None else "photons"
+
+
+def _block_offsets(xp: Any, rng: Any, shape: tuple[int, int, int], block: tuple[int, int] | None) -> Any:
+    """Standard-normal offsets constant over each panel (block None) or each ss×fs block, (M, SS, FS)."""
+    m, ss, fs = shape
+    if block is None:
+        return rng.standard_normal(m)[:, None, None]
+    bs, bf = block
+    nb_s, nb_f = -(-ss // bs), -(-fs // bf)
+    draws = rng.standard_normal((m, nb_s, nb_f))
+    return xp.repeat(xp.repeat(draws, bs, axis=1), bf, axis=2)[:, :ss, :fs]
+
+
+def apply_detector(photons: Any, spec: NoiseSpec, effects: DetectorEffects, rng: Any, dtype: str = "float32") -> Any:
+    """One frame as the detector records it, from expected photons (background included).
+
+    Args:
+        photons: (M, SS, FS) expected photons (float64), numpy or CuPy.
+        spec: the noise settings.
+        effects: the dataset's fixed effects (numpy or CuPy arrays, like ``photons``).
+        rng: the shot's noise stream: ``numpy.random.Generator`` (or a CuPy ``Generator`` for CuPy input).
+        dtype: ``float32`` or ``int32`` (rounded to the nearest integer).
+
+    Returns:
+        (M, SS, FS) frame of ``dtype`` in photons, or ADU when ``spec.gain`` is set.
+    """
+    xp = get_array_module(photons)
+    x = photons
+    if effects.shadow.any():
+        x = xp.where(effects.shadow, 0.0, x)
+    if spec.poisson:
+        x = rng.poisson(xp.maximum(x, 0.0)).astype(xp.float64)
+    if spec.dead_pixels > 0:
+        x = xp.where(effects.dead, 0.0, x)
+    if spec.gain is not None:
+        x = x * spec.gain
+    if spec.pedestal:
+        x = x + spec.pedestal
+    if spec.readout > 0:
+        x = x + spec.readout * rng.standard_normal(x.shape)
+    if spec.common_mode > 0:
+        x = x + spec.common_mode * _block_offsets(xp, rng, x.shape, spec.common_mode_block)
+    if spec.hot_pixels > 0:
+        x = xp.where(effects.hot, x + effects.hot_level, x)
+    if spec.saturation is not None:
+        x = xp.minimum(x, spec.saturation)
+    if dtype == "int32":
+        info = np.iinfo(np.int32)
+        x = xp.clip(xp.rint(x), info.min, info.max)
+    out = x.astype(dtype)
+    if effects.missing.any():
+        out[effects.missing] = 0
+    return out

@@ -1,0 +1,236 @@
+"""Pictures of a dataset (``spi show``): shots per hit type, radial profiles, photon-count histograms.
+
+The figure has one row of shots per class present, in the assembled detector layout (log colour
+scale, masked areas blank), and two plots beside it: the radial profile (mean counts per pixel against
+|q|) of each class with its 16–84 % band over shots, and the histogram of the total counts per shot of
+each class. It works for any CXI file :class:`spisim.cxi.CXIReader` reads; files without geometry
+are shown panel by panel and profiles are drawn against the distance from the panel centre.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .cxi import CXIReader
+from .errors import InputFileError
+
+CLASS_COLOURS = {"no_hit": "#7f7f7f", "single": "#1f77b4", "multi": "#d62728", "unintended": "#2ca02c"}
+
+
+def _pixel_size(pos: np.ndarray, covered: np.ndarray) -> float:
+    """Median pixel pitch (m) along fast scan of pixel centres ``pos`` (M, SS, FS, 3)."""
+    step = np.linalg.norm(np.diff(pos, axis=2), axis=-1)
+    ok = covered[:, :, 1:] & covered[:, :, :-1]
+    return float(np.median(step[ok])) if ok.any() else 1.0
+
+
+def q_magnitude(pixel_position: np.ndarray, photon_energy_ev: float) -> np.ndarray:
+    """|q| (Å⁻¹) per pixel, q = k(k̂_out − ẑ), for pixel centres (..., 3) m seen from the origin."""
+    from .constants import wavelength_angstrom
+
+    k = 2.0 * math.pi / wavelength_angstrom(photon_energy_ev)
+    direction = pixel_position / np.linalg.norm(pixel_position, axis=-1, keepdims=True)
+    direction[..., 2] -= 1.0
+    return k * np.linalg.norm(direction, axis=-1)
+
+
+def pick_examples(hit_type: np.ndarray, per_class: int) -> dict[int, np.ndarray]:
+    """Indices of up to ``per_class`` shots of each class code, spread evenly over the file."""
+    out = {}
+    for code in np.unique(hit_type):
+        idx = np.flatnonzero(hit_type == code)
+        if code < 0 or idx.size == 0:
+            continue
+        take = np.unique(np.linspace(0, idx.size - 1, min(per_class, idx.size)).round().astype(int))
+        out[int(code)] = idx[take]
+    return out
+
+
+def _radial(frames: np.ndarray, r: np.ndarray, good: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Mean value per radial bin for each frame: (n_frames, n_bins), NaN for empty bins."""
+    which = np.digitize(r[good], edges) - 1
+    inside = (which >= 0) & (which < len(edges) - 1)
+    which = which[inside]
+    n = np.bincount(which, minlength=len(edges) - 1).astype(float)
+    out = np.empty((len(frames), len(edges) - 1))
+    for i, f in enumerate(frames):
+        s = np.bincount(which, weights=f[good][inside], minlength=len(edges) - 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[i] = s / n
+    return out
+
+
+def show_dataset(path: str | Path, out: str | Path, *, per_class: int = 4, max_profile_shots: int = 200,
+                 dpi: int = 110) -> Path:
+    """Draw the dataset ``path`` into the picture ``out`` (PNG, PDF or SVG by suffix); returns ``out``.
+
+    Args:
+        per_class: shots shown per hit type.
+        max_profile_shots: at most this many shots per class enter the radial profiles.
+        dpi: resolution of raster output.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    from .detector.assemble import build_assembly_map
+
+    if per_class < 1:
+        from .errors import ConfigError
+
+        raise ConfigError(f"--per-class must be >= 1, got {per_class}")
+    with CXIReader(path) as reader:
+        n = len(reader)
+        if n == 0:
+            raise InputFileError(f"{path} holds no shots")
+        names = reader.class_names if reader.has_labels else ["shot"]
+        hit_type = reader.hit_type if reader.has_labels else np.zeros(n, np.int64)
+        units = str(reader.data.attrs.get("units", "counts"))
+        mask = reader.mask
+        shape = reader.frame_shape
+        pos = reader.pixel_position
+        energy = reader.photon_energy_ev
+        examples = pick_examples(hit_type, per_class)
+        codes = sorted(examples)
+        shown = {c: reader.frames(examples[c]) for c in codes}
+        totals = np.empty(n)
+        for start in range(0, n, 256):
+            block = reader.frames(np.arange(start, min(start + 256, n)))
+            totals[start : start + len(block)] = np.where(mask, 0.0, block).sum(axis=(1, 2, 3))
+        profile_frames = {}
+        for c in codes:
+            idx = np.flatnonzero(hit_type == c)
+            idx = idx[np.unique(np.linspace(0, idx.size - 1, min(max_profile_shots, idx.size)).astype(int))]
+            profile_frames[c] = reader.frames(idx)
+        n_particles = reader.labels("n_particles") if reader.has_labels else None
+
+    covered = np.isfinite(pos).all(-1) if pos is not None else np.ones(shape, bool)
+    good = covered & ~mask
+    if pos is not None:
+        native = _pixel_size(pos, covered)
+        xy = pos[covered][:, :2]
+        span = float(max(np.ptp(xy[:, 0]), np.ptp(xy[:, 1])))
+        amap = build_assembly_map(np.nan_to_num(pos), covered, max(native, span / 260.0))
+        extent = np.array(amap.extent) * 1e3
+
+        def image(frame: np.ndarray) -> np.ndarray:
+            img = amap.assemble(np.where(good, frame, 0.0).astype(np.float64))
+            img[amap.assemble_mask(~good)] = np.nan
+            return img
+
+        r = q_magnitude(np.nan_to_num(pos), energy) if energy else np.hypot(pos[..., 0], pos[..., 1])
+        r_label = "|q| (1/Å)" if energy else "distance from the beam (m)"
+    else:
+        extent = None
+
+        def image(frame: np.ndarray) -> np.ndarray:
+            return np.where(good, frame, np.nan).reshape(-1, shape[2])
+
+        ss, fs = np.meshgrid(np.arange(shape[1]) - shape[1] / 2, np.arange(shape[2]) - shape[2] / 2, indexing="ij")
+        r = np.broadcast_to(np.hypot(ss, fs), shape)
+        r_label = "distance from the panel centre (pixels)"
+
+    images = {c: [image(f) for f in shown[c]] for c in codes}
+    values = np.concatenate([np.ravel(i)[np.isfinite(np.ravel(i))] for c in codes for i in images[c]])
+    positive = values[values > 0]
+    vmax = float(np.percentile(positive, 99.9)) if positive.size else 1.0
+    low = float(np.percentile(positive, 5)) if positive.size else 0.1
+    vmin = min(max(low, 0.5 if units == "photons" else 1e-3), vmax / 10)
+    norm = LogNorm(vmin=vmin, vmax=max(vmax, vmin * 10))
+
+    rows = len(codes)
+    cols = per_class
+    fig = plt.figure(figsize=(2.3 * cols + 6.2, max(2.35 * rows + 1.2, 5.0)), layout="constrained")
+    outer = fig.add_gridspec(1, 2, width_ratios=[2.3 * cols, 6.0])
+    left = outer[0].subgridspec(rows, cols)
+    right = outer[1].subgridspec(2, 1)
+    cmap = matplotlib.colormaps["magma"].with_extremes(bad="#d9d9d9", under="black")
+    last = None
+    montage = []
+    for r_i, c in enumerate(codes):
+        idx = examples[c]
+        for k in range(cols):
+            ax = fig.add_subplot(left[r_i, k])
+            montage.append(ax)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if k >= len(idx):
+                ax.axis("off")
+                continue
+            img = np.clip(images[c][k], vmin * 0.999, None)
+            last = ax.imshow(img, norm=norm, cmap=cmap, extent=extent, origin="upper", interpolation="nearest")
+            label = f"#{idx[k]}"
+            if n_particles is not None:
+                label += f"  n={int(n_particles[idx[k]])}"
+            label += f"  {totals[idx[k]]:.3g}"
+            ax.set_title(label, fontsize=8)
+            if k == 0:
+                ax.set_ylabel(names[c] if c < len(names) else str(c), fontsize=11,
+                              color=CLASS_COLOURS.get(names[c] if c < len(names) else "", "black"))
+    if last is not None:
+        from matplotlib.ticker import NullFormatter
+
+        bar = fig.colorbar(last, ax=montage, location="bottom", shrink=0.5, aspect=35, pad=0.01)
+        bar.ax.xaxis.set_minor_formatter(NullFormatter())
+        bar.set_label(f"{units} per image pixel (log scale; grey: masked or no pixel)", fontsize=9)
+
+    ax_p = fig.add_subplot(right[0])
+    edges = np.linspace(0.0, float(r[good].max()) if good.any() else 1.0, 61)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    for c in codes:
+        prof = _radial(profile_frames[c], r, good, edges)
+        name = names[c] if c < len(names) else str(c)
+        colour = CLASS_COLOURS.get(name, None)
+        with np.errstate(invalid="ignore"), _quiet():
+            mean = np.nanmean(prof, axis=0)
+            lo, hi = np.nanpercentile(prof, [16, 84], axis=0)
+        ax_p.plot(centres, mean, color=colour, label=f"{name} ({int((hit_type == c).sum())})")
+        ax_p.fill_between(centres, lo, hi, color=colour, alpha=0.2, linewidth=0)
+    ax_p.set_yscale("log")
+    ax_p.set_xlabel(r_label)
+    ax_p.set_ylabel(f"mean {units} per pixel")
+    ax_p.set_title("radial profiles (mean, 16–84 % of shots)", fontsize=10)
+    ax_p.legend(fontsize=8)
+    ax_p.grid(alpha=0.3)
+
+    ax_h = fig.add_subplot(right[1])
+    pos_totals = totals[totals > 0]
+    lo_t = max(float(pos_totals.min()) if pos_totals.size else 1.0, 1e-3)
+    hi_t = float(pos_totals.max()) if pos_totals.size else 10.0
+    bins = np.logspace(math.log10(lo_t / 1.3), math.log10(max(hi_t * 1.3, lo_t * 3)), 40)
+    for c in codes:
+        name = names[c] if c < len(names) else str(c)
+        ax_h.hist(np.clip(totals[hit_type == c], bins[0], None), bins=bins, histtype="step", linewidth=1.6,
+                  color=CLASS_COLOURS.get(name, None), label=name)
+    ax_h.set_xscale("log")
+    ax_h.set_xlabel(f"total {units} per shot (unmasked pixels)")
+    ax_h.set_ylabel("shots")
+    ax_h.set_title("counts per shot", fontsize=10)
+    ax_h.legend(fontsize=8)
+    ax_h.grid(alpha=0.3)
+
+    fig.suptitle(f"{Path(path).name}: {n} shots, detector {shape[0]}×{shape[1]}×{shape[2]}"
+                 + (f", {energy:.0f} eV" if energy else ""), fontsize=12)
+    out = Path(out)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
+
+
+class _quiet:
+    """Silence numpy's 'all-NaN slice' warnings of empty radial bins."""
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)

@@ -1,0 +1,239 @@
+"""Manifest validation: units, unknown keys, missing and impossible values, shipped manifests, docs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from spisim.constants import HC_EV_ANGSTROM
+from spisim.errors import ConfigError, InputFileError
+from spisim.manifest import (
+    BUILTIN_DEFAULT,
+    load_manifest,
+    parse_manifest,
+    parse_quantity,
+    reference_markdown,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+MINIMAL = """
+beam: {photon_energy: 1.6 keV, pulse_energy: 2 mJ}
+detector: {preset: square, n_pixels: 16, distance: 0.1 m}
+particles: [{shape: sphere, radius: 20 nm}]
+"""
+
+
+def _error(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_manifest(text)
+    msg = str(info.value)
+    assert "\n" not in msg, "errors must be one line"
+    return msg
+
+
+@pytest.mark.parametrize(
+    ("value", "dim", "unit", "expected"),
+    [
+        ("1.6 keV", "photon_energy", "eV", 1600.0),
+        (1600, "photon_energy", "eV", 1600.0),
+        ("7.75 Å", "photon_energy", "eV", HC_EV_ANGSTROM / 7.75),  # a wavelength
+        ("0.775 nm", "photon_energy", "eV", HC_EV_ANGSTROM / 7.75),
+        ("2 mJ", "pulse_energy", "mJ", 2e-3),
+        (2, "pulse_energy", "mJ", 2e-3),
+        ("150 uJ", "pulse_energy", "mJ", 150e-6),
+        ("100 nm", "length", "nm", 100e-9),
+        ("0.74 m", "length", "m", 0.74),
+        ("75 µm", "length", "um", 75e-6),
+        ("75um", "length", "m", 75e-6),
+        ("12 Å", "length", "nm", 1.2e-9),
+        ("1e12 photons/um^2", "fluence", "photons/um^2", 1e24),
+        ("3e20 photons/m²", "fluence", "photons/um^2", 3e20),
+        ("0.43 e/A^3", "electron_density", "e/A^3", 0.43),
+        ("430 e/nm^3", "electron_density", "e/A^3", 0.43),
+        ("0.5 1/nm", "inverse_length", "1/A", 0.05),
+        ("1e3", "length", "nm", 1e-6),  # YAML 1.1 reads 1e3 as a string: still a number
+    ],
+)
+def test_quantities(value, dim, unit, expected):
+    assert parse_quantity(value, dim, unit, "x") == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("value", "dim", "fragment"),
+    [
+        ("1.6 kg", "photon_energy", "unit 'kg' is not a photon energy"),
+        ("2 mm", "pulse_energy", "unit 'mm' is not a pulse energy"),
+        ("3 keV", "length", "unit 'keV' is not a length"),
+        ("fast", "length", "cannot read 'fast'"),
+        (True, "length", "expected a length"),
+        ("1e12 photons/kg^2", "fluence", "not a fluence"),
+    ],
+)
+def test_wrong_units(value, dim, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        parse_quantity(value, dim, "m", "beam.x")
+
+
+def test_minimal_manifest_and_defaults():
+    m = parse_manifest(MINIMAL)
+    s = m.spec
+    assert s.seed == 0 and s.shots == 100
+    assert s.beam.photon_energy == 1600.0 and s.beam.pulse_energy == pytest.approx(2e-3)
+    assert s.detector.distance == 0.1 and s.detector.n_pixels == 16
+    assert s.particles[0].radius == pytest.approx(20e-9) and s.particles[0].continuum
+    assert s.particles[0].label == "sphere-20nm"
+    assert s.hits.probabilities()["no_hit"] == pytest.approx(0.9)  # realistic by default
+    assert s.noise.poisson and s.noise.gain is None and not s.noise.is_off
+    assert s.structure_names == ["sphere-20nm", "droplet", "salt", "debris"]
+    assert s.max_particles == s.unintended.debris.n[1]
+
+
+def test_unknown_key_with_did_you_mean():
+    msg = _error(MINIMAL.replace("pulse_energy: 2 mJ", "pulse_energy: 2 mJ, photon_enrgy: 3"))
+    assert "beam.photon_enrgy: unknown key (did you mean photon_energy?)" in msg
+    msg = _error(MINIMAL + "nosie: none\n")
+    assert "nosie: unknown key (did you mean noise?)" in msg
+    msg = _error(MINIMAL + "particle: []\n")
+    assert "did you mean particles?" in msg
+    assert "unknown key" in _error(MINIMAL + "noise: {poison: true}\n")
+    assert "unintended.kinds.dropplet" in _error(MINIMAL + "unintended: {kinds: {dropplet: 1}}\n")
+
+
+def test_missing_values():
+    assert "beam.photon_energy: missing value" in _error(MINIMAL.replace("photon_energy: 1.6 keV", "photon_energy:"))
+    assert "beam.photon_energy: missing value" in _error(MINIMAL.replace("photon_energy: 1.6 keV, ", ""))
+    assert "particles[0].radius: missing value" in _error(MINIMAL.replace(", radius: 20 nm", ""))
+    assert "give exactly one of pulse_energy" in _error(MINIMAL.replace("pulse_energy: 2 mJ", "focus_diameter: 1 um"))
+    msg = _error(MINIMAL.replace("particles: [{shape: sphere, radius: 20 nm}]", "hits: balanced"))
+    assert msg.startswith("manifest <string>: particles: missing value")
+    assert "give exactly one of preset and geometry" in _error(MINIMAL.replace("preset: square, n_pixels: 16, ", ""))
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (("radius: 20 nm", "radius: -5 nm"), "particles[0].radius must be > 0 nm, got '-5 nm'"),
+        (("distance: 0.1 m", "distance: 0 m"), "detector.distance must be > 0 m"),
+        (("photon_energy: 1.6 keV", "photon_energy: 1.6 kg"), "beam.photon_energy: unit 'kg' is not a photon energy"),
+        (("n_pixels: 16", "n_pixels: 2.5"), "detector.n_pixels: expected a whole number"),
+        (("preset: square", "preset: pnccd"), "detector.n_pixels: only for the square preset"),
+        (("preset: square", "preset: pncd"), "did you mean pnccd?"),
+    ],
+)
+def test_impossible_values(change, fragment):
+    assert fragment in _error(MINIMAL.replace(*change))
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        ("shots: 0\n", "shots must be >= 1, got 0"),
+        ("multi: {n_min: 4, n_max: 3}\n", "multi.n_max must be >= n_min (4), got 3"),
+        ("multi: {n_min: 1}\n", "multi.n_min must be >= 2"),
+        ("hits: {single: 0}\n", "hits: the weights must not all be 0"),
+        ("hits: balance\n", "did you mean balanced?"),
+        ("noise: {dead_pixels: 1.5}\n", "noise.dead_pixels must be <= 1"),
+        ("noise: {jitter: -0.1}\n", "noise.jitter must be >= 0"),
+        ("noise: loud\n", "noise: expected a mapping of noise settings or 'none'"),
+        ("noise: {common_mode_block: [64]}\n", "noise.common_mode_block: expected [ss, fs]"),
+        ("unintended: {droplet: {radius: [80 nm, 20 nm]}}\n", "low end '80 nm' is above high end '20 nm'"),
+        ("unintended: {kinds: {molecule: 1}}\n", "needs unintended.molecules"),
+        ("output: {compression: zip}\n", "output.compression: 'zip' is not one of"),
+        ("seed: -1\n", "seed must be >= 0"),
+    ],
+)
+def test_impossible_values_more(extra, fragment):
+    assert fragment in _error(MINIMAL + extra)
+
+
+def test_particle_checks():
+    shell = MINIMAL.replace("{shape: sphere, radius: 20 nm}", "{shape: shell, radius: 20 nm, thickness: 25 nm}")
+    assert "particles[0].thickness must be < radius" in _error(shell)
+    both = MINIMAL.replace("{shape: sphere, radius: 20 nm}", "{shape: sphere, radius: 20 nm, structure: 1crn}")
+    assert "give exactly one of structure and shape" in _error(both)
+    twice = MINIMAL.replace("[{shape: sphere, radius: 20 nm}]", "[{shape: sphere, radius: 20 nm, name: a}, "
+                            "{shape: sphere, radius: 30 nm, name: a}]")
+    assert "'a' is used twice" in _error(twice)
+    ico = MINIMAL.replace("{shape: sphere, radius: 20 nm}", "{shape: icosahedron, radius: 5 nm, model: continuum}")
+    assert "no continuum model" in _error(ico)
+
+
+def test_yaml_error_and_non_mapping():
+    assert "not valid YAML at line" in _error("beam: {photon_energy: [1, 2\n")
+    assert "expected a mapping of keys at the top" in _error("- a\n- b\n")
+
+
+def test_named_mixes_and_partial_hits():
+    m = parse_manifest(MINIMAL + "hits: balanced\n")
+    assert set(m.spec.hits.probabilities().values()) == {0.25}
+    m = parse_manifest(MINIMAL + "hits: {single: 3, no_hit: 1}\n")
+    assert m.spec.hits.probabilities() == {"no_hit": 0.25, "single": 0.75, "multi": 0.0, "unintended": 0.0}
+
+
+def test_noise_none_is_off():
+    m = parse_manifest(MINIMAL + "noise: none\n")
+    assert m.spec.noise.is_off and not m.spec.noise.poisson and m.spec.noise.background.photons == 0
+    assert not parse_manifest(MINIMAL).spec.noise.is_off
+
+
+def test_overrides_merge_deeply():
+    m = parse_manifest(MINIMAL + "output: {shard_size: 5}\n", overrides={"shots": 7, "seed": None,
+                                                                         "output": {"compression": "lz4"}})
+    assert m.spec.shots == 7 and m.spec.seed == 0
+    assert m.spec.output.compression == "lz4" and m.spec.output.shard_size == 5
+    assert m.overrides == {"shots": 7, "output": {"compression": "lz4"}}
+
+
+def test_paths_resolve_relative_to_manifest_then_cwd(tmp_path, monkeypatch):
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / "a.pdb").write_text("x")
+    (tmp_path / "b.pdb").write_text("x")
+    entries = "{structure: a.pdb}, {structure: b.pdb}, {structure: 1abc}"
+    text = MINIMAL.replace("{shape: sphere, radius: 20 nm}", entries)
+    (tmp_path / "here" / "m.yaml").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    m = load_manifest(tmp_path / "here" / "m.yaml")
+    m.check_files()
+    assert m.structure_source("a.pdb", "x") == tmp_path / "here" / "a.pdb"
+    assert m.structure_source("b.pdb", "x") == tmp_path / "b.pdb"
+    assert m.structure_source("1ABC", "x") == "1abc"  # a PDB id
+    with pytest.raises(ConfigError, match=r"particles\[0\].structure: no such file 'c.pdb' \(looked in"):
+        m.resolve_path("c.pdb", "particles[0].structure")
+    with pytest.raises(InputFileError, match="no such manifest file"):
+        load_manifest(tmp_path / "none.yaml")
+
+
+def test_builtin_default():
+    m = load_manifest()
+    assert m.source == "<built-in default>" and m.text == BUILTIN_DEFAULT.read_text()
+    probs = m.spec.hits.probabilities()
+    assert all(p > 0 for p in probs.values()), "the default must produce all four hit types"
+    assert m.spec.unintended.weights()["molecule"] > 0
+    m.check_files()  # names no file at all
+
+
+def test_shipped_manifests_validate(shared_data):
+    files = sorted((REPO / "data_manifests").glob("*.yaml"))
+    names = {f.stem for f in files}
+    assert {"pr772_pnccd", "proteins_jungfrau4m", "agipd_spb", "study_shapes_same_size",
+            "study_sizes_same_shape"} <= names
+    old = os.getcwd()
+    os.chdir(REPO)  # shipped manifests name ../shared/data relative to the repository root
+    try:
+        for f in files:
+            m = load_manifest(f)
+            m.check_files()
+            assert m.spec.shots >= 1
+    finally:
+        os.chdir(old)
+    pr772 = load_manifest(REPO / "data_manifests" / "pr772_pnccd.yaml").spec
+    assert pr772.beam.photon_energy == pytest.approx(1600) and pr772.detector.preset == "pnccd"
+    assert any(p.shape == "sphere" for p in pr772.particles) and any(p.structure for p in pr772.particles)
+
+
+def test_docs_list_every_key():
+    doc = (REPO / "docs" / "manifest.md").read_text()
+    assert reference_markdown() in doc, "docs/manifest.md is out of date: paste `python -m spisim.manifest`"
