@@ -180,3 +180,24 @@ def test_memory_guard_and_bad_options(protein: Atoms) -> None:
         volume.slice(np.zeros((1, 3)), method="fast")
     with pytest.raises(ConfigError, match="rotation"):
         volume.slice(np.zeros((1, 3)), rotation=-np.eye(3))
+
+
+def test_volume_build_is_bitwise_reproducible_across_processes(shared_data):
+    """Datasets must be byte-identical run to run: the NUFFT grid fill may not depend on thread timing."""
+    import subprocess
+    import sys
+
+    script = (
+        "import hashlib, sys\n"
+        "from spisim.structure import load_structure\n"
+        "from spisim.scattering import ReciprocalVolume\n"
+        "a = load_structure(sys.argv[1])\n"
+        "v = ReciprocalVolume.build(a, 6000.0, 0.4)\n"
+        "print(hashlib.sha256(v.grid.tobytes()).hexdigest())\n"
+    )
+    path = str(shared_data / "structures" / "2cex_skopi.pdb")
+    digests = {
+        subprocess.run([sys.executable, "-c", script, path], capture_output=True, text=True, check=True).stdout
+        for _ in range(3)
+    }
+    assert len(digests) == 1

@@ -37,6 +37,8 @@ single pixels near speckle minima can be off by a few per cent of their own (sma
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import ndimage
@@ -232,12 +234,20 @@ def _grid_q(dq: float, n: int) -> np.ndarray:
 def _fill_nufft(groups: ElementGroups, dq: float, n: int, centre: np.ndarray, tol: float) -> np.ndarray:
     axis = _grid_q(dq, n)
     q_abs = np.sqrt(axis[:, None, None] ** 2 + axis[None, :, None] ** 2 + axis[None, None, :] ** 2)
-    grid = np.zeros((n, n, n), dtype=np.complex128)
-    for e in range(len(groups.form_factors)):
+    # FINUFFT's multithreaded spreader adds in a varying order, so its last bits change from run to run.
+    # For byte-identical datasets each element's transform runs on one thread, elements in parallel,
+    # and the element grids are added in a fixed order.
+    def one_element(e: int) -> np.ndarray:
         positions, occupancies = groups.group(e)
-        sums = grid_sum_nufft(positions, occupancies, dq, n, centre, tol)
+        sums = grid_sum_nufft(positions, occupancies, dq, n, centre, tol, nthreads=1)
         sums *= groups.form_factors.row(e, q_abs)
-        grid += sums
+        return sums
+
+    n_elements = len(groups.form_factors)
+    grid = np.zeros((n, n, n), dtype=np.complex128)
+    with ThreadPoolExecutor(max_workers=max(1, min(n_elements, os.cpu_count() or 1))) as pool:
+        for sums in pool.map(one_element, range(n_elements)):
+            grid += sums
     return grid
 
 
