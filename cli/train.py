@@ -1,0 +1,242 @@
+"""Train a Siamese embedding network with a triplet loss (the few-shot hit classifier).
+
+Settings come from a YAML config (every key with its default: docs/spinet.md), then from the options
+below, then from --set KEY=VALUE (any config key, the value read as YAML). The run folder (--out) gets
+config.yaml, last.pt, best.pt (the model for spi classify), log.csv and tensorboard/. Each epoch ends
+with the few-shot validation accuracy (supports from the training set); training stops early when it
+has not improved for train.patience epochs. --resume continues an interrupted run exactly.
+
+A training source is a CXI/HDF5 file, given as PATH[,labels=LABELS][,weight=W][,max_shots=N]: simulated
+files carry their labels; real data need a label file (CSV index,label or HDF5). Several sources mix by
+their weights, e.g. a large simulated set and a few real labelled shots. --simulate MANIFEST[,weight=W]
+streams freshly simulated shots instead of (or besides) files.
+
+Several GPUs or processes: torchrun --standalone --nproc_per_node N -m cli train CONFIG.yaml
+
+\b
+Example usage:
+    spi train run.yaml
+    spi train --data sim.h5 --out runs/sim --epochs 20 --input-size 96 --bin 1
+    spi train --data sim.h5 --data real.cxi,labels=real.csv,weight=0.5 --set augment.fluence_scale=[0.3,3]
+    spi train --resume --out runs/sim --epochs 40
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from spisim.errors import ConfigError
+
+SOURCE_KEYS = {"labels": str, "weight": float, "max_shots": int}
+
+
+def parse_source(text: str, kind: str = "path") -> dict[str, Any]:
+    """``PATH[,key=value]...`` → a source dict (keys labels, weight, max_shots)."""
+    head, *rest = text.split(",")
+    if not head:
+        raise ConfigError(f"empty path in {text!r}")
+    src: dict[str, Any] = {kind: head}
+    for part in rest:
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in SOURCE_KEYS or (kind == "simulate" and key != "weight"):
+            allowed = "weight" if kind == "simulate" else ", ".join(SOURCE_KEYS)
+            raise ConfigError(f"bad source option {part!r} in {text!r}: use key=value with key one of {allowed}")
+        try:
+            src[key] = SOURCE_KEYS[key](value)
+        except ValueError:
+            raise ConfigError(f"bad value for {key} in {text!r}") from None
+    return src
+
+
+def parse_set(items: tuple[str, ...]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings → {dotted key: YAML-parsed value}."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: cannot read {value!r} as a value") from None
+    return out
+
+
+def _resume_config(config: Path | None, overrides: dict[str, Any]):
+    """The saved config of the run in ``--out``, with the options given now that may change on resume."""
+    from spinet.checkpoint import load_checkpoint
+    from spinet.config import Config
+    from spinet.train import RESUME_OVERRIDABLE
+
+    if config is not None:
+        raise click.UsageError("--resume continues a run with its own config: give no CONFIG file")
+    out = Path(overrides.pop("train.out", Config().train.out))
+    fixed = sorted(k for k in overrides if k not in RESUME_OVERRIDABLE)
+    if fixed:
+        raise ConfigError(
+            f"cannot change {', '.join(fixed)} when resuming; may change: {', '.join(RESUME_OVERRIDABLE)}"
+        )
+    saved = Config.from_dict(load_checkpoint(out / "last.pt")["config"]) if (out / "last.pt").is_file() else None
+    if saved is None:
+        raise ConfigError(f"nothing to resume: {out / 'last.pt'} does not exist")
+    return saved.with_overrides({**overrides, "train.out": str(out)})
+
+
+@click.command(name="train", help=__doc__)
+@click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--data",
+    "data",
+    multiple=True,
+    metavar="PATH[,labels=L][,weight=W]",
+    help="Training file (repeatable); replaces data.sources of the config.",
+)
+@click.option(
+    "--simulate",
+    metavar="MANIFEST[,weight=W]",
+    default=None,
+    help="Stream freshly simulated shots from this manifest (besides any --data).",
+)
+@click.option(
+    "--val",
+    "val",
+    multiple=True,
+    metavar="PATH[,labels=L]",
+    help="Validation file (repeatable); default: data.val_fraction of each training file.",
+)
+@click.option("--out", "-o", type=click.Path(file_okay=False), default=None, help="Run folder. [default: runs/spinet]")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Maximum epochs. [default: 30]")
+@click.option("--lr", type=float, default=None, help="Adam learning rate. [default: 0.001]")
+@click.option("--seed", type=int, default=None, help="Seed of initialisation, sampling, augmentation. [default: 0]")
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N. [default: auto]")
+@click.option(
+    "--arch", type=click.Choice(["specklenn", "residual"]), default=None, help="Network. [default: specklenn]"
+)
+@click.option(
+    "--input-size", type=click.IntRange(min=16), default=None, help="Network input side, pixels. [default: 96]"
+)
+@click.option("--bin", "bin_", type=click.IntRange(min=1), default=None, help="Detector pixel binning. [default: 1]")
+@click.option(
+    "--scale", type=click.Choice(["log", "sqrt", "none"]), default=None, help="Intensity scaling. [default: log]"
+)
+@click.option("--margin", type=float, default=None, help="Triplet margin, squared distance. [default: 0.2]")
+@click.option(
+    "--miner",
+    type=click.Choice(["random_semihard", "batch_hard", "batch_all"]),
+    default=None,
+    help="Triplet mining. [default: random_semihard]",
+)
+@click.option(
+    "--m-per-class", type=click.IntRange(min=2), default=None, help="Shots per class in a batch. [default: 5]"
+)
+@click.option(
+    "--label",
+    type=click.Choice(["hit_type", "structure_hit_type"]),
+    default=None,
+    help="Classes: hit type, or (structure, hit type). [default: hit_type]",
+)
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader worker processes. [default: 0]")
+@click.option(
+    "--patience",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Early-stopping patience, epochs; 0 never. [default: 5]",
+)
+@click.option(
+    "--export",
+    "export",
+    multiple=True,
+    type=click.Choice(["torchscript", "onnx"]),
+    help="Also export the best model (repeatable).",
+)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config key, e.g. augment.rotation=0.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Start afresh in an --out that already holds a run.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (one line per epoch only).")
+def command(
+    config: Path | None,
+    data: tuple[str, ...],
+    simulate: str | None,
+    val: tuple[str, ...],
+    out: str | None,
+    epochs: int | None,
+    lr: float | None,
+    seed: int | None,
+    device: str | None,
+    arch: str | None,
+    input_size: int | None,
+    bin_: int | None,
+    scale: str | None,
+    margin: float | None,
+    miner: str | None,
+    m_per_class: int | None,
+    label: str | None,
+    workers: int | None,
+    patience: int | None,
+    export: tuple[str, ...],
+    sets: tuple[str, ...],
+    resume: bool,
+    overwrite: bool,
+    no_progress: bool,
+) -> None:
+    from rich.console import Console
+
+    from spinet.config import Config, load_config
+    from spinet.train import train
+
+    cfg = load_config(config) if (config is not None and not resume) else Config()
+    overrides: dict[str, Any] = {}
+    sources = [parse_source(s) for s in data]
+    if simulate:
+        sources.append(parse_source(simulate, "simulate"))
+    if sources:
+        overrides["data.sources"] = sources
+    if val:
+        overrides["data.validation"] = [parse_source(s) for s in val]
+    options = {
+        "train.out": out,
+        "train.epochs": epochs,
+        "train.lr": lr,
+        "train.seed": seed,
+        "train.device": device,
+        "model.arch": arch,
+        "preprocess.input_size": input_size,
+        "preprocess.bin": bin_,
+        "preprocess.scale": scale,
+        "loss.margin": margin,
+        "loss.miner": miner,
+        "data.m_per_class": m_per_class,
+        "data.label": label,
+        "data.num_workers": workers,
+        "train.patience": patience,
+        "train.export": list(export) or None,
+    }
+    overrides.update({k: v for k, v in options.items() if v is not None})
+    if no_progress:
+        overrides["train.progress"] = False
+    overrides.update(parse_set(sets))
+    if resume:
+        cfg = _resume_config(config, overrides)
+    else:
+        cfg = cfg.with_overrides(overrides)
+    if not resume and not cfg.data.sources:
+        raise click.UsageError("no training data: give --data PATH, --simulate MANIFEST or a CONFIG with data.sources")
+    if not resume and not overwrite and (Path(cfg.train.out) / "last.pt").is_file():
+        raise ConfigError(
+            f"{cfg.train.out} already holds a run: continue it with --resume, choose another --out, or --overwrite"
+        )
+    result = train(cfg, resume=resume, console=Console(stderr=True))
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    best = "n/a" if result.best_epoch < 0 or result.best_accuracy == float("-inf") else f"{result.best_accuracy:.3f}"
+    click.echo(
+        f"spi train: {result.epochs_run} epochs in {result.out}; best validation accuracy {best} "
+        f"(epoch {result.best_epoch}){'; stopped early' if result.stopped_early else ''}"
+    )
+    click.echo(f"model: {result.out / 'best.pt'}")

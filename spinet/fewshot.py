@@ -1,0 +1,107 @@
+"""Few-shot classification by distance to a labelled support set (k shots per class).
+
+Distances are squared L2 between embeddings (what the triplet loss was trained on). Rules:
+
+* ``mean`` (the paper's): the class whose supports are nearest on average, argmin_c mean_j d(x, s_cj);
+* ``prototype``: the class whose mean support embedding (prototype) is nearest, argmin_c d(x, mean_j s_cj).
+
+With ``threshold``, a shot whose smallest class distance exceeds it is answered "unknown" (−1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from spisim.errors import ConfigError
+
+RULES = ("mean", "prototype")
+
+
+class FewShotClassifier:
+    """Classify embeddings against supports.
+
+    Args:
+        support_embeddings: (n, D).
+        support_classes: (n,) class ids in [0, C).
+        class_names: C names.
+        rule: ``mean`` or ``prototype``.
+        threshold: squared distance above which the answer is unknown (−1); None: always a class.
+    """
+
+    def __init__(
+        self,
+        support_embeddings: torch.Tensor,
+        support_classes: torch.Tensor,
+        class_names: Sequence[str],
+        rule: str = "mean",
+        threshold: float | None = None,
+    ) -> None:
+        if rule not in RULES:
+            raise ConfigError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+        self.embeddings = support_embeddings.detach().to(torch.float32)
+        self.classes = torch.as_tensor(support_classes, dtype=torch.int64).to(self.embeddings.device)
+        self.class_names = list(class_names)
+        c = len(self.class_names)
+        counts = torch.bincount(self.classes, minlength=c)
+        if len(counts) > c:
+            raise ConfigError(f"support class ids go beyond the {c} class names")
+        missing = [self.class_names[i] for i in range(c) if counts[i] == 0]
+        if missing:
+            raise ConfigError(f"no support shots of class{'es' if len(missing) > 1 else ''} {', '.join(missing)}")
+        self.rule = rule
+        self.threshold = threshold
+        onehot = torch.zeros(c, len(self.classes), device=self.embeddings.device)
+        onehot[self.classes, torch.arange(len(self.classes))] = 1.0
+        self._average = onehot / counts[:, None].to(onehot.dtype)  # (C, n)
+        self.prototypes = self._average @ self.embeddings  # (C, D)
+
+    def distances(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(B, D) → (B, C) class distances under the rule (squared L2)."""
+        e = embeddings.detach().to(torch.float32).to(self.embeddings.device)
+        if self.rule == "prototype":
+            return torch.cdist(e, self.prototypes).pow(2)
+        d = torch.cdist(e, self.embeddings).pow(2)  # (B, n)
+        return d @ self._average.T
+
+    def predict(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(predicted class ids (B,), −1 for unknown; distances (B, C))."""
+        d = self.distances(embeddings)
+        best, pred = d.min(dim=1)
+        if self.threshold is not None:
+            pred = torch.where(best > self.threshold, torch.full_like(pred, -1), pred)
+        return pred, d
+
+
+def accuracy(pred: torch.Tensor, truth: torch.Tensor) -> float:
+    """Fraction of predictions equal to the truth (unknown counts as wrong)."""
+    if truth.numel() == 0:
+        return float("nan")
+    return float((pred.cpu() == truth.cpu()).to(torch.float64).mean())
+
+
+@torch.no_grad()
+def embed_images(
+    model: torch.nn.Module, images: torch.Tensor, batch: int = 256, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """Embeddings (n, D) on CPU of preprocessed images (n, 1, S, S), in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = [model(images[i : i + batch].to(device)).cpu() for i in range(0, len(images), batch)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def fewshot_accuracy(
+    model: torch.nn.Module,
+    support: tuple[torch.Tensor, torch.Tensor],
+    query: tuple[torch.Tensor, torch.Tensor],
+    class_names: Sequence[str],
+    rule: str = "mean",
+    device: torch.device | str = "cpu",
+) -> float:
+    """Accuracy on ``query`` (images, class ids) with ``support`` (images, class ids)."""
+    clf = FewShotClassifier(embed_images(model, support[0], device=device), support[1], class_names, rule)
+    pred, _ = clf.predict(embed_images(model, query[0], device=device))
+    return accuracy(pred, query[1])

@@ -1,0 +1,177 @@
+"""Label files, labelled shots of files, class-balanced sampling, datasets and live simulation streams."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from spinet.augment import ShotTransform
+from spinet.config import AugmentConfig, PreprocessConfig
+from spinet.data import (
+    ClassBalancedBatchSampler,
+    FileShots,
+    ShotDataset,
+    SimulatedShotStream,
+    StreamBatcher,
+    file_labels,
+    order_classes,
+    pick_per_class,
+    read_label_file,
+    stratified_split,
+)
+from spinet.synthetic import ToySimulator, write_toy_dataset
+from spisim.cxi import HIT_TYPES, CXIReader
+from spisim.errors import InputFileError
+
+
+@pytest.fixture(scope="module")
+def toy_file(tmp_path_factory):
+    return write_toy_dataset(tmp_path_factory.mktemp("toy") / "toy.h5", 24, seed=3)
+
+
+def test_label_files_csv_log_and_hdf5(tmp_path):
+    (tmp_path / "a.csv").write_text("index,label\n0,single\n3,ice\n1,no_hit\n3,multi\n")
+    assert read_label_file(tmp_path / "a.csv") == {0: "single", 1: "no_hit", 3: "multi"}
+    (tmp_path / "b.csv").write_text("5,single\n2,droplet\n")
+    assert read_label_file(tmp_path / "b.csv") == {5: "single", 2: "droplet"}
+    # the append-only log of spi label, with an undo
+    (tmp_path / "c.csv").write_text("index,label,time\n0,single,t\n1,multi,t\n1,undo,t\n1,no_hit,t\n2,custom,t\n")
+    assert read_label_file(tmp_path / "c.csv") == {0: "single", 1: "no_hit", 2: "custom"}
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["index"] = np.array([4, 7])
+        f["label"] = np.array([b"single", b"multi"])
+    assert read_label_file(tmp_path / "d.h5") == {4: "single", 7: "multi"}
+    with pytest.raises(InputFileError, match="out of range"):
+        read_label_file(tmp_path / "d.h5", n_shots=5)
+    (tmp_path / "e.csv").write_text("index,label\nx,single\n")
+    with pytest.raises(InputFileError, match="not a non-negative integer"):
+        read_label_file(tmp_path / "e.csv")
+    with pytest.raises(InputFileError, match="no such label file"):
+        read_label_file(tmp_path / "missing.csv")
+
+
+def test_file_labels_by_hit_type_structure_and_label_file(toy_file, tmp_path):
+    with CXIReader(toy_file) as r:
+        idx, names = file_labels(r)
+        codes = r.hit_type
+        assert idx.tolist() == list(range(24))
+        assert names == [HIT_TYPES[c] for c in codes]
+        _, snames = file_labels(r, "structure_hit_type")
+        assert set(snames) == {"no_hit", "toy/single", "toy/multi", "unintended"}
+        (tmp_path / "l.csv").write_text("index,label\n2,ice\n5,single\n")
+        idx, names = file_labels(r, label_file=tmp_path / "l.csv")
+        assert idx.tolist() == [2, 5] and names == ["ice", "single"]
+    assert order_classes(["zeta", "multi", "alpha", "no_hit"]) == ["no_hit", "multi", "alpha", "zeta"]
+
+
+def test_balanced_sampler_counts_determinism_and_weights():
+    labels = np.array([0] * 30 + [1] * 4 + [2] * 10)
+    s = ClassBalancedBatchSampler(labels, 3, 20, seed=1)
+    batches = list(s)
+    assert len(batches) == 20
+    for b in batches:
+        assert Counter(int(labels[i]) for i, _ in b) == {0: 3, 1: 3, 2: 3}
+    assert batches == list(s)  # same epoch replays
+    s.set_epoch(1)
+    assert batches != list(s)
+    r1 = ClassBalancedBatchSampler(labels, 3, 20, seed=1, rank=1)
+    assert batches != list(r1)
+    # weights: within class 0, shots 0..9 (weight 3) are drawn three times as often as 10..29 (weight 0.5)
+    w = np.ones(len(labels))
+    w[:10], w[10:30] = 3.0, 0.5
+    s = ClassBalancedBatchSampler(labels, 2, 3000, weights=w, seed=0)
+    drawn = Counter(i for b in s for i, _ in b if labels[i] == 0)
+    first, rest = sum(drawn[i] for i in range(10)), sum(drawn[i] for i in range(10, 30))
+    assert first / rest == pytest.approx(3.0, rel=0.1)
+    # subsets of classes per batch
+    s = ClassBalancedBatchSampler(labels, 2, 50, classes_per_batch=2, seed=0)
+    seen = set()
+    for b in s:
+        cls = {int(labels[i]) for i, _ in b}
+        assert len(cls) == 2 and len(b) == 4
+        seen.add(tuple(sorted(cls)))
+    assert len(seen) == 3
+
+
+def test_split_and_support_pick():
+    cls = np.array([0] * 20 + [1] * 10 + [2] * 2)
+    tr, held = stratified_split(cls, 0.2, seed=0)
+    assert set(tr) | set(held) == set(range(32)) and not set(tr) & set(held)
+    assert Counter(int(cls[i]) for i in held) == {0: 4, 1: 2, 2: 1}
+    assert np.array_equal(stratified_split(cls, 0.2, seed=0)[1], held)
+    sup = pick_per_class(cls, 3, seed=1)
+    assert Counter(int(cls[i]) for i in sup) == {0: 3, 1: 3, 2: 2}
+
+
+def test_dataset_keys_workers_and_augmentation_seed(toy_file):
+    with CXIReader(toy_file) as r:
+        pos, mask, shape = r.pixel_position, r.mask, r.frame_shape
+        idx, names = file_labels(r)
+        frames = r.frames(idx)
+    cls = np.array([HIT_TYPES.index(n) for n in names])
+    pre = PreprocessConfig(input_size=16)
+    plain = ShotTransform(pre, None, shape, pos, mask)
+    aug = ShotTransform(pre, AugmentConfig(), shape, pos, mask)
+    ds = ShotDataset(
+        [FileShots(toy_file, idx[:12], cls[:12], aug, 1.0), FileShots(toy_file, idx[12:], cls[12:], aug, 2.0)]
+    )
+    assert len(ds) == 24 and ds.locate(13) == (1, 1)
+    x, y = ds[13]
+    assert y == cls[13] and torch.allclose(x, plain(frames[13]))
+    xa, _ = ds[(13, 99)]
+    xb, _ = ds[(13, 99)]
+    assert torch.equal(xa, xb) and not torch.allclose(xa, x)
+    w = ds.sample_weights()
+    c0 = cls == cls[0]
+    assert w[:12][c0[:12]].sum() == pytest.approx(1.0) and w[12:][c0[12:]].sum() == pytest.approx(2.0)
+    sampler = ClassBalancedBatchSampler(ds.labels, 2, 3, seed=5)
+    serial = [(xb_.clone(), yb.clone()) for xb_, yb in DataLoader(ds, batch_sampler=sampler, num_workers=0)]
+    parallel = list(DataLoader(ds, batch_sampler=sampler, num_workers=2))
+    for (a, ya), (b, yb) in zip(serial, parallel, strict=True):
+        assert torch.equal(a, b) and torch.equal(ya, yb)
+
+
+def test_stream_with_toy_simulator_in_order_across_workers():
+    sim = ToySimulator(seed=4)
+    t = ShotTransform(PreprocessConfig(input_size=16), None, sim.frame_shape, sim.pixel_position, sim.mask)
+    index = {n: i for i, n in enumerate(HIT_TYPES)}
+    stream = SimulatedShotStream(sim, t, index, start=10, stop=22, augment_seed=None)
+    items = list(DataLoader(stream, batch_size=None, num_workers=2))
+    assert [int(i) for _, _, i in items] == list(range(10, 22))
+    for x, y, i in items:
+        frame, labels = sim.simulate_shot(int(i))
+        assert int(y) == labels.hit_type
+        assert torch.allclose(x, t(frame))
+    # a class left out of the index comes out as -1 and the batcher skips it
+    no_unintended = {n: i for i, n in enumerate(HIT_TYPES[:3])}
+    stream = SimulatedShotStream(sim, t, no_unintended, start=0, stop=80, augment_seed=1)
+    batches = list(StreamBatcher(stream, 3, m_per_class=2))
+    assert len(batches) >= 4
+    for xb, yb in batches:
+        assert xb.shape == (6, 1, 16, 16) and sorted(yb.tolist()) == [0, 0, 1, 1, 2, 2]
+
+
+@pytest.mark.slow
+def test_stream_from_the_real_simulator():
+    """The default manifest of spisim.generate streamed through the dataset: labels and frames agree."""
+    from spisim.generate import Simulator
+    from spisim.manifest import load_manifest
+
+    sim = Simulator(load_manifest(None))
+    from spinet.data import as_shot_source, simulator_geometry
+
+    src = as_shot_source(sim)
+    pos, mask = simulator_geometry(src)
+    assert pos.shape == (*src.frame_shape, 3) and mask.shape == src.frame_shape
+    t = ShotTransform(PreprocessConfig(input_size=48), None, src.frame_shape, pos, mask)
+    index = {n: i for i, n in enumerate(HIT_TYPES)}
+    items = list(SimulatedShotStream(sim, t, index, start=0, stop=4, augment_seed=None))
+    for x, y, i in items:
+        frame, labels = sim.shot(i)
+        assert y == labels.hit_type
+        assert torch.allclose(x, t(frame)) and x.abs().sum() > 0
