@@ -117,7 +117,7 @@ def main() -> None:
     p.add_argument("--skip-nufft", action="store_true", help="skip the full-detector NUFFT timing")
     args = p.parse_args()
 
-    atoms = load_structure(args.structure, keep_waters=True)
+    atoms = load_structure(args.structure, keep_waters=True, keep_hydrogens=True)
     q_full = flat_detector_q(args.pixels, args.q_max, args.energy)
     n_full = q_full.shape[0]
     rng = np.random.default_rng(0)
