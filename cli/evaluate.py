@@ -1,0 +1,74 @@
+"""Run an evaluation study: Siamese few-shot models against supervised and classical baselines.
+
+STUDY is a YAML file naming the datasets (simulated from manifests, or CXI/HDF5 files with label
+files), the training sources, the test sets, the models, the k-shot values and the seeds (see
+docs/evaluation.md; ready-made studies are in studies/). Simulated datasets and trained models are
+cached in REPORT_DIR/cache and reused when the command runs again.
+
+REPORT_DIR receives report.md, report.html, metrics.json, CSV tables and PNG plots.
+
+\b
+Example usage:
+    spi evaluate studies/sim_to_sim_heldout.yaml -o reports/heldout
+    spi evaluate studies/real_data.yaml -o reports/pr772 \\
+        --param real_data=pr772.cxi --param real_labels=pr772.labels.csv
+    spi evaluate studies/robustness.yaml -o reports/robustness --device cuda --dry-run
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command(name="evaluate", help=__doc__)
+@click.argument("study", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Report folder (created; its cache/ is reused by later runs).")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Set a parameter of the study (repeatable), e.g. --param real_data=run.cxi.")
+@click.option("--device", type=str, default=None,
+              help="auto, cpu, cuda or cuda:N for training, inference and simulation. [default: the study's "
+                   "evaluation.device, else auto]")
+@click.option("--fresh", is_flag=True, help="Retrain every model even when the cache holds it.")
+@click.option("--dry-run", is_flag=True, help="Validate the study and print the plan; run nothing.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def command(study: Path, out: Path, params: tuple[str, ...], device: str | None, fresh: bool, dry_run: bool,
+            quiet: bool) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from spinet.report import write_report
+    from spinet.study import StudyRunner, load_study, parse_param
+
+    console = Console(stderr=True)
+    values = dict(parse_param(p) for p in params)
+    spec = load_study(study, values)
+    if dry_run:
+        runner = StudyRunner(spec, out, device=device)
+        for line in runner.describe():
+            click.echo(line)
+        click.echo(f"{runner.n_steps()} steps; report would go to {out}")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    columns = (TextColumn("{task.description}", justify="left"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True, disable=quiet) as progress:
+        task = progress.add_task("starting", total=None)
+
+        def step(what: str, n: int) -> None:
+            progress.update(task, description=what[:70], advance=n)
+
+        runner = StudyRunner(spec, out, device=device, progress=step, say=console.print, fresh=fresh)
+        progress.update(task, total=runner.n_steps())
+        results = runner.run()
+        progress.update(task, description="writing the report")
+        written = write_report(results, out)
+    best = max((r for r in results.records if r.sweep_key is None), key=lambda r: r.metrics.accuracy, default=None)
+    click.echo(f"spi evaluate: {len(results.records)} scores of {len(spec.models)} models in {results.seconds:.0f} s; "
+               f"report in {written['report.md'].parent}")
+    if best is not None:
+        k = f", k={best.k}" if best.k is not None else ""
+        click.echo(f"best single score: {best.model} trained on {best.source}, tested on {best.test}{k}: "
+                   f"accuracy {best.metrics.accuracy:.3f}")

@@ -1,0 +1,660 @@
+"""The report of a study: ``report.md``, ``report.html``, ``metrics.json``, CSV tables and PNG plots.
+
+Files written into the report folder::
+
+    report.md, report.html     tables and figures for people (the HTML is self-contained but for the PNGs)
+    metrics.json               everything for machines: study, classes, datasets, every run, the summary
+    runs.csv                   one row per (model, source, test, k, seed)
+    summary.csv                mean ± spread over seeds per (model, source, test, k)
+    per_class.csv              per-class precision and recall, mean ± spread over seeds
+    throughput.csv             inference shots/s per model
+    datasets.csv               shots per class of every dataset part
+    plots/accuracy_vs_k.png    accuracy against k per test set (baselines without supports as bands)
+    plots/confusion_<test>.png confusion matrices at the plot k, summed over seeds, rows normalised
+    plots/embedding_<test>.png embedding projection of the test shots coloured by class (Siamese models)
+    plots/pr_<test>.png        single-hit precision–recall curves
+    plots/sweep_<test>.png     accuracy against the sweep value (robustness studies)
+
+The spread is the sample standard deviation over seeds (shown as mean ± sd).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .metrics import Spread, is_single_class, json_safe, single_hit_pr_curve, spread
+from .study import RunRecord, StudyResults
+
+GROUP_KEYS = ("model", "source", "test", "k")
+FIGURES = ("accuracy_vs_k", "confusion", "embedding", "pr", "sweep")
+
+
+# ================================================================================== aggregation
+
+
+def _group(records: Sequence[RunRecord]) -> dict[tuple, list[RunRecord]]:
+    groups: dict[tuple, list[RunRecord]] = defaultdict(list)
+    for r in records:
+        groups[(r.model, r.source, r.test, r.k)].append(r)
+    return groups
+
+
+def summarize(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
+    """Mean ± spread over seeds per (model, source, test, k), in the order the runs were made.
+
+    Each row: model, kind, source, test, test_base, sweep_key, sweep_value, k, seeds, n_test, and for
+    accuracy, macro_f1, single_precision, single_recall a :class:`spinet.metrics.Spread`.
+    """
+    rows = []
+    for (model, source, test, k), rs in _group(records).items():
+        r0 = rs[0]
+        row: dict[str, Any] = {"model": model, "kind": r0.kind, "source": source, "test": test,
+                               "test_base": r0.test_base, "sweep_key": r0.sweep_key, "sweep_value": r0.sweep_value,
+                               "k": k, "seeds": len(rs), "n_test": r0.metrics.n}
+        for key in ("accuracy", "macro_f1", "single_precision", "single_recall"):
+            row[key] = spread([getattr(r.metrics, key) for r in rs])
+        rows.append(row)
+    return rows
+
+
+def per_class_summary(records: Sequence[RunRecord], classes: Sequence[str]) -> list[dict[str, Any]]:
+    """Per (model, source, test, k) and class: precision and recall Spreads over seeds, and the support."""
+    rows = []
+    for (model, source, test, k), rs in _group(records).items():
+        for c in classes:
+            rows.append({"model": model, "source": source, "test": test, "k": k, "class": c,
+                         "support": rs[0].metrics.support.get(c, 0),
+                         "precision": spread([r.metrics.precision[c] for r in rs]),
+                         "recall": spread([r.metrics.recall[c] for r in rs])})
+    return rows
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in row.items():
+        if isinstance(value, Spread):
+            out[f"{key}_mean"] = value.mean
+            out[f"{key}_std"] = value.std
+            out[f"{key}_n"] = value.n
+        else:
+            out[key] = value
+    return out
+
+
+# ================================================================================== files
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    fields: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in fields:
+                fields.append(k)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=fields or ["empty"])
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in r.items()})
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_") or "x"
+
+
+def write_report(results: StudyResults, out: str | Path) -> dict[str, Path]:
+    """Write every report file of a study into ``out``; returns name → path of what was written."""
+    out = Path(out)
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    summary = summarize(results.records)
+    per_class = per_class_summary(results.records, results.classes)
+    written: dict[str, Path] = {}
+
+    _write_csv(out / "runs.csv", [r.row() for r in results.records])
+    _write_csv(out / "summary.csv", [_flat(r) for r in summary])
+    _write_csv(out / "per_class.csv", [_flat(r) for r in per_class])
+    _write_csv(out / "throughput.csv", [t.__dict__ for t in results.throughput])
+    _write_csv(out / "datasets.csv", results.datasets)
+    for name in ("runs.csv", "summary.csv", "per_class.csv", "throughput.csv", "datasets.csv"):
+        written[name] = out / name
+
+    figures = make_plots(results, summary, plots)
+    written.update({f"plots/{p.name}": p for fig in figures.values() for p, _ in fig})
+
+    doc = _metrics_json(results, summary, per_class)
+    (out / "metrics.json").write_text(json.dumps(json_safe(doc), indent=1), encoding="utf-8")
+    written["metrics.json"] = out / "metrics.json"
+
+    blocks = _blocks(results, summary, per_class, figures, out)
+    (out / "report.md").write_text(_markdown(blocks), encoding="utf-8")
+    (out / "report.html").write_text(_html(blocks, results.study.name), encoding="utf-8")
+    written["report.md"] = out / "report.md"
+    written["report.html"] = out / "report.html"
+    return written
+
+
+def _metrics_json(results: StudyResults, summary: list[dict], per_class: list[dict]) -> dict[str, Any]:
+    s = results.study
+    from spisim import __version__
+
+    def spreads(row: dict) -> dict:
+        return {k: (v.to_dict() if isinstance(v, Spread) else v) for k, v in row.items()}
+
+    return {
+        "study": {"name": s.name, "description": s.description, "source": s.source, "parameters": s.parameters,
+                  "seeds": s.seeds, "k_shots": s.k_shots, "plot_k": s.plot_k, "label": s.label,
+                  "definition": s.raw},
+        "spi_version": __version__, "created": results.created, "device": results.device,
+        "seconds": round(results.seconds, 2), "classes": results.classes, "datasets": results.datasets,
+        "runs": [{**r.row(), "confusion": r.metrics.confusion} for r in results.records],
+        "summary": [spreads(r) for r in summary],
+        "per_class": [spreads(r) for r in per_class],
+        "throughput": [t.__dict__ for t in results.throughput],
+        "training": results.train_logs,
+    }
+
+
+# ================================================================================== plots
+
+
+_LINESTYLES = ("-", "--", "-.", ":")
+_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def _series_styles(results: StudyResults) -> dict[tuple, dict[str, Any]]:
+    """Line style of each (model, source): colour by model, line style and marker by training source."""
+    import matplotlib.pyplot as plt
+
+    models = [m.name for m in results.study.models]
+    sources = list(results.study.sources)
+    cmap = plt.get_cmap("tab10" if len(models) <= 10 else "tab20")
+    return {(m, s): {"color": cmap(i % cmap.N), "ls": _LINESTYLES[j % len(_LINESTYLES)],
+                     "marker": _MARKERS[j % len(_MARKERS)]}
+            for i, m in enumerate(models) for j, s in enumerate(sources)}
+
+
+def _legend_outside(fig: Any, axes: Sequence[Any], styles: dict[tuple, Any]) -> None:
+    """One legend for the whole figure, to the right of the panels (labels deduplicated, in model order)."""
+    seen: dict[str, Any] = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(lab, h)
+    order = [_label(*key) for key in styles]
+
+    def rank(label: str) -> tuple[int, str]:
+        hits = [i for i, o in enumerate(order) if label == o or label.startswith(o + " ") or label.startswith(o + ",")]
+        return (hits[0] if hits else len(order), label)
+
+    labels = sorted(seen, key=rank)
+    if labels:
+        fig.legend([seen[lab] for lab in labels], labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+                   frameon=False)
+
+
+def _plain_tests(results: StudyResults) -> list[str]:
+    return [v.name for v in results.study.variants() if v.perturb.key is None]
+
+
+def make_plots(results: StudyResults, summary: list[dict], folder: Path) -> dict[str, list[tuple[Path, str]]]:
+    """Draw every figure; returns figure kind → [(PNG path, caption)]."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    figs: dict[str, list[tuple[Path, str]]] = {name: [] for name in FIGURES}
+    colors = _series_styles(results)
+    p = _plot_accuracy_vs_k(results, summary, colors, folder / "accuracy_vs_k.png")
+    if p:
+        figs["accuracy_vs_k"].append(p)
+    for test in _plain_tests(results):
+        for kind, fn in (("confusion", _plot_confusion), ("embedding", _plot_embedding), ("pr", _plot_pr)):
+            p = fn(results, test, colors, folder / f"{kind}_{_slug(test)}.png")
+            if p:
+                figs[kind].append(p)
+    for t in results.study.tests.values():
+        if t.sweep_key is not None:
+            p = _plot_sweep(results, summary, t.name, colors, folder / f"sweep_{_slug(t.name)}.png")
+            if p:
+                figs["sweep"].append(p)
+    return figs
+
+
+def _label(model: str, source: str) -> str:
+    return f"{model} · {source}"
+
+
+def _plot_accuracy_vs_k(results: StudyResults, summary: list[dict], styles: dict,
+                        path: Path) -> tuple[Path, str] | None:
+    import matplotlib.pyplot as plt
+
+    tests = _plain_tests(results)
+    rows = [r for r in summary if r["test"] in tests]
+    if not rows:
+        return None
+    ks = results.study.k_shots
+    n = len(tests)
+    cols = min(n, 2)
+    nrows = math.ceil(n / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.6 * cols, 4.2 * nrows), squeeze=False)
+    chance = 1.0 / max(len(results.classes), 1)
+    for ax, test in zip(axes.flat, tests, strict=False):
+        here = [r for r in rows if r["test"] == test]
+        for key in dict.fromkeys((r["model"], r["source"]) for r in here):
+            st = styles[key]
+            rs = [r for r in here if (r["model"], r["source"]) == key]
+            with_k = sorted([r for r in rs if r["k"] is not None], key=lambda r: r["k"])
+            if with_k:
+                x = [r["k"] for r in with_k]
+                y = [r["accuracy"].mean for r in with_k]
+                e = [0.0 if math.isnan(r["accuracy"].std) else r["accuracy"].std for r in with_k]
+                ax.errorbar(x, y, yerr=e, color=st["color"], ls=st["ls"], marker=st["marker"], ms=5, lw=1.8,
+                            capsize=3, label=_label(*key))
+            for r in rs:
+                if r["k"] is None:
+                    m, sd = r["accuracy"].mean, r["accuracy"].std
+                    ax.axhline(m, color=st["color"], ls=st["ls"], lw=1.2, alpha=0.9,
+                               label=_label(*key) + " (trained without k)")
+                    if not math.isnan(sd) and sd > 0:
+                        ax.axhspan(m - sd, m + sd, color=st["color"], alpha=0.08, lw=0)
+        ax.axhline(chance, color="0.55", ls=":", lw=1)
+        ax.text(ks[0] / 1.25, chance, "chance", va="bottom", ha="left", fontsize=8, color="0.45")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ks)
+        ax.set_xticklabels([str(k) for k in ks])
+        ax.minorticks_off()
+        ax.set_xlim(ks[0] / 1.3, ks[-1] * 1.3)
+        lows = [r["accuracy"].mean - (0 if math.isnan(r["accuracy"].std) else r["accuracy"].std) for r in here]
+        ax.set_ylim(max(0.0, min([chance, *lows]) - 0.05), 1.02)
+        ax.set_xlabel("k (labelled shots per class)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"test: {test}", fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    _legend_outside(fig, list(axes.flat), styles)
+    fig.suptitle(f"{results.study.name}: accuracy against k (mean ± sd over {len(results.study.seeds)} seeds)",
+                 fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path, ("Accuracy against the number k of labelled shots per class (log scale). Lines with markers: "
+                  "models that use k (Siamese supports, or k shots per class in the training source); horizontal "
+                  "lines and bands: models trained without k, mean ± sd over seeds; dotted: chance. Colour: model; "
+                  "line style: training source.")
+
+
+def _predictions_at(results: StudyResults, test: str) -> dict[tuple, Any]:
+    return {(m, s): p for (m, s, t, _k), p in results.predictions.items() if t == test}
+
+
+def _records_at(results: StudyResults, test: str) -> dict[tuple, list[RunRecord]]:
+    k = results.study.plot_k
+    out: dict[tuple, list[RunRecord]] = defaultdict(list)
+    for r in results.records:
+        if r.test == test and (r.k is None or r.k == k):
+            out[(r.model, r.source)].append(r)
+    return out
+
+
+def _short(name: str) -> str:
+    return name.replace("_", " ") if len(name) <= 14 else name[:13] + "…"
+
+
+def _plot_confusion(results: StudyResults, test: str, styles: dict, path: Path) -> tuple[Path, str] | None:
+    import matplotlib.pyplot as plt
+
+    groups = _records_at(results, test)
+    if not groups:
+        return None
+    classes = results.classes
+    c = len(classes)
+    n = len(groups)
+    cols = min(n, 4)
+    nrows = math.ceil(n / cols)
+    side = 1.0 + 0.55 * c
+    fig, axes = plt.subplots(nrows, cols, figsize=(side * cols + 0.8, side * nrows + 0.6), squeeze=False)
+    for ax, ((model, source), rs) in zip(axes.flat, groups.items(), strict=False):
+        cm = np.sum([np.asarray(r.metrics.confusion) for r in rs], axis=0)
+        show_unknown = cm[:, c].sum() > 0
+        mat = cm if show_unknown else cm[:, :c]
+        rows = mat.sum(axis=1, keepdims=True)
+        frac = np.divide(mat, rows, out=np.zeros_like(mat, dtype=float), where=rows > 0)
+        ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+        for i in range(mat.shape[0]):
+            for j in range(mat.shape[1]):
+                ax.text(j, i, f"{int(mat[i, j])}\n{frac[i, j]:.0%}" if rows[i, 0] else "", ha="center", va="center",
+                        fontsize=7.5, color="white" if frac[i, j] > 0.55 else "black")
+        cols_names = [_short(x) for x in classes] + (["unknown"] if show_unknown else [])
+        ax.set_xticks(range(mat.shape[1]))
+        ax.set_xticklabels(cols_names, rotation=35, ha="right", fontsize=8)
+        ax.set_yticks(range(c))
+        ax.set_yticklabels([_short(x) for x in classes], fontsize=8)
+        ax.set_xlabel("predicted", fontsize=9)
+        ax.set_ylabel("true", fontsize=9)
+        ks = {r.k for r in rs}
+        kk = f", k={next(iter(ks))}" if ks != {None} else ""
+        acc = spread([r.metrics.accuracy for r in rs])
+        ax.set_title(f"{_label(model, source)}{kk}\naccuracy {acc.format()}", fontsize=9)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle(f"confusion matrices on {test} (summed over {len(results.study.seeds)} seeds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path, (f"Confusion matrices on {test} at k = {results.study.plot_k} for models with supports: counts "
+                  "summed over seeds, colour and percentage normalised per true class (row).")
+
+
+def _project(x: np.ndarray, method: str, seed: int = 0) -> tuple[np.ndarray, str]:
+    from sklearn.decomposition import PCA
+
+    if method == "tsne" and len(x) > 10:
+        from sklearn.manifold import TSNE
+
+        perplexity = float(min(30, max(2, (len(x) - 1) / 3)))
+        return TSNE(2, perplexity=perplexity, random_state=seed, init="pca").fit_transform(x), "t-SNE"
+    k = min(2, x.shape[1], len(x))
+    y = PCA(k, random_state=seed).fit_transform(x)
+    if y.shape[1] < 2:
+        y = np.concatenate([y, np.zeros((len(y), 2 - y.shape[1]))], axis=1)
+    return y, "PCA"
+
+
+def _plot_embedding(results: StudyResults, test: str, styles: dict, path: Path) -> tuple[Path, str] | None:
+    import matplotlib.pyplot as plt
+
+    preds = {k: p for k, p in _predictions_at(results, test).items() if p.embeddings is not None}
+    if not preds:
+        return None
+    classes = results.classes
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    n = len(preds)
+    cols = min(n, 3)
+    nrows = math.ceil(n / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.0 * cols, 4.6 * nrows), squeeze=False)
+    method = results.study.evaluation.projection
+    used = "PCA"
+    for ax, ((model, source), p) in zip(axes.flat, preds.items(), strict=False):
+        q = np.asarray(p.embeddings)
+        s = np.asarray(p.support_embeddings) if p.support_embeddings is not None else np.zeros((0, q.shape[1]))
+        y, used = _project(np.concatenate([q, s]), method)
+        yq, ys = y[: len(q)], y[len(q):]
+        for c, name in enumerate(classes):
+            sel = p.truth == c
+            if sel.any():
+                ax.scatter(yq[sel, 0], yq[sel, 1], s=10, alpha=0.65, color=cmap(c), label=name, lw=0, zorder=3)
+        if len(ys) and p.support_classes is not None:
+            for c in np.unique(p.support_classes):
+                sel = p.support_classes == c
+                ax.scatter(ys[sel, 0], ys[sel, 1], s=80, marker="*", color=cmap(int(c)), edgecolor="black", lw=0.7,
+                           alpha=0.8, zorder=2)
+        ax.scatter([], [], s=70, marker="*", color="white", edgecolor="black", lw=0.7, label="supports")
+        ax.set_title(f"{_label(model, source)}, k={results.study.plot_k}", fontsize=9)
+        ax.set_xlabel(f"{used} 1")
+        ax.set_ylabel(f"{used} 2")
+        ax.legend(fontsize=7, markerscale=1.2, loc="best")
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle(f"embeddings of the {test} shots (first seed), coloured by true class", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path, (f"{used} projection of the Siamese embeddings of the {test} shots coloured by true class; stars: "
+                  f"the k = {results.study.plot_k} supports per class.")
+
+
+def _plot_pr(results: StudyResults, test: str, styles: dict, path: Path) -> tuple[Path, str] | None:
+    import matplotlib.pyplot as plt
+
+    if not any(is_single_class(c) for c in results.classes):
+        return None
+    curves = []
+    for key, p in _predictions_at(results, test).items():
+        if p.single_score is None:
+            continue
+        curve = single_hit_pr_curve(p.truth, p.single_score, results.classes)
+        if curve is not None:
+            curves.append((key, p, curve))
+    if not curves:
+        return None
+    sources = list(dict.fromkeys(key[1] for key, _, _ in curves))
+    n = len(sources)
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4.2), squeeze=False, sharey=True)
+    single = np.array([is_single_class(c) for c in results.classes])
+    low = min(float(c.precision.min()) for _, _, c in curves)
+    for ax, source in zip(axes.flat, sources, strict=True):
+        for (model, src), p, curve in curves:
+            if src != source:
+                continue
+            st = styles.get((model, src), {})
+            ax.step(curve.recall, curve.precision, where="post", color=st.get("color"), lw=1.6,
+                    label=f"{model} (AP {curve.average_precision:.3f})")
+            t = single[p.truth]
+            pr = (p.pred >= 0) & single[np.clip(p.pred, 0, None)]
+            if pr.any() and t.any():
+                ax.plot((t & pr).sum() / t.sum(), (t & pr).sum() / pr.sum(), "o", color=st.get("color"), ms=7,
+                        mec="black")
+        ax.axhline(0.98, color="0.5", ls=":", lw=1)
+        ax.text(0.02, 0.98, "98 %", va="top", fontsize=8, color="0.4")
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(max(0.0, low - 0.05), 1.02)
+        ax.set_xlabel("single-hit recall")
+        ax.set_title(f"trained on {source}", fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="lower left")
+    axes.flat[0].set_ylabel("single-hit precision")
+    fig.suptitle(f"single hits on {test} (first seed, k = {results.study.plot_k} where k applies)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path, ("Single-hit precision against recall as the threshold on each model's single-hit score moves "
+                  "(probability of single for the baselines, distance margin for the Siamese models), one panel per "
+                  "training source; dots: the operating point of the class predictions; AP: average precision.")
+
+
+def _plot_sweep(results: StudyResults, summary: list[dict], test_base: str, styles: dict,
+                path: Path) -> tuple[Path, str] | None:
+    import matplotlib.pyplot as plt
+
+    k = results.study.plot_k
+    rows = [r for r in summary if r["test_base"] == test_base and r["sweep_key"] is not None and r["k"] in (None, k)]
+    if not rows:
+        return None
+    key = rows[0]["sweep_key"]
+    fig, ax = plt.subplots(figsize=(6.0, 4.4))
+    for series in dict.fromkeys((r["model"], r["source"]) for r in rows):
+        st = styles.get(series, {})
+        rs = sorted([r for r in rows if (r["model"], r["source"]) == series], key=lambda r: r["sweep_value"])
+        x = [r["sweep_value"] for r in rs]
+        y = [r["accuracy"].mean for r in rs]
+        e = [0.0 if math.isnan(r["accuracy"].std) else r["accuracy"].std for r in rs]
+        kk = "" if rs[0]["k"] is None else f", k={rs[0]['k']}"
+        ax.errorbar(x, y, yerr=e, marker=st.get("marker", "o"), ms=5, capsize=3, lw=1.6, color=st.get("color"),
+                    ls=st.get("ls", "-"), label=_label(*series) + kk)
+    values = sorted({r["sweep_value"] for r in rows})
+    if key == "fluence_scale":
+        ax.set_xscale("log")
+        ax.set_xlabel("fluence scale (× nominal)")
+    else:
+        ax.set_xlabel("fraction of the detector area lost")
+    ax.set_xticks(values)
+    ax.set_xticklabels([f"{v:g}" for v in values])
+    ax.minorticks_off()
+    ax.axhline(1.0 / len(results.classes), color="0.55", ls=":", lw=1)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"robustness on {test_base} (mean ± sd over {len(results.study.seeds)} seeds)", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    _legend_outside(fig, [ax], styles)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    what = "incident fluence" if key == "fluence_scale" else "missing detector area (a sector about the beam)"
+    return path, (f"Accuracy on {test_base} against {what}; test shots and their supports are changed alike, the "
+                  "training data are not. Dotted: chance.")
+
+
+# ================================================================================== documents
+
+
+def _fmt_k(k: int | None) -> str:
+    return "—" if k is None else str(k)
+
+
+def _targets(results: StudyResults, summary: list[dict]) -> list[list[str]]:
+    """Rows comparing few-shot models at k ≤ 20 with the issue's targets and the supervised CNN baseline."""
+    k20 = [k for k in results.study.k_shots if k <= 20]
+    if not k20:
+        return []
+    kt = max(k20)
+    rows = []
+    for r in summary:
+        if r["kind"] != "siamese" or r["k"] != kt or r["sweep_key"] is not None:
+            continue
+        cnn = [c for c in summary if c["kind"] == "cnn" and c["source"] == r["source"] and c["test"] == r["test"]]
+        beats = "—"
+        if cnn:
+            mine = {x["k"]: x["accuracy"].mean for x in summary if (x["model"], x["source"], x["test"]) ==
+                    (r["model"], r["source"], r["test"]) and x["k"] in k20}
+            ref = {c["k"]: c["accuracy"].mean for c in cnn}
+            ok = all(v > (ref[None] if None in ref else ref.get(k, float("nan"))) for k, v in mine.items())
+            beats = "yes" if ok else "no"
+        acc, sp = r["accuracy"], r["single_precision"]
+        rows.append([r["model"], r["source"], r["test"], str(kt), acc.format(percent=True),
+                     "yes" if acc.mean >= 0.95 else "no", sp.format(percent=True),
+                     "yes" if (not math.isnan(sp.mean) and sp.mean >= 0.98) else "no", beats])
+    return rows
+
+
+def _blocks(results: StudyResults, summary: list[dict], per_class: list[dict], figures: dict,
+            out: Path) -> list[tuple]:
+    from spisim import __version__
+
+    s = results.study
+    b: list[tuple] = [("h1", f"Evaluation study: {s.name}")]
+    if s.description:
+        b.append(("p", s.description))
+    params = ", ".join(f"{k} = {v}" for k, v in s.parameters.items()) or "none"
+    b.append(("list", [f"study file: {s.source}", f"created {results.created} by spi {__version__} on "
+                       f"{results.device}, in {results.seconds:.0f} s",
+                       f"classes: {', '.join(results.classes)}", f"seeds: {', '.join(map(str, s.seeds))}; "
+                       f"k (supports per class): {', '.join(map(str, s.k_shots))}; plots at k = {s.plot_k}",
+                       f"parameters: {params}",
+                       "numbers are mean ± sample standard deviation over seeds"]))
+    b.append(("h2", "Datasets"))
+    b.append(("table", ["dataset", "part", "shots", *results.classes, "source"],
+              [[d["dataset"], d["part"], str(d["shots"]), *[str(d.get(c, 0)) for c in results.classes],
+                ("simulated: " if d["simulated"] else "") + Path(d["file"]).name] for d in results.datasets]))
+    b.append(("h2", "Results"))
+    b.append(("p", "Accuracy, macro F1 and single-hit precision and recall of every model (k: supports per class for "
+                   "the Siamese models, or shots per class of the training source; — where k does not apply)."))
+    b.append(("table", ["model", "training", "test", "k", "accuracy", "macro F1", "single precision",
+                        "single recall", "seeds"],
+              [[r["model"], r["source"], r["test"], _fmt_k(r["k"]), r["accuracy"].format(percent=True),
+                r["macro_f1"].format(), r["single_precision"].format(percent=True),
+                r["single_recall"].format(percent=True), str(r["seeds"])] for r in summary]))
+    targets = _targets(results, summary)
+    if targets:
+        b.append(("h2", "Targets"))
+        b.append(("p", "Few-shot models against the project's targets: four-class accuracy ≥ 95 % with 20-shot "
+                       "supports, single-hit precision ≥ 98 %, and accuracy above the supervised CNN (same training "
+                       "data and test) at every k ≤ 20."))
+        b.append(("table", ["model", "training", "test", "k", "accuracy", "≥ 95 %", "single precision", "≥ 98 %",
+                            "above CNN at k ≤ 20"], targets))
+    b.append(("h2", f"Per-class precision and recall (k = {s.plot_k} or —)"))
+    swept = {(x["model"], x["source"], x["test"]) for x in summary if x["sweep_key"]}
+    pc = [r for r in per_class if r["k"] in (None, s.plot_k) and (r["model"], r["source"], r["test"]) not in swept]
+    b.append(("table", ["model", "training", "test", "class", "shots", "precision", "recall"],
+              [[r["model"], r["source"], r["test"], r["class"], str(r["support"]),
+                r["precision"].format(percent=True), r["recall"].format(percent=True)] for r in pc]))
+    if results.throughput:
+        b.append(("h2", "Inference speed"))
+        b.append(("p", "From raw frames in memory to predicted classes (preprocessing or feature extraction "
+                       "included), first seed."))
+        b.append(("table", ["model", "training", "device", "threads", "batch", "shots/s", "ms per batch"],
+                  [[t.model, t.source, t.device, str(t.threads), str(t.batch_size), f"{t.shots_per_s:,.0f}",
+                    f"{t.seconds_per_batch * 1e3:.1f}"] for t in results.throughput]))
+    b.append(("h2", "Figures"))
+    for kind in FIGURES:
+        for p, caption in figures.get(kind, []):
+            b.append(("img", str(p.relative_to(out)), caption))
+    b.append(("h2", "Files"))
+    b.append(("list", ["metrics.json: every run, the summary and the study definition",
+                       "runs.csv, summary.csv, per_class.csv, throughput.csv, datasets.csv",
+                       "plots/: the figures above",
+                       "cache/: simulated datasets and trained models (reused on a rerun)"]))
+    return b
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _markdown(blocks: list[tuple]) -> str:
+    lines: list[str] = []
+    for blk in blocks:
+        kind = blk[0]
+        if kind == "h1":
+            lines += [f"# {blk[1]}", ""]
+        elif kind == "h2":
+            lines += [f"## {blk[1]}", ""]
+        elif kind == "p":
+            lines += [blk[1], ""]
+        elif kind == "list":
+            lines += [f"- {item}" for item in blk[1]] + [""]
+        elif kind == "table":
+            header, rows = blk[1], blk[2]
+            lines.append("| " + " | ".join(_md_cell(h) for h in header) + " |")
+            lines.append("|" + "|".join("---" for _ in header) + "|")
+            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+            lines.append("")
+        elif kind == "img":
+            lines += [f"![{Path(blk[1]).stem}]({blk[1]})", "", f"*{blk[2]}*", ""]
+    return "\n".join(lines)
+
+
+_CSS = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; max-width: 1150px; margin: 2em auto;
+       padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; border-bottom: 2px solid #3b6ea5; padding-bottom: .2em; }
+h2 { font-size: 1.25em; margin-top: 1.6em; color: #2c5282; }
+table { border-collapse: collapse; margin: .6em 0 1.2em; font-size: .88em; }
+th, td { border: 1px solid #ccd; padding: .25em .6em; text-align: left; }
+th { background: #eef2f8; }
+tr:nth-child(even) td { background: #f8f9fc; }
+figure { margin: 1em 0 2em; }
+figure img { max-width: 100%; border: 1px solid #dde; }
+figcaption { font-size: .88em; color: #555; margin-top: .3em; }
+"""
+
+
+def _html(blocks: list[tuple], title: str) -> str:
+    e = html.escape
+    parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
+             f"<title>{e(title)} — spi evaluate</title><style>{_CSS}</style></head><body>"]
+    for blk in blocks:
+        kind = blk[0]
+        if kind in ("h1", "h2"):
+            parts.append(f"<{kind}>{e(blk[1])}</{kind}>")
+        elif kind == "p":
+            parts.append(f"<p>{e(blk[1])}</p>")
+        elif kind == "list":
+            parts.append("<ul>" + "".join(f"<li>{e(str(i))}</li>" for i in blk[1]) + "</ul>")
+        elif kind == "table":
+            head = "".join(f"<th>{e(str(h))}</th>" for h in blk[1])
+            body = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in blk[2])
+            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif kind == "img":
+            img = f"<img src=\"{e(blk[1])}\" alt=\"{e(Path(blk[1]).stem)}\">"
+            parts.append(f"<figure>{img}<figcaption>{e(blk[2])}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

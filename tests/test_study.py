@@ -1,0 +1,354 @@
+"""Studies: schema validation, perturbations, and a tiny study end to end through ``spi evaluate``.
+
+The end-to-end study simulates its datasets with spisim's generator and reads "real" data from a file in
+the real-data layout (3-D frames, no labels inside) written from shots simulated under other settings
+(another particle, detector noise, dead pixels, another fluence), with labels in a separate file in the
+``spi label`` log format.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import struct
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from spinet.study import (
+    StudyRunner,
+    load_study,
+    missing_area_weights,
+    parse_param,
+    parse_study,
+    resample_fluence,
+)
+from spisim.cxi import CXIReader
+from spisim.errors import ConfigError, InputFileError
+
+DETECTOR = {"preset": "square", "n_pixels": 32, "pixel_size": "700 um", "distance": "0.3 m"}
+BEAM = {"photon_energy": "1.6 keV", "fluence": "1e12 photons/um^2", "focus_diameter": "1 um"}
+
+
+def _manifest(particles: list[dict], **extra) -> dict:
+    return {"beam": dict(BEAM), "detector": dict(DETECTOR), "particles": particles, "hits": "balanced",
+            "output": {"shard_size": 64, "compression": "none"}, **extra}
+
+
+def _write_real(tmp: Path, shots: int = 72) -> tuple[Path, Path, dict[int, str]]:
+    """A "real" dataset: shells simulated at 2× the fluence with readout noise and dead pixels, stored as
+    (N, SS, FS) frames without labels; labels of most shots in a separate ``index,label,time`` log."""
+    from spisim.generate import generate
+    from spisim.manifest import parse_manifest
+
+    m = _manifest([{"shape": "shell", "radius": "32 nm", "thickness": "8 nm"}], seed=7, shots=shots,
+                  noise={"readout": 0.3, "dead_pixels": 0.02})
+    m["beam"]["fluence"] = "2e12 photons/um^2"
+    sim = tmp / "other.h5"
+    generate(parse_manifest(yaml.safe_dump(m)), sim)
+    with CXIReader(sim) as r:
+        frames = r.frames(np.arange(len(r)))[:, 0]
+        pos, mask, names, codes = r.pixel_position[0], r.mask[0], r.class_names, r.hit_type
+    real = tmp / "real.cxi"
+    with h5py.File(real, "w") as f:
+        f["entry_1/data_1/data"] = frames.astype(np.float32)
+        det = f.create_group("entry_1/instrument_1/detector_1")
+        det["pixel_position"] = pos
+        det["mask"] = mask.astype(np.uint8)
+    labels = {i: names[c] for i, c in enumerate(codes) if i % 9 != 8}  # every ninth shot unlabelled
+    log = tmp / "real.labels.csv"
+    with open(log, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "label", "time"])
+        for i, lab in labels.items():
+            if i == 3:  # a mistake, undone
+                w.writerow([i, "multi" if lab != "multi" else "single", "2025-05-01T09:00:00.000+00:00"])
+                w.writerow([i, "undo", "2025-05-01T09:00:01.000+00:00"])
+            w.writerow([i, lab, "2025-05-01T09:00:02.000+00:00"])
+    return real, log, labels
+
+
+def _study(tmp: Path) -> dict:
+    siamese_cfg = {"model": {"channels": [4, 8], "hidden": 16, "embedding_dim": 16},
+                   "train": {"epochs": 1}, "data": {"m_per_class": 3, "batches_per_epoch": 3}}
+    return {
+        "name": "tiny",
+        "description": "A tiny study for the test suite.",
+        "parameters": {"real_data": None, "real_labels": None, "sim_shots": 96},
+        "seeds": [0, 1],
+        "k_shots": [1, 3],
+        "preprocess": {"input_size": 24},
+        "augment": {"enabled": False},
+        "datasets": {
+            "sim": {"simulate": _manifest([{"shape": "sphere", "radius": "30 nm"},
+                                           {"shape": "spheroid", "radius": "25 nm", "polar_radius": "40 nm"}]),
+                    "shots": "${sim_shots}", "seed": 1},
+            "heldout": {"simulate": _manifest([{"shape": "spheroid", "radius": "22 nm", "polar_radius": "45 nm"}]),
+                        "shots": 48,
+                        "seed": 2, "test_fraction": 0.5},
+            "real": {"path": "${real_data}", "labels": "${real_labels}", "test_fraction": 0.5},
+        },
+        "sources": {"sim": ["sim"], "real": ["real:train"],
+                    "real+sim": ["sim", {"data": "real:train", "per_class": "k", "weight": 2}]},
+        "tests": {"real": {"data": "real:test", "support": "real:train"},
+                  "heldout": {"data": "heldout:test", "support": "heldout:train",
+                              "sweep": {"missing_fraction": [0, 0.5]}}},
+        "models": [{"name": "siamese", "kind": "siamese", "config": siamese_cfg},
+                   {"name": "cnn", "kind": "cnn", "config": {"epochs": 1, "batches_per_epoch": 3, "m_per_class": 3,
+                                                             "channels": [4, 8, 8], "hidden": 16}},
+                   {"name": "lr", "kind": "classical", "config": {"n_rings": 8}}],
+        "evaluation": {"device": "cpu", "throughput_shots": 16, "batch_size": 64},
+    }
+
+
+# ------------------------------------------------------------------------------------- validation
+
+
+@pytest.fixture()
+def base(tmp_path):
+    real = tmp_path / "r.h5"
+    real.write_bytes(b"")
+    return tmp_path, {
+        "datasets": {"a": {"path": str(real), "test_fraction": 0.5}, "b": {"path": str(real)}},
+        "sources": {"s": ["a:train"]},
+        "tests": {"t": {"data": "a:test", "support": "a:train"}},
+        "models": [{"kind": "siamese"}, {"kind": "cnn"}, {"kind": "classical", "config": {"method": "gbt"}}],
+    }
+
+
+def _expect(raw: dict, tmp: Path, match: str, params: dict | None = None) -> None:
+    with pytest.raises(ConfigError, match=match):
+        parse_study(raw, base_dir=tmp, params=params)
+
+
+def test_a_valid_study_parses(base):
+    tmp, raw = base
+    s = parse_study(raw, base_dir=tmp, source="x.yaml")
+    assert s.name == "x" and s.seeds == [0] and s.k_shots == [1, 5, 10, 20] and s.plot_k == 20
+    assert [m.name for m in s.models] == ["siamese", "cnn", "classical"]
+    assert s.datasets["a"].path == (tmp / "r.h5").resolve()
+    assert s.tests["t"].support is not None and str(s.tests["t"].support) == "a:train"
+    runner = StudyRunner(s, tmp / "out")
+    assert len(runner.jobs()) == 3
+    assert [len(runner.evaluations(j)) for j in runner.jobs()] == [4, 1, 1]  # siamese: one per k
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda r: r.update(modles=[]), r"unknown key 'modles' \(did you mean 'models'\?\)"),
+    (lambda r: r["datasets"]["a"].update(labls="x"), r"datasets.a: unknown key 'labls' \(did you mean 'labels'\?\)"),
+    (lambda r: r["sources"].update(s=["b:train"]), r"b:train needs datasets.b.test_fraction > 0"),
+    (lambda r: r["sources"].update(s=["c"]), r"no dataset 'c'"),
+    (lambda r: r["sources"].update(s=[{"data": "a:train", "per_class": "q"}]), r"per_class must be an integer"),
+    (lambda r: r["tests"].update(t={"data": "a:test"}), r"tests.t.support is required"),
+    (lambda r: r["tests"].update(t={"data": "a:test", "support": "a"}), r"support and data overlap"),
+    (lambda r: r["tests"]["t"].update(sweep={"fluence_scale": [0, 1]}), r"fluence_scale values must be > 0"),
+    (lambda r: r["tests"]["t"].update(sweep={"missing": [0.5]}), r"unknown key 'missing'"),
+    (lambda r: r["models"].append({"kind": "cnn"}), r"names must be unique"),
+    (lambda r: r["models"].append({"kind": "svm"}), r"kind must be one of siamese, cnn, resnet, classical"),
+    (lambda r: r["models"][0].update(config={"model": {"arch": "vgg"}}), r"models\[0\].config: model.arch must be"),
+    (lambda r: r["models"][0].update(config={"train": {"seed": 3}}), r"train.seed is set by the study"),
+    (lambda r: r["models"][1].update(config={"epochs": 0}), r"models\[1\].config.epochs must be >= 1"),
+    (lambda r: r["models"][2].update(config={"method": "svm"}), r"logistic or gbt"),
+    (lambda r: r.update(k_shots=[]), r"k_shots must be a non-empty list"),
+    (lambda r: r["datasets"]["a"].update(rename={"x": 3}), r"datasets.a.rename.x must be a non-empty string"),
+    (lambda r: r["models"][1].update(sources=["z"]), r"models\[1\].sources: no training source 'z'"),
+    (lambda r: r.update(seeds=[1, 1]), r"seeds has duplicates"),
+    (lambda r: r.update(preprocess={"scale": "cube"}), r"preprocess.scale must be one of"),
+    (lambda r: r.update(evaluation={"device": "tpu"}), r"evaluation.device must be"),
+    (lambda r: r.update(evaluation={"plot_k": 7}), r"plot_k 7 is not one of k_shots"),
+])
+def test_mistakes_are_named(base, change, match):
+    tmp, raw = base
+    change(raw)
+    _expect(raw, tmp, match)
+
+
+def test_parameters(base, tmp_path):
+    tmp, raw = base
+    raw["parameters"] = {"real_data": None, "frac": 0.5}
+    raw["datasets"]["a"] = {"path": "${real_data}", "test_fraction": "${frac}"}
+    _expect(raw, tmp, r"parameter real_data is not set \(used by datasets.a.path\): pass --param real_data=VALUE")
+    _expect(raw, tmp, r"unknown parameter 'real_dat' \(did you mean 'real_data'\?\)", {"real_dat": "x"})
+    s = parse_study(raw, base_dir=tmp, params={"real_data": "r.h5", "frac": 0.25})
+    assert s.datasets["a"].test_fraction == 0.25 and s.parameters == {"real_data": "r.h5", "frac": 0.25}
+    with pytest.raises(InputFileError, match="datasets.a.path: no such file 'nothere.h5'"):
+        parse_study(raw, base_dir=tmp, params={"real_data": "nothere.h5"})
+    assert parse_param("k=20") == ("k", 20)
+    assert parse_param("real_data=/x/y.cxi") == ("real_data", "/x/y.cxi")
+    with pytest.raises(ConfigError, match="NAME=VALUE"):
+        parse_param("novalue")
+
+
+def test_load_study_from_yaml(base):
+    tmp, raw = base
+    (tmp / "s.yaml").write_text(yaml.safe_dump(raw))
+    s = load_study(tmp / "s.yaml")
+    assert s.name == "s" and len(s.models) == 3
+    (tmp / "bad.yaml").write_text("datasets: [a\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_study(tmp / "bad.yaml")
+    with pytest.raises(InputFileError, match="no such study file"):
+        load_study(tmp / "none.yaml")
+
+
+def test_inline_manifest_is_validated(tmp_path):
+    raw = {"datasets": {"s": {"simulate": {"beam": {"photon_energy": "1 kg"}}}}, "sources": {"x": "s"},
+           "tests": {"t": "s"}, "models": [{"kind": "cnn"}]}
+    with pytest.raises(ConfigError, match="beam.photon_energy"):
+        parse_study(raw, base_dir=tmp_path)
+    raw["datasets"]["s"] = {"simulate": _manifest([{"shape": "sphere", "radius": "20 nm"}]), "labels": "l.csv"}
+    with pytest.raises(ConfigError, match="labels applies to files"):
+        parse_study(raw, base_dir=tmp_path)
+
+
+# ------------------------------------------------------------------------------------- perturbations
+
+
+def test_resample_fluence_thins_and_scales_counts():
+    rng = np.random.default_rng(0)
+    frames = rng.poisson(20.0, size=(4, 1, 50, 50)).astype(np.float32) * 3.0  # 3 ADU per photon
+    idx = np.arange(4)
+    low = resample_fluence(frames, 0.1, idx, photon_scale=3.0)
+    assert np.all(low <= frames) and np.all(np.mod(low, 3.0) == 0)  # thinning never adds photons
+    assert low.mean() / frames.mean() == pytest.approx(0.1, rel=0.03)
+    high = resample_fluence(frames, 10.0, idx, photon_scale=3.0)
+    assert high.mean() / frames.mean() == pytest.approx(10.0, rel=0.02)
+    np.testing.assert_array_equal(resample_fluence(frames, 0.1, idx, 3.0), low)  # reproducible per shot
+    assert not np.array_equal(resample_fluence(frames, 0.1, idx + 4, 3.0), low)
+
+
+@pytest.mark.parametrize("fraction", [0.25, 0.5, 0.75])
+def test_missing_area_is_a_sector_of_the_given_fraction(fraction):
+    n = 101
+    c = np.arange(n) - n // 2
+    yy, xx = np.meshgrid(c, c, indexing="ij")
+    pos = np.stack([xx * 1e-4, yy * 1e-4, np.full((n, n), 0.1)], -1)[None].astype(float)
+    w = missing_area_weights((1, n, n), pos, fraction, np.arange(3))
+    r = np.hypot(xx, yy)
+    disk = (r > 0) & (r <= 45)
+    for i in range(3):
+        lost = w[i, 0][disk] == 0
+        assert lost.mean() == pytest.approx(fraction, abs=0.02)
+    assert not np.array_equal(w[0], w[1])  # a random orientation per shot
+    # the lost pixels form one angular sector: their angles span fraction × 360°
+    phi = np.arctan2(pos[0, ..., 1], pos[0, ..., 0])[disk]
+    lost_phi = np.sort(phi[w[0, 0][disk] == 0])
+    gaps = np.diff(np.concatenate([lost_phi, lost_phi[:1] + 2 * np.pi]))
+    assert 2 * np.pi - gaps.max() == pytest.approx(2 * np.pi * fraction, abs=0.1)
+
+
+# ------------------------------------------------------------------------------------- end to end
+
+
+def _is_png(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+@pytest.mark.slow
+def test_tiny_study_end_to_end(tmp_path, monkeypatch):
+    from cli.evaluate import command
+
+    monkeypatch.chdir(tmp_path)
+    real, log, labels = _write_real(tmp_path)
+    study = tmp_path / "tiny.yaml"
+    study.write_text(yaml.safe_dump(_study(tmp_path), sort_keys=False))
+    out = tmp_path / "report"
+    args = [str(study), "-o", str(out), "--param", f"real_data={real.name}", "--param", f"real_labels={log.name}"]
+
+    dry = CliRunner().invoke(command, [*args, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "3 models × 3 training sources × 2 seeds" in dry.output
+    assert "24 trainings" in dry.output and not out.exists()
+
+    result = CliRunner().invoke(command, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "spi evaluate:" in result.output
+
+    for name in ("report.md", "report.html", "metrics.json", "runs.csv", "summary.csv", "per_class.csv",
+                 "throughput.csv", "datasets.csv"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 100, name
+    for name in ("accuracy_vs_k", "confusion_real", "embedding_real", "pr_real", "sweep_heldout"):
+        w, h = _is_png(out / "plots" / f"{name}.png")
+        assert w > 300 and h > 200
+    assert len(list((out / "cache" / "data").glob("*.h5"))) == 2  # the two simulated datasets, cached
+
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["classes"] == ["no_hit", "single", "multi", "unintended"]
+    runs = doc["runs"]
+    # planned: seeds 2 × [siamese: (sim, real) × 3 test variants × 2 k + real+sim: 2 k × 3 variants;
+    #                     cnn, lr: (sim, real) × 3 variants + real+sim 2 k × 3 variants]
+    assert len(runs) == 2 * (2 * 3 * 2 + 2 * 3) + 2 * 2 * (2 * 3 + 2 * 3)
+    ds = {(d["dataset"], d["part"]): d for d in doc["datasets"]}
+    assert {r["n_test"] for r in runs if r["test"] == "real"} == {ds[("real", "test")]["shots"]}
+    assert {r["n_test"] for r in runs if r["test_base"] == "heldout"} == {ds[("heldout", "test")]["shots"]}
+    for r in runs:  # every figure agrees with its confusion matrix
+        cm = np.array(r["confusion"])
+        assert cm.sum() == r["n_test"]
+        assert r["accuracy"] == pytest.approx(np.trace(cm[:, :4]) / cm.sum())
+    # the real labels came from the log (the undone mistake is not in force): real:train + real:test = labelled
+    n_labelled = len(labels)
+    assert ds[("real", "all")]["shots"] == n_labelled
+    assert ds[("real", "train")]["shots"] + ds[("real", "test")]["shots"] == n_labelled
+    truth_counts = {c: sum(1 for v in labels.values() if v == c) for c in doc["classes"]}
+    assert {c: ds[("real", "all")][c] for c in doc["classes"]} == truth_counts
+    # the classical baseline, trained on spheres and oblate spheroids, tells the hit types of held-out prolate ones
+    lr = [r for r in runs if r["model"] == "lr" and r["source"] == "sim" and r["test"] == "heldout [missing 0]"]
+    assert np.mean([r["accuracy"] for r in lr]) > 0.5  # chance is 0.25
+    summary = list(csv.DictReader(open(out / "summary.csv")))
+    assert {row["source"] for row in summary} == {"sim", "real", "real+sim"}
+    assert all(int(row["seeds"]) == 2 for row in summary)
+    md = (out / "report.md").read_text()
+    for heading in ("## Datasets", "## Results", "## Inference speed", "## Figures", "plots/accuracy_vs_k.png"):
+        assert heading in md
+    html = (out / "report.html").read_text()
+    assert html.count("<img ") == 5 and "<table>" in html
+    tp = list(csv.DictReader(open(out / "throughput.csv")))
+    assert {row["model"] for row in tp} == {"siamese", "cnn", "lr"} and all(float(r["shots_per_s"]) > 0 for r in tp)
+
+    # a second run reuses the cache: same numbers, no training
+    rerun = CliRunner().invoke(command, [*args, "--quiet"])
+    assert rerun.exit_code == 0, rerun.output
+    again = json.loads((out / "metrics.json").read_text())
+    assert [r["accuracy"] for r in again["runs"]] == [r["accuracy"] for r in runs]
+
+
+@pytest.mark.slow
+def test_fluence_sweep_resimulates_and_resamples(tmp_path):
+    real, log, _ = _write_real(tmp_path, shots=40)
+    raw = {
+        "seeds": [0], "k_shots": [1], "preprocess": {"input_size": 24},
+        "datasets": {"sim": {"simulate": _manifest([{"shape": "sphere", "radius": "30 nm"}]), "shots": 40,
+                             "test_fraction": 0.5},
+                     "real": {"path": str(real), "labels": str(log), "test_fraction": 0.5,
+                              "rename": {"unintended": None, "multi": "several"}}},
+        "sources": {"sim": "sim:train"},
+        "tests": {"sim": {"data": "sim:test", "sweep": {"fluence_scale": [0.01, 1]}},
+                  "real": {"data": "real:test", "sweep": {"fluence_scale": [0.01, 1]}}},
+        "models": [{"name": "lr", "kind": "classical"}],
+        "evaluation": {"device": "cpu", "throughput_shots": 0},
+    }
+    study = parse_study(raw, base_dir=tmp_path)
+    runner = StudyRunner(study, tmp_path / "out")
+    results = runner.run()
+    files = sorted(p.name for p in (tmp_path / "out" / "cache" / "data").glob("*.h5"))
+    assert len(files) == 2 and any("-x0.01-" in f for f in files)  # nominal and 1/100 fluence, same seed
+    nominal, dim = (CXIReader(tmp_path / "out" / "cache" / "data" / f) for f in sorted(files, key=len))
+    np.testing.assert_array_equal(nominal.hit_type, dim.hit_type)  # the same scenes
+    hits = nominal.hit_type > 0
+    ratio = dim.labels("total_photons")[hits].sum() / nominal.labels("total_photons")[hits].sum()
+    assert ratio == pytest.approx(0.01, rel=1e-6)
+    nominal.close()
+    dim.close()
+    real_all = next(d for d in results.datasets if (d["dataset"], d["part"]) == ("real", "all"))
+    assert real_all["unintended"] == 0 and real_all["multi"] == 0 and real_all["several"] > 0  # renamed labels
+    assert results.classes == ["no_hit", "single", "multi", "unintended", "several"]
+    acc = {(r.test_base, r.sweep_value): r.metrics.accuracy for r in results.records}
+    assert len(acc) == 4
+    # a hundredfold drop in fluence must cost the classifier on simulated shots
+    assert acc[("sim", 1.0)] > acc[("sim", 0.01)]
