@@ -28,6 +28,8 @@ from pathlib import Path
 
 import click
 
+from spisim.errors import one_line_warnings
+
 from .label_server import LabelHTTPServer, LabelSession, is_loopback
 
 
@@ -39,7 +41,8 @@ from .label_server import LabelHTTPServer, LabelSession, is_loopback
 @click.option("--game", is_flag=True, help="Play the game of hit: truth hidden, random order, scored at the end.")
 @click.option("--game-shots", type=click.IntRange(min=1), default=100, show_default=True,
               help="Shots in a game (at most the dataset's).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the game's random order.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the game's random order.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; any other than a loopback address requires the URL's token.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
@@ -55,6 +58,7 @@ def command(
     port: int,
     no_browser: bool,
 ) -> None:
+    one_line_warnings()
     session = LabelSession(data, labels_path, game=game, game_shots=game_shots, seed=seed)
     try:
         server = LabelHTTPServer(session, host, port)

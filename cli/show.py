@@ -13,17 +13,26 @@ Example usage:
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 
 @click.command(help=__doc__)
 @click.argument("dataset", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
-              help="Picture to write (.png, .pdf or .svg).")
+              help="Picture to write; the suffix picks the format (.png, .pdf or .svg; 110 dpi for .png). "
+                   "Its folder must exist; an existing file is replaced.")
 @click.option("--per-class", type=click.IntRange(min=1, max=20), default=4, show_default=True,
               help="Shots shown per hit type.")
 def command(dataset: str, out: str, per_class: int) -> None:
+    from spisim.errors import one_line_warnings
     from spisim.visualize import show_dataset
 
-    path = show_dataset(dataset, out, per_class=per_class)
+    one_line_warnings()
+    try:
+        path = show_dataset(dataset, out, per_class=per_class)
+    except KeyboardInterrupt:
+        click.echo("interrupted: no picture written", err=True)
+        sys.exit(130)
     click.echo(f"wrote {path}")

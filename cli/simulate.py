@@ -16,6 +16,9 @@ Example usage:
 
 from __future__ import annotations
 
+import sys
+from typing import NoReturn
+
 import click
 
 COMPRESSIONS = ("none", "gzip", "lz4", "zstd", "bitshuffle")
@@ -44,9 +47,13 @@ def _progress_columns() -> list:
 
 @click.command(help=__doc__)
 @click.argument("manifest", required=False, type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="Output HDF5 file.")
-@click.option("--shots", type=click.IntRange(min=1), help="Number of shots (overrides the manifest).")
-@click.option("--seed", type=click.IntRange(min=0), help="Random seed (overrides the manifest).")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="Output HDF5 file in the CXI layout (docs/data-format.md); its folder must exist. An existing "
+                   "file needs --overwrite.")
+@click.option("--shots", type=click.IntRange(min=1),
+              help="Number of shots.  [default: the manifest's `shots`; built-in default: 100]")
+@click.option("--seed", type=click.IntRange(min=0),
+              help="Seed of every random stream.  [default: the manifest's `seed`; built-in default: 0]")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes making shards (local pool, or Dask workers with --backend dask).")
 @click.option("--backend", type=click.Choice(["process", "dask"]), default="process", show_default=True,
@@ -54,21 +61,24 @@ def _progress_columns() -> list:
 @click.option("--scheduler", metavar="ADDRESS",
               help="Address of a running Dask scheduler, e.g. tcp://host:8786 (implies --backend dask).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
-              help="Where shots are computed; auto picks the GPU when one is present.")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run, keeping its finished shards.")
+              help="Where shots are computed (cuda needs CuPy and a GPU); auto picks the GPU when one is present.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run with the same manifest and options, keeping its finished shards.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output and discard old shards.")
 @click.option("--compression", type=click.Choice(COMPRESSIONS),
-              help="Frame compression (overrides output.compression of the manifest).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+              help="Frame compression.  [default: the manifest's `output.compression`; built-in default: gzip]")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar (the summary line is still printed).")
 def command(manifest: str | None, out: str, shots: int | None, seed: int | None, workers: int, backend: str,
             scheduler: str | None, device: str, resume: bool, overwrite: bool, compression: str | None,
             quiet: bool) -> None:
     from rich.console import Console
     from rich.progress import Progress
 
+    from spisim.errors import one_line_warnings
     from spisim.generate import check_output, generate, resolve_device
     from spisim.manifest import load_manifest
 
+    one_line_warnings()
     overrides = {"shots": shots, "seed": seed}
     if compression:
         overrides["output"] = {"compression": compression}
@@ -76,15 +86,33 @@ def command(manifest: str | None, out: str, shots: int | None, seed: int | None,
     check_output(out, resume=resume, overwrite=overwrite)  # fail before the progress bar shows
     device = resolve_device(device)
     console = Console(stderr=True)
-    with Progress(*_progress_columns(), console=console, disable=quiet, transient=False) as progress:
-        task = progress.add_task("simulating", total=m.spec.shots)
+    try:
+        with Progress(*_progress_columns(), console=console, disable=quiet, transient=False) as progress:
+            task = progress.add_task("simulating", total=m.spec.shots)
 
-        def on_start(to_make: int, already: int) -> None:
-            progress.update(task, total=to_make, description="resuming" if already else "simulating")
-            progress.start_task(task)
+            def on_start(to_make: int, already: int) -> None:
+                progress.update(task, total=to_make, description="resuming" if already else "simulating")
+                progress.start_task(task)
 
-        result = generate(m, out, workers=workers, backend=backend, scheduler=scheduler, device=device,
-                          resume=resume, overwrite=overwrite, progress=lambda n: progress.advance(task, n),
-                          on_start=on_start)
+            result = generate(m, out, workers=workers, backend=backend, scheduler=scheduler, device=device,
+                              resume=resume, overwrite=overwrite, progress=lambda n: progress.advance(task, n),
+                              on_start=on_start)
+    except KeyboardInterrupt:
+        _interrupted(out)
     reused = f", {result.shards_reused} shards reused" if result.shards_reused else ""
     click.echo(f"wrote {result.path}: {result.n_shots} shots from {m.source}{reused} in {result.seconds:.1f} s")
+
+
+def _interrupted(out: str) -> NoReturn:
+    """After Ctrl-C: say what was kept for --resume, and exit with status 130."""
+    from spisim.generate import finished_shards, parts_dir
+
+    folder = parts_dir(out)
+    n = len(finished_shards(folder))
+    if folder.is_dir():
+        kept = f"{n} finished shard{'s' if n != 1 else ''}" if n else "the particles' reciprocal volumes"
+        click.echo(f"interrupted: {out} not written; {kept} kept in {folder}: run the same command with --resume "
+                   "to continue", err=True)
+    else:
+        click.echo("interrupted before any shot was finished: nothing written", err=True)
+    sys.exit(130)

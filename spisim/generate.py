@@ -35,7 +35,7 @@ import numpy as np
 
 from . import __version__
 from .cxi import CXIWriter, ShotLabels, labels_block, write_shard
-from .errors import ConfigError, SpiError
+from .errors import ConfigError, OutputFileError, SpiError, one_line_warnings, os_error_message
 from .manifest import Manifest, ParticleSpec, load_manifest, parse_manifest
 from .noise import apply_detector, output_dtype, output_units, prepare_effects, pulse_scale
 
@@ -116,8 +116,13 @@ def build_detector(manifest: Manifest) -> Any:
 
     d = manifest.spec.detector
     if d.geometry is not None:
-        det = Detector.load(manifest.resolve_path(d.geometry, "detector.geometry"))
-        return det.with_distance(d.distance) if d.distance is not None else det
+        path = manifest.resolve_path(d.geometry, "detector.geometry")
+        if d.distance is None:
+            return Detector.load(path)
+        # A CrystFEL file may lack clen or read it from a data file: the distance stands in for it, and the
+        # detector is then moved so that its mean pixel z is the distance (a rigid shift along the beam).
+        clen = d.distance if path.suffix.lower() == ".geom" else None
+        return Detector.load(path, clen_m=clen).with_distance(d.distance)
     if d.preset == "square":
         return Detector.preset("square", distance_m=d.distance, n_pixels=d.n_pixels, pixel_size_m=d.pixel_size)
     return Detector.preset(d.preset, distance_m=d.distance)
@@ -484,6 +489,7 @@ def _pool_init(threads: int) -> None:
     """Share the cores among worker processes (before numba and OpenMP start their thread pools)."""
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))
+    one_line_warnings()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -491,10 +497,16 @@ def _pool_init(threads: int) -> None:
 
 
 def check_output(out: str | Path, *, resume: bool = False, overwrite: bool = False) -> None:
-    """SpiError unless a run may write ``out`` (an existing file or unfinished shards need a flag)."""
-    out = Path(out)
-    if not out.parent.is_dir():
-        raise SpiError(f"output folder {out.parent} does not exist")
+    """SpiError unless a run may write ``out`` (an existing file or unfinished shards need a flag).
+
+    Checked before any work: the name is a file name, its folder exists and can be written.
+    """
+    given, out = str(out), Path(out)
+    if not out.name or out.name in (".", "..") or given.endswith(("/", os.sep)):
+        raise OutputFileError(f"output {given!r} is not a file name (e.g. -o run.h5)")
+    if out.is_dir():
+        raise OutputFileError(f"output {out} is a folder: give a file name such as {out / 'run.h5'}")
+    check_writable_folder(out.parent)
     folder = parts_dir(out)
     if out.exists() and not overwrite:
         if resume and not folder.exists():
@@ -502,8 +514,40 @@ def check_output(out: str | Path, *, resume: bool = False, overwrite: bool = Fal
         if not resume:
             raise SpiError(f"{out} exists: use --overwrite to replace it")
     if folder.exists() and not resume and not overwrite:
-        raise SpiError(f"{folder} holds the shards of an unfinished run: add --resume to continue it, "
-                       f"or --overwrite to start again")
+        n = len(finished_shards(folder))
+        raise SpiError(f"{folder} holds an unfinished run ({n} finished shard{'s' if n != 1 else ''}): add --resume "
+                       f"to continue it, or --overwrite to start again")
+
+
+def check_writable_folder(folder: str | Path) -> None:
+    """OutputFileError unless ``folder`` exists and this process may create files in it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise OutputFileError(f"output folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        reason = "read-only file system" if _read_only_fs(folder) else "permission denied"
+        raise OutputFileError(f"cannot write in output folder {folder}: {reason}")
+
+
+def _read_only_fs(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # pragma: no cover - not on POSIX
+        return False
+
+
+def finished_shards(folder: str | Path) -> list[Path]:
+    """The finished shard files in a parts folder (none when it does not exist)."""
+    folder = Path(folder)
+    return sorted(folder.glob("shard-*.h5")) if folder.is_dir() else []
+
+
+def _discard_if_nothing_kept(folder: Path) -> None:
+    """Remove a parts folder that holds no finished shard and no built volume (nothing worth resuming)."""
+    volumes = folder / "volumes"
+    if finished_shards(folder) or (volumes.is_dir() and any(volumes.iterdir())):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -576,10 +620,17 @@ def generate(
     compression_options(compression)  # validates the name
     plan = Plan(spec.shots, spec.output.shard_size)
     fp = _fingerprint(manifest, device, compression)
-    folder.mkdir(exist_ok=True)
-    with _exclusive(folder):
-        return _run(manifest, out, folder, plan, fp, device, compression, workers, backend, scheduler, progress,
-                    on_start, _fail_after_shards, t0)
+    try:
+        folder.mkdir(exist_ok=True)
+        with _exclusive(folder):
+            try:
+                return _run(manifest, out, folder, plan, fp, device, compression, workers, backend, scheduler,
+                            progress, on_start, _fail_after_shards, t0)
+            except BaseException:
+                _discard_if_nothing_kept(folder)  # a failed start leaves no folder that asks for --resume
+                raise
+    except OSError as exc:  # the file system refused (read-only, full, quota): one line, not a traceback
+        raise OutputFileError(f"writing {out} failed: {os_error_message(exc)}") from None
 
 
 @contextlib.contextmanager
@@ -645,6 +696,20 @@ def _run(manifest: Manifest, out: Path, folder: Path, plan: Plan, fp: str, devic
     return RunResult(out, plan.n_shots, len(todo), len(done), time.perf_counter() - t0)
 
 
+class _Tally:
+    """Counts shards finished by workers: reports their shots to ``progress``; the testing hook fails on cue."""
+
+    def __init__(self, progress: ProgressCallback | None, fail_after: int | None) -> None:
+        self.progress, self.fail_after, self.finished = progress, fail_after, 0
+
+    def __call__(self, shots: int) -> None:
+        self.finished += 1
+        if self.progress is not None:
+            self.progress(shots)
+        if self.fail_after is not None and self.finished >= self.fail_after:
+            raise RuntimeError(f"injected failure after {self.finished} shards")
+
+
 def _run_pool(job: Job, todo: Sequence[int], plan: Plan, workers: int, progress: ProgressCallback | None,
               fail_after: int | None) -> None:
     import multiprocessing as mp
@@ -655,18 +720,13 @@ def _run_pool(job: Job, todo: Sequence[int], plan: Plan, workers: int, progress:
     threads = max(1, (os.cpu_count() or 1) // n)
     with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_pool_init, initargs=(threads,)) as pool:
         pending = {pool.submit(run_shard, job, s): s for s in todo}
-        finished = 0
+        tally = _Tally(progress, fail_after)
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     pending.pop(fut)
-                    n = fut.result()
-                    finished += 1
-                    if progress is not None:
-                        progress(n)
-                    if fail_after is not None and finished >= fail_after:
-                        raise RuntimeError(f"injected failure after {finished} shards")
+                    tally(fut.result())
         except BaseException:
             for fut in pending:
                 fut.cancel()
@@ -691,15 +751,10 @@ def _run_dask(job: Job, todo: Sequence[int], plan: Plan, workers: int, scheduler
                                                        dashboard_address=None, silence_logs=40))
             client = stack.enter_context(Client(cluster))
         futures = [client.submit(run_shard, job, s, key=f"spi-shard-{job.key()[:12]}-{s}", pure=False) for s in todo]
-        finished = 0
+        tally = _Tally(progress, fail_after)
         try:
             for fut in as_completed(futures):
-                n = fut.result()
-                finished += 1
-                if progress is not None:
-                    progress(n)
-                if fail_after is not None and finished >= fail_after:
-                    raise RuntimeError(f"injected failure after {finished} shards")
+                tally(fut.result())
         except BaseException:
             client.cancel(futures)
             raise

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,15 +48,16 @@ class Dimension:
     name: str
     stored: str
     examples: str
+    sample: str
 
 
 DIMENSIONS: dict[str, Dimension] = {
-    "length": Dimension("length", "m", "m, mm, um, nm, A"),
-    "photon_energy": Dimension("photon energy", "eV", "eV, keV, or a wavelength in A or nm"),
-    "pulse_energy": Dimension("pulse energy", "J", "J, mJ, uJ"),
-    "fluence": Dimension("fluence", "photons/m^2", "photons/m^2, photons/um^2, photons/nm^2"),
-    "electron_density": Dimension("electron density", "e/A^3", "e/A^3, e/nm^3"),
-    "inverse_length": Dimension("inverse length", "1/A", "1/A, 1/nm"),
+    "length": Dimension("length", "m", "m, mm, um, nm, A", "100 nm"),
+    "photon_energy": Dimension("photon energy", "eV", "eV, keV, or a wavelength in A or nm", "1.6 keV"),
+    "pulse_energy": Dimension("pulse energy", "J", "J, mJ, uJ", "0.4 mJ"),
+    "fluence": Dimension("fluence", "photons/m^2", "photons/m^2, photons/um^2, photons/nm^2", "1e14 photons/um^2"),
+    "electron_density": Dimension("electron density", "e/A^3", "e/A^3, e/nm^3", "0.43 e/A^3"),
+    "inverse_length": Dimension("inverse length", "1/A", "1/A, 1/nm", "0.05 1/A"),
 }
 
 
@@ -124,7 +126,8 @@ def parse_quantity(value: Any, dim: str, default_unit: str, where: str = "value"
     elif isinstance(value, str):
         m = _NUMBER.match(value)
         if not m:
-            raise ConfigError(f"{where}: cannot read {value!r} as a {DIMENSIONS[dim].name} (e.g. '1.6 keV')")
+            d = DIMENSIONS[dim]
+            raise ConfigError(f"{where}: cannot read {value!r} as a {d.name} (e.g. {d.sample!r})")
         number, unit = float(m.group(1)), (m.group(2) or default_unit)
     else:
         raise ConfigError(f"{where}: expected a {DIMENSIONS[dim].name}, got {type(value).__name__} {value!r}")
@@ -353,6 +356,13 @@ WATER_DENSITY = 0.334
 NACL_DENSITY = 0.625
 """Electron density of rock salt (2.165 g/cm³, 28 electrons per NaCl), electrons/Å³."""
 
+MIN_PHOTON_ENERGY = 50.0
+"""Lowest photon energy a manifest accepts, eV (FLASH imaged at 92 eV)."""
+MAX_PHOTON_ENERGY = 200e3
+"""Highest photon energy a manifest accepts, eV."""
+MAX_PARTICLE_SIZE = 10e-6
+"""Largest radius (or thickness) of a model particle, droplet or fragment, m: far beyond any X-ray focus."""
+
 HIT_MIXES: dict[str, dict[str, float]] = {
     "realistic": {"no_hit": 0.90, "single": 0.05, "multi": 0.02, "unintended": 0.03},
     "balanced": {"no_hit": 0.25, "single": 0.25, "multi": 0.25, "unintended": 0.25},
@@ -367,8 +377,9 @@ SHAPES = ("sphere", "spheroid", "icosahedron", "shell")
 class BeamSpec:
     """``beam``: the X-ray pulse."""
 
-    photon_energy: float = key(kind="qty", dim="photon_energy", unit="eV", minimum=0, exclusive=True,
-                               doc="photon energy (a wavelength such as '7.75 A' is converted)")
+    photon_energy: float = key(kind="qty", dim="photon_energy", unit="eV", minimum=MIN_PHOTON_ENERGY,
+                               maximum=MAX_PHOTON_ENERGY,
+                               doc="photon energy (a wavelength such as '7.75 A' is converted); 50 eV to 200 keV")
     pulse_energy: float | None = key(None, kind="qty", dim="pulse_energy", unit="mJ", minimum=0, exclusive=True,
                                      nullable=True, doc="pulse energy at the sample; give exactly one of "
                                      "pulse_energy, photons_per_pulse and fluence")
@@ -404,7 +415,7 @@ class DetectorSpec:
                                "or the current directory)")
     distance: float | None = key(None, kind="qty", dim="length", unit="m", minimum=0, exclusive=True, nullable=True,
                                  doc="sample-detector distance; null: the preset's or the file's")
-    n_pixels: int = key(128, kind="int", minimum=1, doc="pixels per side (square preset only)")
+    n_pixels: int = key(128, kind="int", minimum=1, maximum=4096, doc="pixels per side (square preset only)")
     pixel_size: float = key(75e-6, kind="qty", dim="length", unit="um", minimum=0, exclusive=True,
                             doc="pixel pitch (square preset only)")
 
@@ -426,12 +437,14 @@ class ParticleSpec:
                                 doc="PDB/mmCIF file (plain or .gz; relative to the manifest's folder, then to "
                                 "the current directory) or a 4-character PDB id (fetched once, then cached)")
     shape: str | None = key(None, kind="choice", choices=SHAPES, nullable=True, doc="built-in model particle")
-    radius: float | None = key(None, kind="qty", dim="length", unit="nm", minimum=0, exclusive=True, nullable=True,
+    radius: float | None = key(None, kind="qty", dim="length", unit="nm", minimum=0, maximum=MAX_PARTICLE_SIZE,
+                               exclusive=True, nullable=True,
                                doc="shape radius (spheroid: equatorial semi-axis a; shell: outer radius)")
-    polar_radius: float | None = key(None, kind="qty", dim="length", unit="nm", minimum=0, exclusive=True,
-                                     nullable=True, doc="spheroid polar semi-axis c (along the particle z)")
-    thickness: float | None = key(None, kind="qty", dim="length", unit="nm", minimum=0, exclusive=True,
-                                  nullable=True, doc="shell thickness")
+    polar_radius: float | None = key(None, kind="qty", dim="length", unit="nm", minimum=0, maximum=MAX_PARTICLE_SIZE,
+                                     exclusive=True, nullable=True,
+                                     doc="spheroid polar semi-axis c (along the particle z)")
+    thickness: float | None = key(None, kind="qty", dim="length", unit="nm", minimum=0, maximum=MAX_PARTICLE_SIZE,
+                                  exclusive=True, nullable=True, doc="shell thickness")
     model: str = key("auto", kind="choice", choices=("auto", "atoms", "continuum"),
                      doc="shapes: atoms (filled with protein-like atoms) or continuum (analytic form factor); "
                      "auto: continuum where one exists (not for the icosahedron)")
@@ -545,7 +558,8 @@ class DropletSpec:
     """``unintended.droplet``: buffer or water droplets (continuum spheroids)."""
 
     radius: tuple[float, float] = key((20e-9, 80e-9), kind="range", dim="length", unit="nm", minimum=0,
-                                      exclusive=True, doc="equatorial radius, uniform in [low, high]")
+                                      maximum=MAX_PARTICLE_SIZE, exclusive=True,
+                                      doc="equatorial radius, uniform in [low, high]")
     aspect: tuple[float, float] = key((0.9, 1.1), kind="range", minimum=0, exclusive=True,
                                       doc="polar/equatorial axis ratio c/a, uniform in [low, high] (1: a sphere)")
     density: float = key(WATER_DENSITY, kind="qty", dim="electron_density", unit="e/A^3", minimum=0,
@@ -557,7 +571,8 @@ class SaltSpec:
     """``unintended.salt``: salt or contaminant particles (continuum spheroids)."""
 
     radius: tuple[float, float] = key((5e-9, 25e-9), kind="range", dim="length", unit="nm", minimum=0,
-                                      exclusive=True, doc="equatorial radius, uniform in [low, high]")
+                                      maximum=MAX_PARTICLE_SIZE, exclusive=True,
+                                      doc="equatorial radius, uniform in [low, high]")
     aspect: tuple[float, float] = key((0.6, 1.6), kind="range", minimum=0, exclusive=True,
                                       doc="axis ratio c/a, uniform in [low, high]")
     density: float = key(NACL_DENSITY, kind="qty", dim="electron_density", unit="e/A^3", minimum=0,
@@ -571,7 +586,8 @@ class DebrisSpec:
     n: tuple[int, int] = key((3, 8), kind="int_range", minimum=1, maximum=64,
                              doc="number of fragments, uniform in [low, high]")
     radius: tuple[float, float] = key((3e-9, 12e-9), kind="range", dim="length", unit="nm", minimum=0,
-                                      exclusive=True, doc="fragment equatorial radius, uniform in [low, high]")
+                                      maximum=MAX_PARTICLE_SIZE, exclusive=True,
+                                      doc="fragment equatorial radius, uniform in [low, high]")
     aspect: tuple[float, float] = key((0.4, 2.5), kind="range", minimum=0, exclusive=True,
                                       doc="fragment axis ratio c/a, uniform in [low, high]")
     density: float = key(0.5, kind="qty", dim="electron_density", unit="e/A^3", minimum=0, exclusive=True,
@@ -782,13 +798,25 @@ class Manifest:
     overrides: dict
 
     def resolve_path(self, name: str, where: str) -> Path:
-        """An existing file named in the manifest: absolute, or relative to ``base_dir``, then the cwd."""
-        p = Path(name).expanduser()
+        """An existing file named in the manifest.
+
+        ``$VARIABLES`` and ``~`` are expanded; an absolute path is used as is; a relative one is looked up
+        next to the manifest file first (so a manifest works from any working directory), then in the
+        current directory (for manifests given as text, and older manifests written relative to it).
+        """
+        expanded = os.path.expandvars(name)
+        unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)
+        if unset:
+            raise ConfigError(f"{where}: environment variable {unset[0]} in {name!r} is not set")
+        p = Path(expanded).expanduser()
         tried = [p] if p.is_absolute() else ([self.base_dir / p] if self.base_dir else []) + [Path.cwd() / p]
         for candidate in tried:
             if candidate.is_file():
                 return candidate.resolve()
-        raise ConfigError(f"{where}: no such file {name!r} (looked in {', '.join(str(t.parent) for t in tried)})")
+            if candidate.exists():
+                raise ConfigError(f"{where}: {candidate} is not a file")
+        looked = ", ".join(dict.fromkeys(str(c.parent.resolve()) for c in tried))
+        raise ConfigError(f"{where}: no such file {name!r} (looked in {looked})")
 
     def check_files(self) -> None:
         """ConfigError unless every file the manifest names exists (PDB ids are not fetched here)."""
@@ -814,6 +842,31 @@ BUILTIN_DEFAULT = Path(__file__).with_name("manifests") / "default.yaml"
 """The built-in default manifest (no file and no network needed)."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error, not a silent overwrite."""
+
+
+def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            first = seen.get(key)
+        except TypeError:  # an unhashable key: SafeLoader reports it
+            break
+        if first is not None:
+            where = f"on line {line}" if first == line else f"lines {first} and {line}"
+            raise ConfigError(f"key {key!r} is given twice ({where}): keep one")
+        seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
 def _deep_merge(base: dict, over: dict) -> dict:
     """``base`` with ``over`` set on top; nested mappings merge key by key."""
     out = dict(base)
@@ -835,11 +888,13 @@ def parse_manifest(
             mappings merge); top-level None values are ignored.
     """
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"manifest {source}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"manifest {source}: {exc}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

@@ -188,6 +188,25 @@ def _block_offsets(xp: Any, rng: Any, shape: tuple[int, int, int], block: tuple[
     return xp.repeat(xp.repeat(draws, bs, axis=1), bf, axis=2)[:, :ss, :fs]
 
 
+POISSON_LIMIT = 1e15
+"""Expected counts above which Poisson draws are replaced by their normal limit (numpy's sampler overflows
+near 1e19; the relative difference of the two laws is ~1e-8 there)."""
+
+
+def _poisson(xp: Any, rng: Any, lam: Any) -> Any:
+    """Poisson draws (float64) of ``lam``; the rare pixels above :data:`POISSON_LIMIT` use N(λ, λ), rounded.
+
+    Without such pixels the draws are exactly ``rng.poisson(lam)`` (the stream is unchanged).
+    """
+    huge = lam > POISSON_LIMIT
+    if not bool(huge.any()):
+        return rng.poisson(lam).astype(xp.float64)
+    out = rng.poisson(xp.where(huge, 0.0, lam)).astype(xp.float64)
+    big = lam[huge]
+    out[huge] = xp.rint(big + xp.sqrt(big) * rng.standard_normal(big.shape))
+    return out
+
+
 def apply_detector(photons: Any, spec: NoiseSpec, effects: DetectorEffects, rng: Any, dtype: str = "float32") -> Any:
     """One frame as the detector records it, from expected photons (background included).
 
@@ -206,7 +225,7 @@ def apply_detector(photons: Any, spec: NoiseSpec, effects: DetectorEffects, rng:
     if effects.shadow.any():
         x = xp.where(effects.shadow, 0.0, x)
     if spec.poisson:
-        x = rng.poisson(xp.maximum(x, 0.0)).astype(xp.float64)
+        x = _poisson(xp, rng, xp.maximum(x, 0.0))
     if spec.dead_pixels > 0:
         x = xp.where(effects.dead, 0.0, x)
     if spec.gain is not None:

@@ -256,8 +256,17 @@ def _is_cif(text: str) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
+    """gemmi's parse error on one line: ``string:627:4(20000): parse error`` reads ``line 627: parse error``;
+    a message that ends in ':' gets the offending line (the next one of gemmi's text) appended."""
     lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    if not lines:
+        return type(exc).__name__
+    first = re.sub(r"^string:(\d+):\d+(?:\(\d+\))?:", r"line \1:", lines[0].strip())
+    if first.endswith(":") and len(lines) > 1:
+        first = f"{first} {lines[1][:80]!r}"
+    if "parse error" in first or "too short" in first:
+        first += " (is the file truncated?)"
+    return first
 
 
 def _read_file(path: Path) -> tuple[gemmi.Structure, gemmi.cif.Block | None]:

@@ -10,12 +10,13 @@ are shown panel by panel and profiles are drawn against the distance from the pa
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 
 from .cxi import CXIReader
-from .errors import InputFileError
+from .errors import InputFileError, OutputFileError, os_error_message
 
 CLASS_COLOURS = {"no_hit": "#7f7f7f", "single": "#1f77b4", "multi": "#d62728", "unintended": "#2ca02c"}
 
@@ -84,6 +85,7 @@ def show_dataset(path: str | Path, out: str | Path, *, per_class: int = 4, max_p
         from .errors import ConfigError
 
         raise ConfigError(f"--per-class must be >= 1, got {per_class}")
+    picture_format(out)  # a bad output name fails before the data are read
     with CXIReader(path) as reader:
         n = len(reader)
         if n == 0:
@@ -191,7 +193,9 @@ def show_dataset(path: str | Path, out: str | Path, *, per_class: int = 4, max_p
             lo, hi = np.nanpercentile(prof, [16, 84], axis=0)
         ax_p.plot(centres, mean, color=colour, label=f"{name} ({int((hit_type == c).sum())})")
         ax_p.fill_between(centres, lo, hi, color=colour, alpha=0.2, linewidth=0)
-    ax_p.set_yscale("log")
+    if any(ln.get_ydata().size and np.nanmax(np.asarray(ln.get_ydata(), float), initial=0.0) > 0
+           for ln in ax_p.get_lines()):
+        ax_p.set_yscale("log")  # else (all frames zero or negative) a log axis has nothing to show
     ax_p.set_xlabel(r_label)
     ax_p.set_ylabel(f"mean {units} per pixel")
     ax_p.set_title("radial profiles (mean, 16–84 % of shots)", fontsize=10)
@@ -208,7 +212,8 @@ def show_dataset(path: str | Path, out: str | Path, *, per_class: int = 4, max_p
         ax_h.hist(np.clip(totals[hit_type == c], bins[0], None), bins=bins, histtype="step", linewidth=1.6,
                   color=CLASS_COLOURS.get(name, None), label=name)
     ax_h.set_xscale("log")
-    ax_h.set_xlabel(f"total {units} per shot (unmasked pixels)")
+    edge = "; shots with ≤ 0 at the left edge" if (totals <= 0).any() else ""
+    ax_h.set_xlabel(f"total {units} per shot (unmasked pixels{edge})")
     ax_h.set_ylabel("shots")
     ax_h.set_title("counts per shot", fontsize=10)
     ax_h.legend(fontsize=8)
@@ -217,9 +222,40 @@ def show_dataset(path: str | Path, out: str | Path, *, per_class: int = 4, max_p
     fig.suptitle(f"{Path(path).name}: {n} shots, detector {shape[0]}×{shape[1]}×{shape[2]}"
                  + (f", {energy:.0f} eV" if energy else ""), fontsize=12)
     out = Path(out)
-    fig.savefig(out, dpi=dpi)
-    plt.close(fig)
+    tmp = out.with_name(f".{out.name}.tmp.{os.getpid()}")
+    try:
+        fig.savefig(tmp, dpi=dpi, format=picture_format(out))
+        os.replace(tmp, out)  # never a half-written picture under the final name
+    except OSError as exc:
+        raise OutputFileError(f"cannot write {out}: {os_error_message(exc)}") from None
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return out
+
+
+def picture_format(out: str | Path) -> str:
+    """The picture format named by the suffix of ``out`` (``png``, ``pdf``, ``svg`` ...).
+
+    Raises:
+        OutputFileError: no or an unknown suffix, a folder, or a folder that does not exist or cannot be
+            written.
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from .generate import check_writable_folder
+
+    out = Path(out)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if out.is_dir():
+        raise OutputFileError(f"output {out} is a folder: give a picture file such as {out / 'dataset.png'}")
+    suffix = out.suffix.lower().lstrip(".")
+    if suffix not in formats:
+        what = f"suffix '.{suffix}'" if suffix else "no suffix"
+        raise OutputFileError(f"picture {out} has {what}: use .png, .pdf or .svg (or one of "
+                              f"{', '.join(sorted(formats))})")
+    check_writable_folder(out.parent)
+    return suffix
 
 
 class _quiet:

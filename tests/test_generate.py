@@ -226,6 +226,58 @@ def test_user_errors(tmp_path):
         generate(small(), tmp_path / "d.h5", backend="mpi")
 
 
+def test_output_names_that_cannot_be_written(tmp_path, monkeypatch):
+    from spisim.errors import OutputFileError
+    from spisim.generate import check_output
+
+    (tmp_path / "adir").mkdir()
+    for bad, message in (("", "output '' is not a file name"), (f"{tmp_path}/", "is not a file name"),
+                         (tmp_path / "adir", "is a folder: give a file name such as")):
+        with pytest.raises(OutputFileError, match=message):
+            check_output(bad)
+    monkeypatch.setattr("spisim.generate.os.access", lambda path, mode: False)
+    with pytest.raises(OutputFileError, match=f"cannot write in output folder {tmp_path}: "):
+        check_output(tmp_path / "d.h5")
+
+
+def test_a_failed_start_leaves_no_folder_that_asks_for_resume(tmp_path):
+    broken = SMALL.format(shots=4, shard=2, pixels=8).replace(
+        "{name: ell, shape: spheroid, radius: 20 nm, polar_radius: 35 nm, model: continuum}",
+        "{name: prot, structure: broken.pdb}")
+    (tmp_path / "broken.pdb").write_bytes(bytes(range(256)))
+    manifest = parse_manifest(broken, base_dir=tmp_path)
+    with pytest.raises(InputFileError, match="broken.pdb"):
+        generate(manifest, tmp_path / "d.h5")
+    assert not parts_dir(tmp_path / "d.h5").exists()  # nothing was finished: nothing to resume
+    res = generate(small(shots=4, shard=2, pixels=8), tmp_path / "d.h5")  # so a fixed run needs no flag
+    assert res.n_shots == 4 and not parts_dir(tmp_path / "d.h5").exists()
+
+
+def test_finished_shards_survive_a_failure_and_the_message_counts_them(tmp_path):
+    out = tmp_path / "d.h5"
+    with pytest.raises(RuntimeError, match="injected failure"):
+        generate(small(shots=6, shard=2), out, _fail_after_shards=2)
+    assert len(list(parts_dir(out).glob("shard-*.h5"))) == 2
+    with pytest.raises(SpiError, match=r"holds an unfinished run \(2 finished shards\): add --resume"):
+        generate(small(shots=6, shard=2), out)
+
+
+def test_a_geometry_file_without_camera_length_takes_the_manifest_distance(tmp_path, shared_data):
+    from spisim.generate import build_detector
+
+    text = (shared_data / "geometries" / "crystfel_simple.geom").read_text().replace("clen = 50.0e-3", "")
+    (tmp_path / "noclen.geom").write_text(text)
+    base = "beam: {photon_energy: 1.6 keV, pulse_energy: 1 mJ}\nhits: {no_hit: 1}\n"
+    det = build_detector(parse_manifest(base + "detector: {geometry: noclen.geom, distance: 0.2 m}\n",
+                                        base_dir=tmp_path))
+    assert det.distance == pytest.approx(0.2)
+    ref = build_detector(parse_manifest(base + f"detector: {{geometry: {shared_data}/geometries/crystfel_simple.geom,"
+                                               " distance: 0.2 m}\n"))
+    np.testing.assert_allclose(det.pixel_positions, ref.pixel_positions, atol=1e-12)
+    with pytest.raises(SpiError, match=r"noclen.geom has no clen line, so its panels lie at z = 0 m.*distance"):
+        build_detector(parse_manifest(base + "detector: {geometry: noclen.geom}\n", base_dir=tmp_path))
+
+
 @pytest.mark.gpu
 def test_gpu_pipeline_matches_cpu_without_noise_and_in_distribution_with_it():
     from spisim.generate import Simulator

@@ -359,14 +359,38 @@ def test_missing_and_unknown_files(tmp_path):
         (("adu_per_eV = 1.0", "adu_per_eV 1.0"), "not a 'key = value' line"),
         (("0/min_fs = 0", "0/min_fs = 0\n0/dim0 = ss\n0/dim1 = 3\n0/dim2 = fs"), "not supported"),
         (("1/max_ss = 511", "1/max_ss = 600"), "overlap"),
+        (("clen = 50.0e-3", ""), r"^broken.geom has no clen line, so its panels lie at z = 0 m, not downstream .*"
+                                 r"add a camera length such as 'clen = 0.1' \(m\)"),
+        (("clen = 50.0e-3", "clen = /LCLS/detector_1/EncoderValue"),
+         r"^broken.geom reads clen from a data file \(/LCLS/detector_1/EncoderValue\), so its panels lie"),
     ],
 )
 def test_broken_crystfel_files_raise_config_errors(geometries, tmp_path, change, message):
     text = (geometries / "crystfel_simple.geom").read_text()
     assert change[0] in text
     (tmp_path / "broken.geom").write_text(text.replace(change[0], change[1], 1))
-    with pytest.raises(ConfigError, match=message):
-        Detector.load(tmp_path / "broken.geom")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the clen-from-data-file warning comes before the error
+        with pytest.raises(ConfigError, match=message):
+            Detector.load(tmp_path / "broken.geom")
+
+
+def test_a_binary_geometry_file_is_named_as_such(tmp_path):
+    (tmp_path / "random.geom").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(InputFileError, match=r"random.geom is binary, not a CrystFEL .geom text file$"):
+        Detector.load(tmp_path / "random.geom")
+
+
+def test_crystfel_and_psana_readers_return_one_kind_of_result(geometries):
+    from spisim.detector.crystfel import read_crystfel
+    from spisim.detector.panels import GeometryFile
+    from spisim.detector.psana import read_psana
+
+    a = read_crystfel(geometries / "crystfel_simple.geom")
+    b = read_psana(geometries / "psana_geometry-def-pnccd.data")
+    assert type(a) is type(b) is GeometryFile
+    assert a.shape == (1, 1024, 1024) and a.mask.shape == a.shape and not a.mask.any()
+    assert b.shape[0] == 4 and b.mask.shape == b.shape
 
 
 @pytest.mark.parametrize(

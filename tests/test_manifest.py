@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from spisim.constants import HC_EV_ANGSTROM
@@ -220,15 +220,10 @@ def test_shipped_manifests_validate(shared_data):
     names = {f.stem for f in files}
     assert {"pr772_pnccd", "proteins_jungfrau4m", "agipd_spb", "study_shapes_same_size",
             "study_sizes_same_shape"} <= names
-    old = os.getcwd()
-    os.chdir(REPO)  # shipped manifests name ../shared/data relative to the repository root
-    try:
-        for f in files:
-            m = load_manifest(f)
-            m.check_files()
-            assert m.spec.shots >= 1
-    finally:
-        os.chdir(old)
+    for f in files:  # from the repository root (the README's commands)
+        m = load_manifest(f.relative_to(REPO) if Path.cwd() == REPO else f)
+        m.check_files()
+        assert m.spec.shots >= 1
     pr772 = load_manifest(REPO / "data_manifests" / "pr772_pnccd.yaml").spec
     assert pr772.beam.photon_energy == pytest.approx(1600) and pr772.detector.preset == "pnccd"
     assert any(p.shape == "sphere" for p in pr772.particles) and any(p.structure for p in pr772.particles)
@@ -237,3 +232,123 @@ def test_shipped_manifests_validate(shared_data):
 def test_docs_list_every_key():
     doc = (REPO / "docs" / "manifest.md").read_text()
     assert reference_markdown() in doc, "docs/manifest.md is out of date: paste `python -m spisim.manifest`"
+
+
+def test_shipped_manifests_work_from_any_directory_and_a_clean_clone(shared_data, tmp_path, monkeypatch):
+    """Structure paths are relative to the manifest file: ../../shared/data is the shared folder beside the
+    repository, in this checkout and in CI's layout (a clone in some folder, a copy of shared/ beside it)."""
+    files = sorted((REPO / "data_manifests").glob("*.yaml"))
+    monkeypatch.chdir(tmp_path)  # not the repository root
+    for f in files:
+        m = load_manifest(f)
+        m.check_files()
+        for p in m.spec.particles:
+            if p.structure:
+                assert Path(m.structure_source(p.structure, "x")).is_file()
+    clone = tmp_path / "ci" / "clone-of-repo"
+    (clone / "data_manifests").mkdir(parents=True)
+    (tmp_path / "ci" / "shared").symlink_to(shared_data.parent, target_is_directory=True)
+    for f in files:
+        (clone / "data_manifests" / f.name).write_text(f.read_text())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for cwd in (clone, elsewhere):
+        monkeypatch.chdir(cwd)
+        for f in files:
+            m = load_manifest(clone / "data_manifests" / f.name)
+            m.check_files()
+            used = [m.resolve_path(p.structure, "x") for p in m.spec.particles if p.structure]
+            assert all(u.is_file() and u.name in {s.name for s in (shared_data / "structures").iterdir()}
+                       for u in used)
+
+
+def test_paths_expand_variables_and_say_what_is_wrong(tmp_path, monkeypatch):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "a.pdb").write_text("x")
+    m = load_manifest(_write_manifest(tmp_path / "m.yaml"))
+    monkeypatch.setenv("SPI_TEST_DATA", str(tmp_path / "s"))
+    assert m.resolve_path("$SPI_TEST_DATA/a.pdb", "x") == tmp_path / "s" / "a.pdb"
+    assert m.resolve_path("${SPI_TEST_DATA}/a.pdb", "x") == tmp_path / "s" / "a.pdb"
+    monkeypatch.delenv("SPI_TEST_DATA")
+    with pytest.raises(ConfigError, match=r"^p\[0\]: environment variable SPI_TEST_DATA in '\$SPI_TEST_DATA/a.pdb' "
+                       "is not set$"):
+        m.resolve_path("$SPI_TEST_DATA/a.pdb", "p[0]")
+    with pytest.raises(ConfigError, match=r"is not a file$"):
+        m.resolve_path("s", "p[0]")
+
+
+def _write_manifest(path: Path) -> Path:
+    path.write_text(MINIMAL)
+    return path
+
+
+def test_a_key_given_twice_is_an_error():
+    assert _error(MINIMAL + "shots: 4\nshots: 5\n") == (
+        "manifest <string>: key 'shots' is given twice (lines 5 and 6): keep one")
+    nested = MINIMAL.replace("pulse_energy: 2 mJ", "pulse_energy: 2 mJ, pulse_energy: 3 mJ")
+    assert "key 'pulse_energy' is given twice (on line 2)" in _error(nested)
+    merged = MINIMAL + "unintended:\n  droplet: &d {radius: [20 nm, 30 nm]}\n  salt: {<<: *d, density: 0.5}\n"
+    ok = parse_manifest(merged)  # YAML merge keys are not duplicates
+    assert ok.spec.unintended.salt.radius == pytest.approx((20e-9, 30e-9))
+    assert ok.spec.unintended.salt.density == 0.5
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("1.6 keV", "1 eV"), "beam.photon_energy must be >= 50 eV, got '1 eV'"),
+        (("1.6 keV", "10 MeV"), "beam.photon_energy must be <= 200000 eV, got '10 MeV'"),
+        (("radius: 20 nm", "radius: 2 m"), "particles[0].radius must be <= 10000 nm, got '2 m'"),
+        (("n_pixels: 16", "n_pixels: 100000"), "detector.n_pixels must be <= 4096, got 100000"),
+        (("2 mJ", "lots"), "beam.pulse_energy: cannot read 'lots' as a pulse energy (e.g. '0.4 mJ')"),
+    ],
+)
+def test_impossible_values_are_refused(change, message):
+    assert _error(MINIMAL.replace(*change)) == f"manifest <string>: {message}"
+
+
+def test_droplet_sizes_are_bounded():
+    text = MINIMAL + "unintended: {droplet: {radius: [20 nm, 1 cm]}}\n"
+    assert "unintended.droplet.radius must be <= 10000 nm" in _error(text)
+
+
+def test_shipped_beams_are_within_what_xfels_deliver(shared_data):
+    """Pulse energies at the sample of at most a few mJ, peak fluences at most ~1e14 photons/um^2."""
+    from spisim.generate import build_beam
+
+    for f in sorted((REPO / "data_manifests").glob("*.yaml")):
+        beam = build_beam(load_manifest(f))
+        assert beam.pulse_energy <= 5e-3, f.name
+        assert 1e22 < beam.peak_fluence <= 1.5e26, (f.name, beam.peak_fluence)  # photons/m^2
+
+
+def test_pr772_manifest_gives_the_photon_counts_of_the_experiments():
+    """The sphere of the PR772 manifest on the pnCCD: counts equal J r_e² Σ P ΔΩ (N_e Φ(qR))², computed here
+    from the detector alone, and lie in the 1e4-1e5 range reported for PR772 single hits at AMO."""
+    import yaml
+
+    from spisim.constants import R_E, wavelength_angstrom
+    from spisim.generate import Simulator
+
+    path = REPO / "data_manifests" / "pr772_pnccd.yaml"
+    raw = yaml.safe_load(path.read_text())
+    sphere = next(p for p in raw["particles"] if p.get("shape") == "sphere")
+    raw.update(particles=[sphere], hits={"single": 1}, noise="none", shots=2)
+    sim = Simulator(parse_manifest(yaml.safe_dump(raw), base_dir=path.parent))
+    det = sim.detector
+    k = 2 * np.pi / wavelength_angstrom(sim.spec.beam.photon_energy)
+    radius = sim.spec.particles[0].radius * 1e10  # Å
+    n_e = sim.spec.particles[0].density * 4 / 3 * np.pi * radius**3
+    q = np.linalg.norm(np.nan_to_num(det.q_vectors(2 * np.pi / k)), axis=-1)
+    x = np.maximum(q * radius, 1e-9)
+    phi = 3 * (np.sin(x) - x * np.cos(x)) / x**3
+    good = det.covered & ~det.mask
+    per_fluence = R_E**2 * float((det.polarization_factor("horizontal") * det.solid_angles()
+                                  * (n_e * phi) ** 2)[good].sum())
+    for i in range(2):
+        photons, scene, fluence, _ = sim.expected_photons(i)
+        assert len(scene.particles) == 1
+        total = float(np.asarray(photons)[good].sum())
+        assert total == pytest.approx(fluence * per_fluence, rel=0.02)
+        assert 1e4 < total < 2e5
+    assert 1e5 < sim.beam.peak_fluence * per_fluence < 2e5  # 1.35e5 at the peak, as the manifest says

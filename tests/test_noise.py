@@ -209,3 +209,20 @@ def test_effects_mask_keeps_detector_mask_and_background_counts_valid_pixels():
     eff = _effects(spec, detector_mask=det_mask)
     assert eff.mask[0, :5].all()
     assert eff.background[~eff.mask].sum() == pytest.approx(100.0)
+
+
+def test_poisson_of_enormous_expectations_stays_finite_and_unbiased():
+    """numpy's Poisson sampler overflows near 1e19: such pixels (a µm particle in the direct beam) take the
+    normal limit, and frames without them draw exactly the same stream as before."""
+    spec = NoiseSpec(poisson=True)
+    eff = _effects(spec)
+    lam = np.full(SHAPE, 3.0)
+    lam[0, 0, :5] = [1e14, 1e16, 1e18, 1e20, 1e22]
+    frame = apply_detector(lam, spec, eff, np.random.default_rng(4), "float32")
+    big = frame[0, 0, :5].astype(float)
+    assert np.all(np.isfinite(big))
+    np.testing.assert_allclose(big, lam[0, 0, :5], rtol=1e-6)
+    small = np.full(SHAPE, 3.0)
+    ours = apply_detector(small, spec, eff, np.random.default_rng(4), "float32")
+    np.testing.assert_array_equal(ours, np.random.default_rng(4).poisson(small).astype(np.float32))
+    assert abs(frame[1:].mean() - 3.0) < 0.05  # the ordinary pixels are still Poisson(3)

@@ -211,6 +211,20 @@ def test_broken_files_give_one_line_input_file_errors(tmp_path, content, pattern
     assert info.value.__context__ is None or info.value.__suppress_context__
 
 
+def test_truncated_files_say_where_and_why(structures, tmp_path):
+    atoms = [ln for ln in (structures / "1crn.pdb").read_text().splitlines() if ln.startswith("ATOM")]
+    (tmp_path / "cut.pdb").write_text("\n".join(atoms[:40]) + "\n" + atoms[40][:30] + "\n")
+    with pytest.raises(InputFileError) as info:
+        load_structure(tmp_path / "cut.pdb")
+    assert str(info.value) == (f"cannot parse structure file {tmp_path / 'cut.pdb'}: Problem in line 41: The line "
+                               f"is too short to be correct: {atoms[40][:30].rstrip()!r} (is the file truncated?)")
+    text = (structures / "1aki.cif").read_text()
+    (tmp_path / "cut.cif").write_text(text[:20000])
+    line = text[:20000].count("\n") + 1
+    with pytest.raises(InputFileError, match=rf"cut.cif: line {line}: parse error \(is the file truncated\?\)$"):
+        load_structure(tmp_path / "cut.cif")
+
+
 def test_missing_file_and_directory(tmp_path):
     with pytest.raises(InputFileError, match="not found"):
         load_structure(tmp_path / "nope.pdb")

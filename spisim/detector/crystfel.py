@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +33,7 @@ import numpy as np
 
 from ..constants import HC_EV_ANGSTROM
 from ..errors import ConfigError, InputFileError
-from .panels import Panel
+from .panels import GeometryFile, Panel
 
 if TYPE_CHECKING:
     from .geometry import Detector
@@ -101,14 +100,8 @@ _LEGACY_MASK_KEYS = {
 _MASK_KEY = re.compile(r"^mask(\d)_(data|file|goodbits|badbits)$")
 
 
-@dataclass
-class CrystfelGeometry:
-    """What :func:`read_crystfel` found: tiles, data shape (M, SS, FS), bad-pixel mask and metadata."""
-
-    panels: list[Panel]
-    shape: tuple[int, int, int]
-    mask: np.ndarray
-    metadata: dict[str, Any] = field(default_factory=dict)
+CrystfelGeometry = GeometryFile
+"""What :func:`read_crystfel` found: tiles, data shape (M, SS, FS), bad-pixel mask and metadata."""
 
 
 class _Entry:
@@ -191,11 +184,14 @@ def _parse_bool(value: str) -> bool:
 
 def _read_lines(path: Path) -> list[tuple[int, str, str]]:
     try:
-        text = path.read_text(errors="replace")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise InputFileError(f"geometry file not found: {path}") from None
     except OSError as exc:
         raise InputFileError(f"cannot read geometry file {path}: {exc.strerror or exc}") from None
+    if b"\x00" in data[:4096]:
+        raise InputFileError(f"geometry file {path} is binary, not a CrystFEL .geom text file")
+    text = data.decode("utf-8", errors="replace")
     out = []
     for lineno, raw in enumerate(text.replace("\r", "\n").split("\n"), start=1):
         line = raw.split(";", 1)[0].strip()
@@ -319,6 +315,7 @@ def read_crystfel(path: str | Path, *, clen_m: float | None = None) -> CrystfelG
         data_locations.add(d["data"].value if "data" in d else "/data/data")
     if unknown:
         warnings.warn(f"{path.name}: ignoring unrecognised panel fields {sorted(unknown)}", stacklevel=2)
+    _check_camera_length(panels, top.get("clen"), clen_m, path)
     if len(data_locations) > 1:
         raise ConfigError(
             f"{path.name}: panels read from different data locations {sorted(data_locations)}; "
@@ -361,11 +358,25 @@ def _clen(entry: _Entry | None, clen_m: float | None, path: Path) -> tuple[float
     if _is_location(entry.value):
         warnings.warn(
             f"{path.name}: clen is read from a data file ({entry.value}); taking 0 m, so the panel z is its "
-            "coffset (pass clen_m= to set it)",
+            "coffset (set the distance: detector.distance in a manifest, clen_m= in Python)",
             stacklevel=4,
         )
         return 0.0, entry.value.split()[0]
     return parse_quantity(entry.value, _LENGTH_UNITS, "m", what="clen", where=f"{path.name}:{entry.line}"), ""
+
+
+def _check_camera_length(panels: list[Panel], entry: _Entry | None, clen_m: float | None, path: Path) -> None:
+    """ConfigError naming the missing camera length when panels end up at or behind the sample for want of one."""
+    if clen_m is not None or (entry is not None and not _is_location(entry.value)):
+        return  # a camera length was given: Detector reports a geometry that is still impossible
+    z_min = min(float(p.corners()[:, 2].min()) for p in panels)
+    if z_min > 0:
+        return
+    why = "has no clen line" if entry is None else f"reads clen from a data file ({entry.value.split()[0]})"
+    raise ConfigError(
+        f"{path.name} {why}, so its panels lie at z = {z_min:.4g} m, not downstream of the sample: add a camera "
+        "length such as 'clen = 0.1' (m) to the file, or give the distance (detector.distance in a manifest)"
+    )
 
 
 def _beam_metadata(top: dict[str, _Entry], path: Path) -> dict[str, Any]:

@@ -8,7 +8,8 @@ slow-scan (ss) axes of the data array, and the pixel counts, plus where the tile
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -174,3 +175,20 @@ def rotation_z(deg: float) -> np.ndarray:
     """(3, 3) right-handed rotation by ``deg`` degrees about the z axis (the beam)."""
     c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+@dataclass
+class GeometryFile:
+    """What a geometry-file reader (CrystFEL or psana) found.
+
+    Attributes:
+        panels: the tiles.
+        shape: data shape (modules, ss, fs) the tiles fill.
+        mask: (modules, ss, fs) bool, True for bad pixels the file declares.
+        metadata: what else the file said (source, format, photon energy, ...).
+    """
+
+    panels: list[Panel]
+    shape: tuple[int, int, int]
+    mask: np.ndarray
+    metadata: dict[str, Any] = field(default_factory=dict)

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError, InputFileError
-from .panels import Panel, rotation_x, rotation_y, rotation_z
+from .panels import GeometryFile, Panel, rotation_x, rotation_y, rotation_z
 
 PSANA_TO_LAB = np.array([[0.0, -1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
 """(x, y, z)_lab = PSANA_TO_LAB @ (x, y, z)_psana."""
@@ -165,14 +164,8 @@ class _Node:
         return rotation_x(ax) @ rotation_y(ay) @ rotation_z(az)
 
 
-@dataclass
-class PsanaGeometry:
-    """What :func:`read_psana` found: tiles, data shape (segments, rows, cols), mask, metadata."""
-
-    panels: list[Panel]
-    shape: tuple[int, int, int]
-    mask: np.ndarray
-    metadata: dict[str, Any] = field(default_factory=dict)
+PsanaGeometry = GeometryFile
+"""What :func:`read_psana` found: tiles, data shape (segments, rows, cols), mask, metadata."""
 
 
 def _parse(text: str, path: Path) -> list[_Node]:
