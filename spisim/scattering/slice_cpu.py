@@ -5,6 +5,10 @@ For a pixel at laboratory q and particle rotation R the kernel evaluates the gri
 multiplies by exp(i k·c), which restores the phase of the particle's centre c (the grid is computed
 for atoms at r − c so that it is as smooth as the particle allows). Pixels whose stencil leaves the
 grid get NaN (the caller checks |q| ≤ q_max first).
+
+The cubic kernel's 64-tap sum is :func:`~spisim.scattering._fast_tricubic.tap_sum` (16 rows of 4
+contiguous complex taps, two vector loads and two vector FMAs per row): ~3× faster than the scalar
+sum it replaced (numba compiles with LLVM's SLP vectoriser off).
 """
 
 from __future__ import annotations
@@ -14,37 +18,23 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .trig import sincos64
+from ._fast_tricubic import tap_sum
+from .trig import SINCOSPI_COEFS64, sincos64, sincospi_parity
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", fastmath={"contract"}, cache=True)
 def bspline3_weights(t: float) -> tuple[float, float, float, float]:
     """Cubic B-spline weights of the taps at −1, 0, 1, 2 for a fractional position t ∈ [0, 1)."""
     s = 1.0 - t
     t2 = t * t
     t3 = t2 * t
-    return s * s * s / 6.0, (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0, (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0, t3 / 6.0
-
-
-@njit(inline="always", cache=True)
-def _plane(coef, i0, j0, k0, w0, w1, w2, w3):
-    """Σ_c w_c · coef[i0, j0, k0 − 1 + c], c = 0..3 (one row of the 4×4×4 stencil)."""
-    return w0 * coef[i0, j0, k0 - 1] + w1 * coef[i0, j0, k0] + w2 * coef[i0, j0, k0 + 1] + w3 * coef[i0, j0, k0 + 2]
-
-
-@njit(inline="always", cache=True)
-def _column(coef, i0, j0, k0, v0, v1, v2, v3, w0, w1, w2, w3):
-    """Σ_b v_b Σ_c w_c coef[i0, j0 − 1 + b, k0 − 1 + c]."""
-    return (
-        v0 * _plane(coef, i0, j0 - 1, k0, w0, w1, w2, w3)
-        + v1 * _plane(coef, i0, j0, k0, w0, w1, w2, w3)
-        + v2 * _plane(coef, i0, j0 + 1, k0, w0, w1, w2, w3)
-        + v3 * _plane(coef, i0, j0 + 2, k0, w0, w1, w2, w3)
-    )
+    sixth = 1.0 / 6.0
+    return s * s * s * sixth, (0.5 * t3 - t2) + 2.0 / 3.0, ((t2 - t3) + t) * 0.5 + sixth, t3 * sixth
 
 
 @njit(parallel=True, fastmath={"contract"}, cache=True)
-def _slice_cubic(coef, q, rot, dq, half, centre, out):  # pragma: no cover - numba
+def _slice_cubic(coef, q, rot, dq, half, centre_ht, cf, out):  # pragma: no cover - numba
+    # coef: float64 view (n, n, 2n) of the complex128 coefficient grid; centre_ht = centre / π
     n = coef.shape[0]
     inv_dq = 1.0 / dq
     for p in prange(q.shape[0]):
@@ -60,17 +50,15 @@ def _slice_cubic(coef, q, rot, dq, half, centre, out):  # pragma: no cover - num
         if i0 < 1 or i1 < 1 or i2 < 1 or i0 + 2 >= n or i1 + 2 >= n or i2 + 2 >= n:
             out[p] = complex(np.nan, np.nan)
             continue
-        a0, a1, a2, a3 = bspline3_weights(u0 - i0)
-        b0, b1, b2, b3 = bspline3_weights(u1 - i1)
-        c0, c1, c2, c3 = bspline3_weights(u2 - i2)
-        acc = (
-            a0 * _column(coef, i0 - 1, i1, i2, b0, b1, b2, b3, c0, c1, c2, c3)
-            + a1 * _column(coef, i0, i1, i2, b0, b1, b2, b3, c0, c1, c2, c3)
-            + a2 * _column(coef, i0 + 1, i1, i2, b0, b1, b2, b3, c0, c1, c2, c3)
-            + a3 * _column(coef, i0 + 2, i1, i2, b0, b1, b2, b3, c0, c1, c2, c3)
-        )
-        s_ph, c_ph = sincos64(k0 * centre[0] + k1 * centre[1] + k2 * centre[2])
-        out[p] = acc * complex(c_ph, s_ph)
+        wa = bspline3_weights(u0 - i0)
+        wb = bspline3_weights(u1 - i1)
+        wc = bspline3_weights(u2 - i2)
+        re, im = tap_sum(coef, i0 - 1, i1 - 1, i2 - 1, wa, wb, wc)
+        s_ph, c_ph, par = sincospi_parity(k0 * centre_ht[0] + k1 * centre_ht[1] + k2 * centre_ht[2], cf)
+        sgn = 1.0 - 2.0 * par
+        re *= sgn
+        im *= sgn
+        out[p] = complex(re * c_ph - im * s_ph, re * s_ph + im * c_ph)
 
 
 @njit(parallel=True, fastmath={"contract"}, cache=True)
@@ -111,6 +99,10 @@ def slice_cpu(
     `grid` (n, n, n) complex128: B-spline coefficients if `cubic`, else samples; grid index h is q = 0.
     """
     out = np.empty(q.shape[0], dtype=np.complex128)
-    kernel = _slice_cubic if cubic else _slice_linear
-    kernel(grid, q, rotation, float(dq), float(half), np.asarray(centre, dtype=np.float64), out)
+    centre = np.asarray(centre, dtype=np.float64)
+    if cubic:
+        coef = np.ascontiguousarray(grid, dtype=np.complex128).view(np.float64)
+        _slice_cubic(coef, q, rotation, float(dq), float(half), centre / np.pi, SINCOSPI_COEFS64, out)
+    else:
+        _slice_linear(grid, q, rotation, float(dq), float(half), centre, out)
     return out

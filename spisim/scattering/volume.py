@@ -203,9 +203,10 @@ class ReciprocalVolume:
         """
         qa = check_q(q)
         rot = check_rotation(rotation)
-        if qa.size and float(np.sqrt((qa**2).sum(1).max())) > self.q_max * (1 + 1e-9):
+        q_largest = float(np.sqrt(np.einsum("ij,ij->i", qa, qa).max())) if qa.size else 0.0
+        if q_largest > self.q_max * (1 + 1e-9):
             raise ConfigError(
-                f"q up to {float(np.sqrt((qa**2).sum(1).max())):.4g} 1/Å exceeds the volume's q_max {self.q_max:.4g};"
+                f"q up to {q_largest:.4g} 1/Å exceeds the volume's q_max {self.q_max:.4g};"
                 " build it with a larger q_max"
             )
         if method == "auto":
