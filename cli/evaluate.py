@@ -65,7 +65,8 @@ def command(study: Path, out: Path, params: tuple[str, ...], device: str | None,
         results = runner.run()
         progress.update(task, description="writing the report")
         written = write_report(results, out)
-    best = max((r for r in results.records if r.sweep_key is None), key=lambda r: r.metrics.accuracy, default=None)
+    machines = (r for r in results.records if r.sweep_key is None and r.kind != "human")
+    best = max(machines, key=lambda r: r.metrics.accuracy, default=None)
     click.echo(f"spi evaluate: {len(results.records)} scores of {len(spec.models)} models in {results.seconds:.0f} s; "
                f"report in {written['report.md'].parent}")
     if best is not None:

@@ -9,13 +9,16 @@ Files written into the report folder::
     per_class.csv              per-class precision and recall, mean ± spread over seeds
     throughput.csv             inference shots/s per model
     datasets.csv               shots per class of every dataset part
-    plots/accuracy_vs_k.png    accuracy against k per test set (baselines without supports as bands)
+    plots/accuracy_vs_k.png    accuracy against k per test set (baselines without supports and human
+                               baselines as horizontal lines)
     plots/confusion_<test>.png confusion matrices at the plot k, summed over seeds, rows normalised
     plots/embedding_<test>.png embedding projection of the test shots coloured by class (Siamese models)
     plots/pr_<test>.png        single-hit precision–recall curves
     plots/sweep_<test>.png     accuracy against the sweep value (robustness studies)
 
-The spread is the sample standard deviation over seeds (shown as mean ± sd).
+The spread is the sample standard deviation over seeds (shown as mean ± sd). Human baselines (the study's
+``human`` key; records of kind ``human``, one "seed", k —) appear in the tables, CSV files, metrics.json and
+as a horizontal line in the accuracy-against-k plot, but in no other figure.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from .metrics import Spread, is_single_class, json_safe, single_hit_pr_curve, spread
-from .study import RunRecord, StudyResults
+from .study import HUMAN_KIND, RunRecord, StudyResults
 
 GROUP_KEYS = ("model", "source", "test", "k")
 FIGURES = ("accuracy_vs_k", "confusion", "embedding", "pr", "sweep")
@@ -178,9 +181,13 @@ def _series_styles(results: StudyResults) -> dict[tuple, dict[str, Any]]:
     models = [m.name for m in results.study.models]
     sources = list(results.study.sources)
     cmap = plt.get_cmap("tab10" if len(models) <= 10 else "tab20")
-    return {(m, s): {"color": cmap(i % cmap.N), "ls": _LINESTYLES[j % len(_LINESTYLES)],
-                     "marker": _MARKERS[j % len(_MARKERS)]}
-            for i, m in enumerate(models) for j, s in enumerate(sources)}
+    styles = {(m, s): {"color": cmap(i % cmap.N), "ls": _LINESTYLES[j % len(_LINESTYLES)],
+                       "marker": _MARKERS[j % len(_MARKERS)]}
+              for i, m in enumerate(models) for j, s in enumerate(sources)}
+    humans = list(dict.fromkeys((r.model, r.source) for r in results.records if r.kind == HUMAN_KIND))
+    for i, key in enumerate(humans):
+        styles[key] = {"color": str(0.1 + 0.5 * i / max(len(humans), 1)), "ls": (0, (6, 2, 1, 2)), "marker": "x"}
+    return styles
 
 
 def _legend_outside(fig: Any, axes: Sequence[Any], styles: dict[tuple, Any]) -> None:
@@ -261,8 +268,8 @@ def _plot_accuracy_vs_k(results: StudyResults, summary: list[dict], styles: dict
             for r in rs:
                 if r["k"] is None:
                     m, sd = r["accuracy"].mean, r["accuracy"].std
-                    ax.axhline(m, color=st["color"], ls=st["ls"], lw=1.2, alpha=0.9,
-                               label=_label(*key) + " (trained without k)")
+                    name = f"{key[0]} (human)" if r["kind"] == HUMAN_KIND else _label(*key) + " (trained without k)"
+                    ax.axhline(m, color=st["color"], ls=st["ls"], lw=1.2, alpha=0.9, label=name)
                     if not math.isnan(sd) and sd > 0:
                         ax.axhspan(m - sd, m + sd, color=st["color"], alpha=0.08, lw=0)
         ax.axhline(chance, color="0.55", ls=":", lw=1)
@@ -288,8 +295,8 @@ def _plot_accuracy_vs_k(results: StudyResults, summary: list[dict], styles: dict
     plt.close(fig)
     return path, ("Accuracy against the number k of labelled shots per class (log scale). Lines with markers: "
                   "models that use k (Siamese supports, or k shots per class in the training source); horizontal "
-                  "lines and bands: models trained without k, mean ± sd over seeds; dotted: chance. Colour: model; "
-                  "line style: training source.")
+                  "lines and bands: models trained without k, mean ± sd over seeds, and human baselines (grey "
+                  "dash-dot); dotted: chance. Colour: model; line style: training source.")
 
 
 def _predictions_at(results: StudyResults, test: str) -> dict[tuple, Any]:
@@ -300,7 +307,7 @@ def _records_at(results: StudyResults, test: str) -> dict[tuple, list[RunRecord]
     k = results.study.plot_k
     out: dict[tuple, list[RunRecord]] = defaultdict(list)
     for r in results.records:
-        if r.test == test and (r.k is None or r.k == k):
+        if r.test == test and (r.k is None or r.k == k) and r.kind != HUMAN_KIND:
             out[(r.model, r.source)].append(r)
     return out
 
@@ -555,8 +562,13 @@ def _blocks(results: StudyResults, summary: list[dict], per_class: list[dict], f
               [[d["dataset"], d["part"], str(d["shots"]), *[str(d.get(c, 0)) for c in results.classes],
                 ("simulated: " if d["simulated"] else "") + Path(d["file"]).name] for d in results.datasets]))
     b.append(("h2", "Results"))
+    human = ""
+    if any(r["kind"] == HUMAN_KIND for r in summary):
+        human = (" Rows with training — are human baselines: a person's labels from spi label --game, scored against "
+                 "the truth of the shots played (one person, so seeds = 1).")
     b.append(("p", "Accuracy, macro F1 and single-hit precision and recall of every model (k: supports per class for "
-                   "the Siamese models, or shots per class of the training source; — where k does not apply)."))
+                   "the Siamese models, or shots per class of the training source; — where k does not apply)."
+              + human))
     b.append(("table", ["model", "training", "test", "k", "accuracy", "macro F1", "single precision",
                         "single recall", "seeds"],
               [[r["model"], r["source"], r["test"], _fmt_k(r["k"]), r["accuracy"].format(percent=True),

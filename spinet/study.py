@@ -12,7 +12,8 @@ mistake raises :class:`spisim.errors.ConfigError` naming the key). :class:`Study
 3. every trained model is scored on every **test set** (with a few-shot support set of k shots per
    class drawn from the test set's ``support`` part for the Siamese models), including the variants of
    a robustness ``sweep`` (fluence scale, missing detector area);
-4. the records go to :mod:`spinet.report`.
+4. human baselines (``human``: the results files of ``spi label --game``) become records of kind ``human``;
+5. the records go to :mod:`spinet.report`.
 
 Seeds vary model initialisation, batches, augmentation and the choice of the k shots; dataset splits and
 simulated datasets are the same for every seed, so the spread measures the training and support choice.
@@ -47,6 +48,12 @@ from .metrics import ClassificationMetrics, classification_metrics, is_single_cl
 
 MODEL_KINDS = ("siamese", "cnn", "resnet", "classical")
 """Model kinds of a study: the Siamese few-shot classifier and the three baselines."""
+
+HUMAN_KIND = "human"
+"""Kind of the records of a human baseline (``human`` key of a study)."""
+
+HUMAN_SOURCE = "—"
+"""Training source shown for a human baseline."""
 
 SWEEP_KEYS = ("fluence_scale", "missing_fraction")
 """Robustness sweeps of a test set: incident fluence × scale; fraction of the detector area lost."""
@@ -195,6 +202,29 @@ class ModelSpec:
 
 
 @dataclass
+class HumanSpec:
+    """``human[i]``: the scores of a person who played ``spi label --game``, shown beside the models.
+
+    Attributes:
+        name: shown in the report's model column (unique among models and human baselines).
+        path: the ``LABELS.results.json`` file written by the game (absolute).
+        test: name of the study test set the person's shots stand for.
+        class_names: the C class names of the game, in code order.
+        confusion: (C, C) int counts; ``confusion[t, p]``: shots of true class t labelled p.
+    """
+
+    name: str
+    path: Path
+    test: str
+    class_names: list[str]
+    confusion: np.ndarray
+
+    @property
+    def n_shots(self) -> int:
+        return int(self.confusion.sum())
+
+
+@dataclass
 class EvaluationSpec:
     """``evaluation``: how runs are made and scored.
 
@@ -244,6 +274,7 @@ class Study:
     models: list[ModelSpec]
     evaluation: EvaluationSpec
     raw: dict
+    human: list[HumanSpec] = field(default_factory=list)
 
     @property
     def plot_k(self) -> int:
@@ -267,12 +298,13 @@ class Study:
 # ---------------------------------------------------------------------------------- parsing helpers
 
 _TOP_KEYS = ("name", "description", "parameters", "seeds", "k_shots", "label", "classes", "preprocess", "augment",
-             "datasets", "sources", "tests", "models", "evaluation")
+             "datasets", "sources", "tests", "models", "evaluation", "human")
 _DATASET_KEYS = ("path", "labels", "simulate", "shots", "seed", "overrides", "test_fraction", "split_seed",
                  "max_shots", "rename")
 _COMPONENT_KEYS = ("data", "per_class", "weight")
 _TEST_KEYS = ("data", "support", "sweep")
 _MODEL_KEYS = ("name", "kind", "config", "rule", "augment", "sources")
+_HUMAN_KEYS = ("name", "results", "test")
 _NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 _PARAM = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -528,6 +560,72 @@ def _augment_config(base: dict, over: dict, where: str) -> AugmentConfig:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+def _parse_human(d: Any, base_dir: Path, tests: dict[str, TestSpec], where: str) -> HumanSpec:
+    """One ``human`` entry: check the keys, find and read the game's results file (ConfigError for any fault)."""
+    _check_keys(d, _HUMAN_KEYS, where)
+    for key in _HUMAN_KEYS:
+        if d.get(key) is None:
+            raise ConfigError(f"{where}.{key}: missing (give name, results: LABELS.results.json and test: TEST)")
+    name = _name(d["name"], f"{where}.name")
+    test = _str(d["test"], f"{where}.test")
+    if test not in tests:
+        raise ConfigError(f"{where}.test: no test set {test!r}{_did_you_mean(test, list(tests))}; "
+                          f"tests: {', '.join(tests)}")
+    given = Path(_str(d["results"], f"{where}.results")).expanduser()
+    path = given if given.is_absolute() else base_dir / given
+    if not path.is_file():
+        raise ConfigError(f"{where}.results: no such file {str(given)!r} (looked in {path.parent})")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{where}.results: {path} is not valid JSON ({exc})") from None
+    names = doc.get("class_names") if isinstance(doc, dict) else None
+    conf = doc.get("confusion") if isinstance(doc, dict) else None
+    if (not isinstance(names, list) or not names or not all(isinstance(c, str) for c in names)
+            or len(set(names)) != len(names)):
+        raise ConfigError(f"{where}.results: {path} has no list of class_names (not a spi label --game results file)")
+    try:
+        cm = np.asarray(conf, dtype=np.float64)
+    except (TypeError, ValueError):
+        cm = np.zeros(0)
+    c = len(names)
+    if cm.shape != (c, c) or not np.all(cm >= 0) or not np.all(cm == np.round(cm)):
+        raise ConfigError(f"{where}.results: {path} needs confusion, a {c}×{c} matrix of counts "
+                          "(not a spi label --game results file)")
+    if cm.sum() == 0:
+        raise ConfigError(f"{where}.results: {path} scores no shots (the game was finished before any label)")
+    return HumanSpec(name, path.resolve(), test, list(names), cm.astype(np.int64))
+
+
+def human_records(study: Study, classes: Sequence[str]) -> list[RunRecord]:
+    """Records of the study's human baselines, scored on the study's classes.
+
+    Accuracy, macro F1, per-class and single-hit precision/recall are recomputed with
+    :func:`spinet.metrics.classification_metrics` from the game's confusion matrix (one shot per count);
+    k is None, one seed, no training.
+
+    Args:
+        study: the study (its ``human`` entries).
+        classes: the study's class names (C,); every class the person saw or gave must be one of them.
+    """
+    index = {c: i for i, c in enumerate(classes)}
+    out = []
+    for i, h in enumerate(study.human):
+        used = h.confusion.sum(axis=1) + h.confusion.sum(axis=0)
+        for c, name in enumerate(h.class_names):
+            if used[c] and name not in index:
+                raise ConfigError(f"human[{i}] ({h.name}): class {name!r} of {h.path.name} is not a class of the "
+                                  f"study ({', '.join(classes)})")
+        t_idx, p_idx = np.nonzero(h.confusion)
+        counts = h.confusion[t_idx, p_idx]
+        truth = np.repeat([index[h.class_names[t]] for t in t_idx], counts).astype(np.int64)
+        guess = np.repeat([index[h.class_names[p]] for p in p_idx], counts).astype(np.int64)
+        metrics = classification_metrics(truth, guess, list(classes))
+        out.append(RunRecord(h.name, HUMAN_KIND, HUMAN_SOURCE, h.test, h.test, None, None, None, study.seeds[0],
+                             metrics, 0, 0.0))
+    return out
+
+
 def _parse_evaluation(d: Any, where: str = "evaluation") -> EvaluationSpec:
     e = EvaluationSpec()
     _check_keys(d, tuple(e.__dataclass_fields__), where)
@@ -657,13 +755,21 @@ def parse_study(raw: Any, *, base_dir: str | Path = ".", source: str = "<study>"
             if t.support is None:
                 raise ConfigError(f"tests.{t.name}.support is required with few-shot (siamese) models: the part "
                                   "the k labelled support shots per class are drawn from")
+    human_raw = body.get("human") or []
+    if not isinstance(human_raw, list):
+        raise ConfigError("human must be a list of {name, results: LABELS.results.json, test: TEST}")
+    human = [_parse_human(h, base, tests, f"human[{i}]") for i, h in enumerate(human_raw)]
+    all_names = names + [h.name for h in human]
+    if len(set(all_names)) != len(all_names):
+        raise ConfigError(f"human: names must differ from each other and from the models', got {all_names}")
     evaluation = _parse_evaluation(body.get("evaluation") or {})
     if evaluation.plot_k is not None and evaluation.plot_k not in k_shots:
         raise ConfigError(f"evaluation.plot_k {evaluation.plot_k} is not one of k_shots {k_shots}")
     return Study(name=name, description=str(body.get("description") or "").strip(), source=source, base_dir=base,
                  parameters={k: values[k] for k in declared}, seeds=seeds, k_shots=k_shots, label=label,
                  classes=classes, preprocess=base_cfg.preprocess, augment=base_cfg.augment, datasets=datasets,
-                 sources=sources, tests=tests, models=models, evaluation=evaluation, raw=raw)
+                 sources=sources, tests=tests, models=models, evaluation=evaluation, raw=raw,
+                 human=human)
 
 
 def load_study(path: str | Path, params: dict[str, Any] | None = None) -> Study:
@@ -1498,6 +1604,7 @@ class StudyRunner:
                     self.progress("simulated", 1)
         classes = self.data.prepare()
         self.say(f"classes: {', '.join(classes)}")
+        human = human_records(s, classes)  # checked before training: a class unknown to the study stops here
         records: list[RunRecord] = []
         predictions: dict[tuple, Prediction] = {}
         throughput: list[ThroughputRecord] = []
@@ -1530,6 +1637,7 @@ class StudyRunner:
         s_order = {n: i for i, n in enumerate(s.sources)}
         v_order = {v.name: i for i, v in enumerate(variants)}
         records.sort(key=lambda r: (m_order[r.model], s_order[r.source], v_order[r.test], r.k or 0, r.seed))
+        records += human
         return StudyResults(s, classes, records, predictions, throughput, self.data.summary(), logs,
                             time.perf_counter() - t0, self.device, datetime.now(UTC).isoformat(timespec="seconds"))
 
@@ -1557,7 +1665,8 @@ def run_study(study: Study, out: str | Path, **kwargs: Any) -> StudyResults:
 
 
 __all__ = [
-    "Component", "DataRegistry", "DatasetSpec", "EvaluationSpec", "ModelSpec", "PartRef", "Perturbation", "Prediction",
+    "Component", "DataRegistry", "DatasetSpec", "EvaluationSpec", "HumanSpec", "ModelSpec", "PartRef", "Perturbation",
+    "Prediction",
     "RunRecord", "SourceSpec", "Study", "StudyResults", "StudyRunner", "TestSpec", "TestVariant",
-    "ThroughputRecord", "TrainJob", "load_study", "parse_param", "parse_study", "run_study",
+    "ThroughputRecord", "TrainJob", "human_records", "load_study", "parse_param", "parse_study", "run_study",
 ]

@@ -20,7 +20,10 @@ import yaml
 from click.testing import CliRunner
 
 from spinet.study import (
+    RunRecord,
+    StudyResults,
     StudyRunner,
+    human_records,
     load_study,
     missing_area_weights,
     parse_param,
@@ -352,3 +355,87 @@ def test_fluence_sweep_resimulates_and_resamples(tmp_path):
     assert len(acc) == 4
     # a hundredfold drop in fluence must cost the classifier on simulated shots
     assert acc[("sim", 1.0)] > acc[("sim", 0.01)]
+
+
+# ------------------------------------------------------------------------------------- human baseline
+
+
+HUMAN_TRUTH = np.array([0, 0, 0, 1, 1, 2, 2, 2, 1, 0, 3, 3])
+HUMAN_GUESS = np.array([0, 0, 1, 1, 1, 2, 1, 2, 1, 0, 3, 2])
+
+
+def _game_results(folder: Path) -> Path:
+    """A ``spi label --game`` results file (through the game's own writer) for the shots above."""
+    from spisim.labels import game_report, save_game_report
+
+    jpath, _ = save_game_report(game_report(HUMAN_TRUTH, HUMAN_GUESS), folder / "alice.csv", {"seed": 3})
+    return jpath
+
+
+def test_human_baseline_is_validated(base):
+    tmp, raw = base
+    path = _game_results(tmp)
+    assert path.name == "alice.results.json"
+    (tmp / "broken.results.json").write_text('{"confusion": [[1, 0],')
+    (tmp / "other.results.json").write_text(json.dumps({"class_names": ["a", "b"], "confusion": [[1, 2]]}))
+    for entry, match in [
+        ({"name": "alice", "results": "nothere.results.json", "test": "t"},
+         r"human\[0\].results: no such file 'nothere.results.json'"),
+        ({"name": "alice", "results": path.name, "test": "tt"},
+         r"human\[0\].test: no test set 'tt' \(did you mean 't'"),
+        ({"name": "alice", "results": "broken.results.json", "test": "t"}, r"human\[0\].results: .* is not valid JSON"),
+        ({"name": "alice", "results": "other.results.json", "test": "t"}, r"needs confusion, a 2×2 matrix"),
+        ({"name": "cnn", "results": path.name, "test": "t"}, r"human: names must differ"),
+        ({"name": "alice", "results": path.name}, r"human\[0\].test: missing"),
+        ({"name": "alice", "results": path.name, "tst": "t"}, r"unknown key 'tst' \(did you mean 'test'\?\)"),
+    ]:
+        _expect({**raw, "human": [entry]}, tmp, match)
+    s = parse_study({**raw, "human": [{"name": "alice", "results": path.name, "test": "t"}]}, base_dir=tmp)
+    assert s.human[0].n_shots == len(HUMAN_TRUTH) and s.human[0].path == path.resolve()
+    with pytest.raises(ConfigError, match=r"class 'unintended' of alice.results.json is not a class of the study"):
+        human_records(s, ["no_hit", "single", "multi"])
+
+
+def test_human_baseline_in_tables_and_metrics(base):
+    from spinet.metrics import classification_metrics
+    from spinet.report import summarize, write_report
+
+    tmp, raw = base
+    path = _game_results(tmp)
+    raw["human"] = [{"name": "alice", "results": path.name, "test": "t"}]
+    s = parse_study(raw, base_dir=tmp, source="x.yaml")
+    classes = ["no_hit", "single", "multi", "unintended"]
+    (rec,) = human_records(s, classes)
+    # by hand: right 3 of 4 no_hit, 3 of 3 single, 2 of 3 multi, 1 of 2 unintended; 5 guessed single, 3 right
+    assert rec.kind == "human" and rec.k is None and rec.metrics.n == 12
+    assert rec.metrics.accuracy == pytest.approx(9 / 12)
+    assert rec.metrics.single_precision == pytest.approx(3 / 5) and rec.metrics.single_recall == pytest.approx(1.0)
+    assert rec.metrics.macro_f1 == pytest.approx(np.mean([6 / 7, 6 / 8, 4 / 6, 2 / 3]))
+    # the study's class order may differ from the game's: the names decide
+    (shuffled,) = human_records(s, ["unintended", "multi", "single", "no_hit"])
+    assert shuffled.metrics.accuracy == pytest.approx(9 / 12)
+    assert shuffled.metrics.recall == pytest.approx(rec.metrics.recall)
+
+    model = RunRecord("cnn", "cnn", "s", "t", "t", None, None, None, 0,
+                      classification_metrics(HUMAN_TRUTH, np.zeros_like(HUMAN_TRUTH), classes), 20, 1.0)
+    summary = summarize([model, rec])
+    human_row = next(r for r in summary if r["model"] == "alice")
+    assert human_row["seeds"] == 1 and human_row["accuracy"].mean == pytest.approx(0.75)
+    results = StudyResults(s, classes, [model, rec], {}, [], [], {}, 1.0, "cpu", "2026-01-01T00:00:00+00:00")
+    out = tmp / "report"
+    written = write_report(results, out)
+    md = (out / "report.md").read_text()
+    assert "| alice | — | t | — | 75.0 % |" in md, md
+    assert "human baselines" in md
+    doc = json.loads((out / "metrics.json").read_text())
+    (row,) = [r for r in doc["summary"] if r["model"] == "alice"]
+    assert row["kind"] == "human" and row["k"] is None and row["seeds"] == 1
+    assert row["accuracy"]["mean"] == pytest.approx(0.75)
+    assert row["single_precision"]["mean"] == pytest.approx(0.6)
+    (run,) = [r for r in doc["runs"] if r["model"] == "alice"]
+    assert np.array(run["confusion"])[:, :4].tolist() == [[3, 1, 0, 0], [0, 3, 0, 0], [0, 1, 2, 0], [0, 0, 1, 1]]
+    summary_csv = {r["model"]: r for r in csv.DictReader(open(out / "summary.csv"))}
+    assert float(summary_csv["alice"]["accuracy_mean"]) == pytest.approx(0.75) and summary_csv["alice"]["k"] == ""
+    assert _is_png(written["plots/accuracy_vs_k.png"])[0] > 300
+    # the confusion figure shows the one model only: one panel of (1 + 0.55 × 4 + 0.8) in at 110 dpi, not two
+    assert _is_png(written["plots/confusion_t.png"])[0] == pytest.approx(440, abs=2)
