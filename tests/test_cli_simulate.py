@@ -313,8 +313,9 @@ def test_ctrl_c_keeps_finished_shards_and_says_how_to_resume(tmp_path):
     import sys
 
     spi_exe = Path(sys.executable).with_name("spi")
+    # 1200 shots on 128² pixels take several seconds even on a quiet machine, so SIGINT lands mid-run.
     manifest = _write(tmp_path / "m.yaml", SMALL.replace("shots: 9", "shots: 1200").replace(
-        "shard_size: 4", "shard_size: 20"))
+        "shard_size: 4", "shard_size: 20").replace("n_pixels: 20", "n_pixels: 128"))
     out = tmp_path / "d.h5"
     proc = subprocess.Popen([str(spi_exe), "simulate", str(manifest), "-o", str(out)], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
