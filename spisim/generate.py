@@ -151,12 +151,16 @@ def build_body(
             spec |= {"a_nm": p.radius * 1e9, "c_nm": p.polar_radius * 1e9}
         elif p.shape == "shell":
             spec |= {"outer_radius_nm": p.radius * 1e9, "thickness_nm": p.thickness * 1e9}
+        elif p.shape == "lobed":
+            spec |= {"radius_nm": p.radius * 1e9, "lobes": p.lobes}
         else:
             spec["radius_nm"] = p.radius * 1e9
         if p.continuum:
             spec["electron_density"] = p.density
             return ContinuumBody(make_particle(spec))
         spec["hydrogens"] = p.keep_hydrogens
+        if p.shape_seed:
+            spec["seed"] = p.shape_seed
         atoms = make_particle(spec)
         key = f"{p.label}:{json.dumps(spec, sort_keys=True)}"
     else:

@@ -370,7 +370,9 @@ HIT_MIXES: dict[str, dict[str, float]] = {
 """Named mixes of hit types (weights, normalised when drawing)."""
 
 DETECTOR_PRESETS = ("pnccd", "jungfrau4m", "epix10k2m", "agipd1m", "square")
-SHAPES = ("sphere", "spheroid", "icosahedron", "shell")
+SHAPES = ("sphere", "spheroid", "icosahedron", "shell", "lobed")
+ATOMS_ONLY_SHAPES = ("icosahedron", "lobed")
+"""Built-in shapes with no analytic form factor (always filled with atoms)."""
 
 
 @dataclass(frozen=True)
@@ -445,9 +447,13 @@ class ParticleSpec:
                                      doc="spheroid polar semi-axis c (along the particle z)")
     thickness: float | None = key(None, kind="qty", dim="length", unit="nm", minimum=0, maximum=MAX_PARTICLE_SIZE,
                                   exclusive=True, nullable=True, doc="shell thickness")
+    lobes: int = key(3, kind="int", minimum=1, maximum=64,
+                     doc="lobed shape: number of overlapping spheres (their layout is drawn from shape_seed)")
+    shape_seed: int = key(0, kind="int", minimum=0,
+                          doc="seed of a built-in atomistic shape: atom positions and the lobed layout")
     model: str = key("auto", kind="choice", choices=("auto", "atoms", "continuum"),
                      doc="shapes: atoms (filled with protein-like atoms) or continuum (analytic form factor); "
-                     "auto: continuum where one exists (not for the icosahedron)")
+                     "auto: continuum where one exists (not for the icosahedron or the lobed shape)")
     density: float = key(PROTEIN_DENSITY, kind="qty", dim="electron_density", unit="e/A^3", minimum=0,
                          exclusive=True, doc="electron density of a continuum shape")
     assembly: str = key("auto", kind="str", doc="biological assembly: auto, none (the asymmetric unit) or an id")
@@ -469,8 +475,8 @@ class ParticleSpec:
                     raise ConfigError(f"{_path(where, 'thickness')}: missing value (required for a shell)")
                 if self.thickness >= self.radius:
                     raise ConfigError(f"{_path(where, 'thickness')} must be < radius for a shell")
-            if self.shape == "icosahedron" and self.model == "continuum":
-                raise ConfigError(f"{_path(where, 'model')}: the icosahedron has no continuum model (use atoms)")
+            if self.shape in ATOMS_ONLY_SHAPES and self.model == "continuum":
+                raise ConfigError(f"{_path(where, 'model')}: the {self.shape} shape has no continuum model (use atoms)")
         else:
             for k in ("radius", "polar_radius", "thickness"):
                 if getattr(self, k) is not None:
@@ -491,7 +497,7 @@ class ParticleSpec:
     @property
     def continuum(self) -> bool:
         """True when this particle uses an analytic form factor."""
-        return self.shape is not None and self.model != "atoms" and self.shape != "icosahedron"
+        return self.shape is not None and self.model != "atoms" and self.shape not in ATOMS_ONLY_SHAPES
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,10 @@ def test_particle_checks():
     assert "'a' is used twice" in _error(twice)
     ico = MINIMAL.replace("{shape: sphere, radius: 20 nm}", "{shape: icosahedron, radius: 5 nm, model: continuum}")
     assert "no continuum model" in _error(ico)
+    lobed = MINIMAL.replace("{shape: sphere, radius: 20 nm}", "{shape: lobed, radius: 5 nm, lobes: 0}")
+    assert "lobes" in _error(lobed)
+    lobed = MINIMAL.replace("{shape: sphere, radius: 20 nm}", "{shape: lobed, radius: 5 nm, model: continuum}")
+    assert "the lobed shape has no continuum model" in _error(lobed)
 
 
 def test_yaml_error_and_non_mapping():

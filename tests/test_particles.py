@@ -22,6 +22,8 @@ from spisim.particles import (
     UniformSphere,
     UniformSpheroid,
     icosahedron,
+    lobe_layout,
+    lobed,
     make_particle,
     shell,
     sphere,
@@ -313,8 +315,65 @@ def test_make_particle_builds_both_models():
         ({"shape": "sphere", "radius_nm": 3, "seed": -1}, "seed"),
         ({"shape": "shell", "outer_radius_nm": 3, "thickness_nm": 4}, "exceeds"),
         ({"shape": "icosahedron", "radius_nm": 3, "model": "continuum"}, "no continuum model"),
+        ({"shape": "lobed", "radius_nm": 3, "lobes": 2, "model": "continuum"}, "no continuum model"),
+        ({"shape": "lobed", "radius_nm": 3}, "needs lobes"),
+        ({"shape": "lobed", "radius_nm": 3, "lobes": 0}, "lobes must be a positive integer"),
     ],
 )
 def test_make_particle_rejects_bad_specs(spec, pattern):
     with pytest.raises(ConfigError, match=pattern):
         make_particle(spec)
+
+
+# ---------------------------------------------------------------- lobed bodies
+
+
+def _lens_union_volume(r1: float, r2: float, d: float) -> float:
+    """Volume of the union of two balls (radii r1, r2, centre distance d), closed form (Å³)."""
+    v = 4 / 3 * math.pi * (r1**3 + r2**3)
+    if d >= r1 + r2:
+        return v
+    lens = math.pi * (r1 + r2 - d) ** 2 * (d * d + 2 * d * (r1 + r2) - 3 * (r1 - r2) ** 2) / (12 * d)
+    return v - lens
+
+
+def test_lobe_layout_is_contiguous_within_the_envelope_and_seeded():
+    for seed in range(5):
+        centres, radii = lobe_layout(20.0, 5, seed)
+        reach = np.linalg.norm(centres, axis=1) + radii
+        assert reach.max() == pytest.approx(200.0, rel=1e-12)  # the farthest lobe surface touches 20 nm
+        # contiguous: every lobe overlaps at least one other
+        d = np.linalg.norm(centres[:, None] - centres[None], axis=2)
+        overlap = (d < radii[:, None] + radii[None]) & ~np.eye(5, dtype=bool)
+        assert overlap.any(axis=1).all()
+    np.testing.assert_array_equal(lobe_layout(20.0, 5, 3)[0], lobe_layout(20.0, 5, 3)[0])
+    assert not np.allclose(lobe_layout(20.0, 5, 3)[0], lobe_layout(20.0, 5, 4)[0])
+
+
+def test_lobed_atom_count_matches_the_closed_form_union_of_two_balls():
+    centres, radii = lobe_layout(6.0, 2, seed=1)
+    exact = _lens_union_volume(radii[0], radii[1], float(np.linalg.norm(centres[0] - centres[1])))
+    body = lobed(6.0, 2, seed=1, hydrogens=False)
+    density = MATERIALS["protein"].without_hydrogen().atom_density
+    assert len(body) == pytest.approx(density * exact, rel=5e-3)  # Monte Carlo volume, 400k samples
+    # every atom lies in a lobe, and the two lobes hold atoms in proportion to their exclusive volumes
+    inside = np.linalg.norm(body.positions[:, None] - centres[None], axis=2) <= radii[None] + 1e-9
+    assert inside.any(axis=1).all()
+    only = [(inside[:, i] & ~inside[:, 1 - i]).sum() for i in range(2)]
+    d = float(np.linalg.norm(centres[0] - centres[1]))
+    excl = [_lens_union_volume(radii[0], radii[1], d) - 4 / 3 * math.pi * radii[1 - i] ** 3 for i in range(2)]
+    assert only[0] / only[1] == pytest.approx(excl[0] / excl[1], rel=0.05)
+
+
+def test_lobed_body_is_asymmetric_and_one_lobe_is_a_sphere():
+    body = lobed(15.0, 4, seed=2)
+    x = body.positions - body.positions.mean(axis=0)
+    eig = np.linalg.eigvalsh(x.T @ x / len(x))
+    assert eig[-1] / eig[0] > 1.3  # a sphere or icosahedron would give 1
+    one = lobed(5.0, 1, seed=0, hydrogens=False)
+    r = np.linalg.norm(one.positions, axis=1)
+    assert r.max() <= 50.0 + 1e-9
+    expected = MATERIALS["protein"].without_hydrogen().atom_density * 4 / 3 * math.pi * 50.0**3
+    assert len(one) == round(expected)  # one lobe: the union volume is the ball's, exactly
+    assert np.median(r) == pytest.approx(50.0 * 0.5 ** (1 / 3), rel=0.02)  # uniform in the ball
+    np.testing.assert_array_equal(lobed(4.0, 3, seed=9).positions, lobed(4.0, 3, seed=9).positions)
