@@ -59,6 +59,21 @@ def confusion_matrix(truth: Any, pred: Any, n_classes: int) -> np.ndarray:
     return cm
 
 
+def confusion_by_group(groups: Sequence[str], truth: Any, pred: Any, n_classes: int) -> dict[str, list[list[int]]]:
+    """One confusion matrix (C, C + 1) per group name (e.g. the structure of each shot), as nested lists.
+
+    Args:
+        groups: (n,) a name per shot; shots of the same name are counted together.
+        truth, pred, n_classes: as :func:`confusion_matrix`.
+    """
+    g = np.asarray(groups, dtype=object)
+    t, p = _as_ids(truth, "truth"), _as_ids(pred, "pred")
+    if g.shape != t.shape:
+        raise ValueError(f"groups and truth differ in length: {g.size} and {t.size}")
+    return {str(name): confusion_matrix(t[g == name], p[g == name], n_classes).tolist()
+            for name in sorted(set(g.tolist()), key=str)}
+
+
 @dataclass
 class ClassificationMetrics:
     """Metrics of one classifier on one test set.

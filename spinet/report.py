@@ -82,6 +82,39 @@ def per_class_summary(records: Sequence[RunRecord], classes: Sequence[str]) -> l
     return rows
 
 
+_NEUTRAL = {"fluence_scale": 1.0, "missing_fraction": 0.0}
+"""Sweep values that leave the test data as they are."""
+
+
+def per_structure_summary(records: Sequence[RunRecord], classes: Sequence[str], plot_k: int) -> list[dict[str, Any]]:
+    """Per (model, source, test) at k = ``plot_k`` (or no k), particle and true class: how the shots were read,
+    counts summed over seeds. Only tests on simulated data (whose files name each shot's particle); of a
+    sweep, the unperturbed point (fluence × 1, nothing missing).
+
+    Each row: model, source, test, structure, class, shots, correct, recall, and ``read_as``
+    {predicted class: count} (``unknown`` for shots no class claimed).
+    """
+    sums: dict[tuple, np.ndarray] = {}
+    for r in records:
+        neutral = r.sweep_key is None or float(r.sweep_value) == _NEUTRAL.get(r.sweep_key, float("nan"))
+        if r.by_structure is None or not neutral or r.k not in (None, plot_k):
+            continue
+        for structure, cm in r.by_structure.items():
+            key = (r.model, r.source, r.test, structure)
+            sums[key] = sums.get(key, 0) + np.asarray(cm, dtype=np.int64)
+    rows = []
+    names = [*classes, "unknown"]
+    for (model, source, test, structure), cm in sums.items():
+        for i, c in enumerate(classes):
+            n = int(cm[i].sum())
+            if n == 0:
+                continue
+            read = {names[j]: int(cm[i, j]) for j in np.argsort(-cm[i], kind="stable") if cm[i, j] > 0}
+            rows.append({"model": model, "source": source, "test": test, "structure": structure or "(none)",
+                         "class": c, "shots": n, "correct": int(cm[i, i]), "recall": cm[i, i] / n, "read_as": read})
+    return rows
+
+
 def _flat(row: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in row.items():
@@ -121,6 +154,7 @@ def write_report(results: StudyResults, out: str | Path) -> dict[str, Path]:
     plots.mkdir(parents=True, exist_ok=True)
     summary = summarize(results.records)
     per_class = per_class_summary(results.records, results.classes)
+    per_structure = per_structure_summary(results.records, results.classes, results.study.plot_k)
     written: dict[str, Path] = {}
 
     _write_csv(out / "runs.csv", [r.row() for r in results.records])
@@ -130,15 +164,20 @@ def write_report(results: StudyResults, out: str | Path) -> dict[str, Path]:
     _write_csv(out / "datasets.csv", results.datasets)
     for name in ("runs.csv", "summary.csv", "per_class.csv", "throughput.csv", "datasets.csv"):
         written[name] = out / name
+    if per_structure:
+        _write_csv(out / "per_structure.csv",
+                   [{**r, "read_as": "; ".join(f"{c} {n}" for c, n in r["read_as"].items())} for r in per_structure])
+        written["per_structure.csv"] = out / "per_structure.csv"
 
     figures = make_plots(results, summary, plots)
     written.update({f"plots/{p.name}": p for fig in figures.values() for p, _ in fig})
 
     doc = _metrics_json(results, summary, per_class)
+    doc["per_structure"] = per_structure
     (out / "metrics.json").write_text(json.dumps(json_safe(doc), indent=1), encoding="utf-8")
     written["metrics.json"] = out / "metrics.json"
 
-    blocks = _blocks(results, summary, per_class, figures, out)
+    blocks = _blocks(results, summary, per_class, figures, out, per_structure)
     (out / "report.md").write_text(_markdown(blocks), encoding="utf-8")
     (out / "report.html").write_text(_html(blocks, results.study.name), encoding="utf-8")
     written["report.md"] = out / "report.md"
@@ -543,7 +582,7 @@ def _targets(results: StudyResults, summary: list[dict]) -> list[list[str]]:
 
 
 def _blocks(results: StudyResults, summary: list[dict], per_class: list[dict], figures: dict,
-            out: Path) -> list[tuple]:
+            out: Path, per_structure: Sequence[dict] = ()) -> list[tuple]:
     from spisim import __version__
 
     s = results.study
@@ -588,6 +627,15 @@ def _blocks(results: StudyResults, summary: list[dict], per_class: list[dict], f
     b.append(("table", ["model", "training", "test", "class", "shots", "precision", "recall"],
               [[r["model"], r["source"], r["test"], r["class"], str(r["support"]),
                 r["precision"].format(percent=True), r["recall"].format(percent=True)] for r in pc]))
+    if per_structure:
+        b.append(("h2", f"Per particle (k = {s.plot_k} or —)"))
+        b.append(("p", "How the shots of each particle were read, summed over seeds: which held-out structure, "
+                       "contaminant or hit type a model gets wrong, and what it takes them for (simulated test "
+                       "data only; a multi hit counts under its first particle)."))
+        b.append(("table", ["model", "training", "test", "particle", "class", "shots", "recall", "read as"],
+                  [[r["model"], r["source"], r["test"], r["structure"], r["class"], str(r["shots"]),
+                    f"{100 * r['recall']:.1f} %", ", ".join(f"{c} {n}" for c, n in r["read_as"].items())]
+                   for r in per_structure]))
     if results.throughput:
         b.append(("h2", "Inference speed"))
         b.append(("p", "From raw frames in memory to predicted classes (preprocessing or feature extraction "
@@ -601,7 +649,8 @@ def _blocks(results: StudyResults, summary: list[dict], per_class: list[dict], f
             b.append(("img", str(p.relative_to(out)), caption))
     b.append(("h2", "Files"))
     b.append(("list", ["metrics.json: every run, the summary and the study definition",
-                       "runs.csv, summary.csv, per_class.csv, throughput.csv, datasets.csv",
+                       "runs.csv, summary.csv, per_class.csv, per_structure.csv (simulated tests), throughput.csv, "
+                       "datasets.csv",
                        "plots/: the figures above",
                        "cache/: simulated datasets and trained models (reused on a rerun)"]))
     return b

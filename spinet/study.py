@@ -44,7 +44,7 @@ from spisim.errors import ConfigError, InputFileError
 
 from .config import AugmentConfig, Config, PreprocessConfig
 from .data import file_labels, order_classes, pick_per_class, stratified_split
-from .metrics import ClassificationMetrics, classification_metrics, is_single_class
+from .metrics import ClassificationMetrics, classification_metrics, confusion_by_group, is_single_class
 
 MODEL_KINDS = ("siamese", "cnn", "resnet", "classical")
 """Model kinds of a study: the Siamese few-shot classifier and the three baselines."""
@@ -855,6 +855,7 @@ class DataRegistry:
         self._files: dict[tuple, Path] = {}
         self._labelled: dict[str, Labelled] = {}
         self._raw_labels: dict[str, tuple[np.ndarray, list[str]]] = {}
+        self._structures: dict[str, np.ndarray | None] = {}
         self._geometry: dict[Path, Geometry] = {}
         self._images: dict[tuple, tuple[torch.Tensor, np.ndarray]] = {}
         self._features: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
@@ -945,6 +946,21 @@ class DataRegistry:
                 idx, names = idx[keep], [n for n in new if n is not None]
             self._raw_labels[name] = (idx, list(names))
         return self._raw_labels[name]
+
+    def structures(self, name: str) -> np.ndarray | None:
+        """(n,) the particle of each labelled shot of a simulated dataset (its first particle's name; the
+        unintended body's kind for unintended hits; "" for no hit), or None where the file names none."""
+        if name not in self._structures:
+            out = None
+            with CXIReader(self.file(name)) as r:
+                names = r.structure_names
+                if names and "entry_1/labels/structure" in r.file:
+                    first = r.file["entry_1/labels/structure"][:, 0]
+                    table = np.array([*names, ""], dtype=object)  # index -1 → ""
+                    idx = self._labelled[name].indices
+                    out = table[np.where(first[idx] < 0, len(names), first[idx])]
+            self._structures[name] = out
+        return self._structures[name]
 
     def prepare(self) -> list[str]:
         """Make every dataset, fix the class list (the study's, or every class found) and split the parts."""
@@ -1142,6 +1158,7 @@ class RunRecord:
     metrics: ClassificationMetrics
     n_train: int
     train_seconds: float
+    by_structure: dict[str, list[list[int]]] | None = None
 
     def row(self) -> dict[str, Any]:
         """A flat row for CSV and JSON."""
@@ -1168,6 +1185,7 @@ class Prediction:
     embeddings: np.ndarray | None = None
     support_embeddings: np.ndarray | None = None
     support_classes: np.ndarray | None = None
+    structure: np.ndarray | None = None
 
 
 @dataclass
@@ -1529,6 +1547,9 @@ class StudyRunner:
             pred = proba.argmax(axis=1)
             score = proba[:, single].sum(axis=1) if single.any() else None
             prediction = Prediction(truth, pred, score)
+        structures = self.data.structures(name)
+        if structures is not None:
+            prediction.structure = structures[pos]
         return classification_metrics(truth, pred, classes), prediction
 
     def throughput(self, trained: Trained, v: TestVariant) -> ThroughputRecord | None:
@@ -1622,7 +1643,8 @@ class StudyRunner:
                 metrics, pred = self.score(trained, v, k, cache)
                 records.append(RunRecord(job.model.name, job.model.kind, job.source.name, v.name, v.spec.name,
                                          v.perturb.key, v.perturb.value, k, job.seed, metrics, trained.n_train,
-                                         trained.seconds))
+                                         trained.seconds, by_structure=None if pred.structure is None else
+                                         confusion_by_group(pred.structure, pred.truth, pred.pred, len(classes))))
                 if job.seed == first_seed and (k is None or k == s.plot_k):
                     if trained.kind != "siamese":
                         pred.embeddings = None

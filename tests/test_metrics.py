@@ -11,6 +11,7 @@ from sklearn.metrics import f1_score, precision_score, recall_score
 
 from spinet.metrics import (
     classification_metrics,
+    confusion_by_group,
     confusion_matrix,
     is_single_class,
     json_safe,
@@ -157,3 +158,44 @@ def test_throughput_counts_shots_and_time():
     assert t.seconds_per_batch == pytest.approx(20 / t.shots_per_s / 3)
     with pytest.raises(ValueError):
         measure_throughput(predict, [])
+
+
+def test_confusion_by_group_splits_the_matrix():
+    groups = ["a", "b", "a", "", "b", "a"]
+    truth = [1, 1, 2, 0, 2, 1]
+    pred = [1, 2, 1, 0, 2, -1]
+    by = confusion_by_group(groups, truth, pred, 3)
+    assert list(by) == ["", "a", "b"]
+    np.testing.assert_array_equal(by["a"], [[0, 0, 0, 0], [0, 1, 0, 1], [0, 1, 0, 0]])
+    np.testing.assert_array_equal(by["b"], [[0, 0, 0, 0], [0, 0, 1, 0], [0, 0, 1, 0]])
+    np.testing.assert_array_equal(by[""], [[1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    total = sum(np.array(m) for m in by.values())
+    np.testing.assert_array_equal(total, confusion_matrix(truth, pred, 3))
+    with pytest.raises(ValueError, match="differ in length"):
+        confusion_by_group(["a"], [0, 1], [0, 1], 2)
+
+
+def test_per_structure_summary_sums_seeds_at_the_plot_k():
+    from spinet.report import per_structure_summary
+    from spinet.study import RunRecord
+
+    names = ["no_hit", "single", "multi"]
+
+    def record(seed, k, truth, pred, groups, sweep=(None, None)):
+        m = classification_metrics(truth, pred, names)
+        return RunRecord("siamese", "siamese", "sim", "t", "t", sweep[0], sweep[1], k, seed, m, 10, 1.0,
+                         by_structure=confusion_by_group(groups, truth, pred, 3))
+
+    records = [
+        record(0, 5, [1, 1, 2, 0], [1, 2, 2, 0], ["cap", "cap", "cap", ""]),
+        record(1, 5, [1, 1, 2, 0], [1, 1, 1, 0], ["cap", "rib", "cap", ""]),
+        record(0, 1, [1, 1, 2, 0], [0, 0, 0, 0], ["cap", "cap", "cap", ""]),  # another k: left out
+        record(0, 5, [1], [2], ["cap"], sweep=("fluence_scale", 0.1)),  # a perturbed sweep point: left out
+    ]
+    rows = {(r["structure"], r["class"]): r for r in per_structure_summary(records, names, plot_k=5)}
+    assert set(rows) == {("cap", "single"), ("cap", "multi"), ("rib", "single"), ("(none)", "no_hit")}
+    cap_single = rows[("cap", "single")]
+    assert (cap_single["shots"], cap_single["correct"]) == (3, 2)
+    assert cap_single["recall"] == pytest.approx(2 / 3) and cap_single["read_as"] == {"single": 2, "multi": 1}
+    assert rows[("cap", "multi")]["read_as"] == {"multi": 1, "single": 1}
+    assert rows[("rib", "single")]["correct"] == 1

@@ -307,8 +307,22 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     assert {row["source"] for row in summary} == {"sim", "real", "real+sim"}
     assert all(int(row["seeds"]) == 2 for row in summary)
     md = (out / "report.md").read_text()
-    for heading in ("## Datasets", "## Results", "## Inference speed", "## Figures", "plots/accuracy_vs_k.png"):
+    for heading in ("## Datasets", "## Results", "## Per particle", "## Inference speed", "## Figures",
+                    "plots/accuracy_vs_k.png"):
         assert heading in md
+    # per particle: the unperturbed point of the simulated held-out test, every scored shot counted once per seed
+    per = list(csv.DictReader(open(out / "per_structure.csv")))
+    assert {row["test"] for row in per} == {"heldout [missing 0]"}
+    n_heldout = ds[("heldout", "test")]["shots"]
+    for (model, source) in {(row["model"], row["source"]) for row in per}:
+        mine = [row for row in per if (row["model"], row["source"]) == (model, source)]
+        assert sum(int(row["shots"]) for row in mine) == 2 * n_heldout
+        matching = [r for r in runs if (r["model"], r["source"], r["test"]) == (model, source, "heldout [missing 0]")
+                    and r["k"] in (None, 3)]
+        correct = sum(np.trace(np.array(r["confusion"])[:, :4]) for r in matching)
+        assert sum(int(row["correct"]) for row in mine) == correct
+    assert {row["structure"] for row in per if row["class"] in ("single", "multi")} == {"spheroid-22nm"}
+    assert {row["structure"] for row in per if row["class"] == "no_hit"} == {"(none)"}
     html = (out / "report.html").read_text()
     assert html.count("<img ") == 5 and "<table>" in html
     tp = list(csv.DictReader(open(out / "throughput.csv")))
