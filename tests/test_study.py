@@ -453,3 +453,23 @@ def test_human_baseline_in_tables_and_metrics(base):
     assert _is_png(written["plots/accuracy_vs_k.png"])[0] > 300
     # the confusion figure shows the one model only: one panel of (1 + 0.55 × 4 + 0.8) in at 110 dpi, not two
     assert _is_png(written["plots/confusion_t.png"])[0] == pytest.approx(440, abs=2)
+
+
+def test_every_shipped_study_and_its_manifests_validate(tmp_path):
+    """The studies in studies/ parse, and each simulated dataset's manifest (with its overrides) validates."""
+    from spinet.study import load_study
+    from spisim.manifest import parse_manifest
+
+    repo = Path(__file__).resolve().parents[1]
+    files = sorted((repo / "studies").glob("*.yaml"))
+    assert len(files) >= 6
+    real = tmp_path / "real.cxi"
+    real.write_bytes(b"")  # only its existence is checked when a study is read
+    for path in files:
+        params = {"real_data": str(real), "real_labels": str(real)} if "real_data" in path.read_text() else None
+        study = load_study(path, params)
+        assert study.models, path.name
+        for spec in study.datasets.values():
+            if spec.simulated:
+                parse_manifest(spec.manifest or "", source=spec.manifest_source, base_dir=spec.manifest_dir,
+                               overrides=spec.overrides)
