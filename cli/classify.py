@@ -3,8 +3,9 @@
 The support set defines the classes: --support FILE uses every labelled shot of FILE (or k per class
 with -k); --support-from DATASET -k K draws K shots per class from a labelled dataset (seeded). Labels
 come from the file itself (simulated data) or from --support-labels (CSV index,label or HDF5). A shot
-gets the class whose supports are nearest on average (--rule mean, the paper's rule) or whose mean
-embedding is nearest (--rule prototype); with --unknown-threshold a shot farther than that (squared
+gets the class whose supports are nearest on average (--rule mean, the paper's rule), whose mean
+embedding is nearest (--rule prototype), whose single nearest support is nearest (--rule nearest) or
+whose 3 nearest supports are nearest on average (--rule knn); with --unknown-threshold a shot farther than that (squared
 embedding distance) from every class is "unknown".
 
 Shots stream through in batches; the class counts are printed, and the accuracy where DATA has labels
@@ -58,10 +59,11 @@ from spisim.errors import ConfigError
 )
 @click.option(
     "--rule",
-    type=click.Choice(["mean", "prototype"]),
+    type=click.Choice(["mean", "prototype", "nearest", "knn"]),
     default="mean",
     show_default=True,
-    help="Mean distance to the supports, or distance to the class prototype.",
+    help="Mean distance to a class's supports (the paper's), distance to its mean embedding (prototype), to its "
+    "nearest support, or mean distance to its 3 nearest supports (knn: best for mixed classes such as unintended).",
 )
 @click.option(
     "--unknown-threshold",

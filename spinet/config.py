@@ -23,6 +23,8 @@ import yaml
 
 from spisim.errors import ConfigError, InputFileError
 
+from .fewshot import RULES
+
 
 @dataclass
 class PreprocessConfig:
@@ -278,8 +280,8 @@ class TrainConfig:
         seed: seeds model initialisation, sampling, augmentation and mining.
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
         patience: stop after this many epochs without a better validation accuracy; 0: never.
-        rule: few-shot rule of the validation accuracy: ``mean`` (mean distance, the paper's) or
-            ``prototype``.
+        rule: few-shot rule of the validation accuracy: ``mean`` (mean distance, the paper's),
+            ``prototype``, ``nearest`` or ``knn`` (see :mod:`spinet.fewshot`).
         deterministic: ``torch.use_deterministic_algorithms`` (identical results for identical seeds).
         tensorboard: write TensorBoard event files beside the CSV log.
         progress: show a progress bar.
@@ -305,7 +307,7 @@ class TrainConfig:
             raise ConfigError(f"{prefix}.lr must be > 0, got {self.lr}")
         if self.patience < 0:
             raise ConfigError(f"{prefix}.patience must be >= 0, got {self.patience}")
-        _choice(f"{prefix}.rule", self.rule, ("mean", "prototype"))
+        _choice(f"{prefix}.rule", self.rule, RULES)
         for fmt in self.export:
             _choice(f"{prefix}.export", fmt, ("torchscript", "onnx"))
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):

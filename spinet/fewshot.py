@@ -3,7 +3,11 @@
 Distances are squared L2 between embeddings (what the triplet loss was trained on). Rules:
 
 * ``mean`` (the paper's): the class whose supports are nearest on average, argmin_c mean_j d(x, s_cj);
-* ``prototype``: the class whose mean support embedding (prototype) is nearest, argmin_c d(x, mean_j s_cj).
+* ``prototype``: the class whose mean support embedding (prototype) is nearest, argmin_c d(x, mean_j s_cj);
+* ``nearest``: the class of the nearest support, argmin_c min_j d(x, s_cj);
+* ``knn``: the class whose ``neighbours`` (default 3) nearest supports are nearest on average. With
+  classes that are mixtures (unintended hits: droplets, salt grains, debris), the mean over all of a class's
+  supports penalises a shot that sits right by one of its modes; ``knn`` and ``nearest`` do not.
 
 With ``threshold``, a shot whose smallest class distance exceeds it is answered "unknown" (−1).
 """
@@ -16,7 +20,9 @@ import torch
 
 from spisim.errors import ConfigError
 
-RULES = ("mean", "prototype")
+RULES = ("mean", "prototype", "nearest", "knn")
+DEFAULT_NEIGHBOURS = 3
+"""Supports per class that the ``knn`` rule averages over (fewer where a class has fewer)."""
 
 
 class FewShotClassifier:
@@ -26,7 +32,7 @@ class FewShotClassifier:
         support_embeddings: (n, D).
         support_classes: (n,) class ids in [0, C).
         class_names: C names.
-        rule: ``mean`` or ``prototype``.
+        rule: one of :data:`RULES`.
         threshold: squared distance above which the answer is unknown (−1); None: always a class.
     """
 
@@ -37,6 +43,7 @@ class FewShotClassifier:
         class_names: Sequence[str],
         rule: str = "mean",
         threshold: float | None = None,
+        neighbours: int = DEFAULT_NEIGHBOURS,
     ) -> None:
         if rule not in RULES:
             raise ConfigError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
@@ -50,8 +57,11 @@ class FewShotClassifier:
         missing = [self.class_names[i] for i in range(c) if counts[i] == 0]
         if missing:
             raise ConfigError(f"no support shots of class{'es' if len(missing) > 1 else ''} {', '.join(missing)}")
+        if neighbours < 1:
+            raise ConfigError(f"neighbours must be >= 1, got {neighbours}")
         self.rule = rule
         self.threshold = threshold
+        self.neighbours = int(neighbours)
         onehot = torch.zeros(c, len(self.classes), device=self.embeddings.device)
         onehot[self.classes, torch.arange(len(self.classes))] = 1.0
         self._average = onehot / counts[:, None].to(onehot.dtype)  # (C, n)
@@ -63,7 +73,14 @@ class FewShotClassifier:
         if self.rule == "prototype":
             return torch.cdist(e, self.prototypes).pow(2)
         d = torch.cdist(e, self.embeddings).pow(2)  # (B, n)
-        return d @ self._average.T
+        if self.rule == "mean":
+            return d @ self._average.T
+        m = 1 if self.rule == "nearest" else self.neighbours
+        out = torch.empty(len(e), len(self.class_names), device=d.device)
+        for c in range(len(self.class_names)):
+            dc = d[:, self.classes == c]
+            out[:, c] = dc.topk(min(m, dc.shape[1]), dim=1, largest=False).values.mean(dim=1)
+        return out
 
     def predict(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(predicted class ids (B,), −1 for unknown; distances (B, C))."""

@@ -44,6 +44,7 @@ from spisim.errors import ConfigError, InputFileError
 
 from .config import AugmentConfig, Config, PreprocessConfig
 from .data import file_labels, order_classes, pick_per_class, stratified_split
+from .fewshot import RULES
 from .metrics import ClassificationMetrics, classification_metrics, confusion_by_group, is_single_class
 
 MODEL_KINDS = ("siamese", "cnn", "resnet", "classical")
@@ -184,9 +185,12 @@ class ModelSpec:
         config: kind-specific settings (validated): siamese: spinet config sections ``model``, ``loss``,
             ``train`` and ``data`` (batch settings); cnn/resnet: :class:`spinet.baselines.SupervisedConfig`
             keys; classical: ``method``, ``n_rings``, ``thresholds``.
-        rule: siamese: ``mean`` (mean distance to each class's supports, the paper's) or ``prototype``.
+        rule: siamese: ``mean`` (mean distance to each class's supports, the paper's), ``prototype``,
+            ``nearest`` or ``knn`` (see :mod:`spinet.fewshot`).
         augment: overrides of the study's ``augment`` for this model (siamese, cnn, resnet).
         sources: names of the training sources this model is trained on; None: all.
+        embedding: siamese: name of an earlier siamese model whose trained networks this one scores with its
+            own rule (nothing is trained; sources, config and augmentation are that model's); None: its own.
     """
 
     name: str
@@ -195,6 +199,7 @@ class ModelSpec:
     rule: str = "mean"
     augment: dict = field(default_factory=dict)
     sources: list[str] | None = None
+    embedding: str | None = None
 
     @property
     def fewshot(self) -> bool:
@@ -303,7 +308,7 @@ _DATASET_KEYS = ("path", "labels", "simulate", "shots", "seed", "overrides", "te
                  "max_shots", "rename")
 _COMPONENT_KEYS = ("data", "per_class", "weight")
 _TEST_KEYS = ("data", "support", "sweep")
-_MODEL_KEYS = ("name", "kind", "config", "rule", "augment", "sources")
+_MODEL_KEYS = ("name", "kind", "config", "rule", "augment", "sources", "embedding")
 _HUMAN_KEYS = ("name", "results", "test")
 _NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 _PARAM = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -509,10 +514,17 @@ def _parse_model(d: Any, preprocess: PreprocessConfig, where: str) -> ModelSpec:
     m.augment = dict(d.get("augment") or {})
     if m.augment and kind == "classical":
         raise ConfigError(f"{where}.augment: the classical baseline is trained without augmentation")
+    if d.get("embedding") is not None:
+        if kind != "siamese":
+            raise ConfigError(f"{where}.embedding applies to siamese models only")
+        for key in ("config", "augment", "sources"):
+            if d.get(key):
+                raise ConfigError(f"{where}.{key}: a model with embedding takes the {key} of that model")
+        m.embedding = _name(d["embedding"], f"{where}.embedding")
     if kind == "siamese":
         m.rule = _str(d.get("rule", "mean"), f"{where}.rule")
-        if m.rule not in ("mean", "prototype"):
-            raise ConfigError(f"{where}.rule must be mean or prototype, got {m.rule!r}")
+        if m.rule not in RULES:
+            raise ConfigError(f"{where}.rule must be one of {', '.join(RULES)}, got {m.rule!r}")
         _check_keys(cfg, ("model", "loss", "train", "data"), f"{where}.config")
         for key in ("sources", "validation", "classes", "label", "val_fraction"):
             if key in (cfg.get("data") or {}):
@@ -748,6 +760,15 @@ def parse_study(raw: Any, *, base_dir: str | Path = ".", source: str = "<study>"
                                       f"{_did_you_mean(str(n), list(sources))}")
             m.sources = [str(n) for n in names_]
     names = [m.name for m in models]
+    for i, m in enumerate(models):
+        if m.embedding is None:
+            continue
+        earlier = {x.name: x for x in models[:i]}
+        ref = earlier.get(m.embedding)
+        if ref is None or ref.kind != "siamese" or ref.embedding is not None:
+            raise ConfigError(f"models[{i}].embedding: no earlier siamese model {m.embedding!r} that trains its own "
+                              f"network{_did_you_mean(m.embedding, [x.name for x in earlier.values()])}")
+        m.config, m.augment, m.sources = ref.config, ref.augment, ref.sources
     if len(set(names)) != len(names):
         raise ConfigError(f"models: names must be unique, got {names} (set name: on each)")
     if any(m.fewshot for m in models):
@@ -1317,8 +1338,12 @@ class StudyRunner:
         for v in s.variants():
             support = f", supports from {v.spec.support}" if v.spec.support else ""
             lines.append(f"test {v.name}: {v.spec.data}{support}")
+        for m in s.models:
+            if m.embedding is not None:
+                lines.append(f"model {m.name}: the networks of {m.embedding}, rule {m.rule}")
         jobs = self.jobs()
-        lines.append(f"{len(jobs)} trainings, {sum(len(self.evaluations(j)) for j in jobs)} evaluations")
+        n_train = sum(1 for j in jobs if j.model.embedding is None)
+        lines.append(f"{n_train} trainings, {sum(len(self.evaluations(j)) for j in jobs)} evaluations")
         return lines
 
     # -------------------------------------------------------------------------------- training data
@@ -1353,7 +1378,8 @@ class StudyRunner:
             parts.append([_file_id(self.data.file(name)), _hash(lab.indices[pos].tolist()),
                           _hash(lab.classes[pos].tolist()), w])
         vparts = [[name, _hash(self.data.labelled(name).indices[pos].tolist())] for name, pos in val]
-        return _hash({"model": job.model.__dict__, "seed": job.seed, "k": job.k, "train": parts, "val": vparts,
+        model = {k: v for k, v in job.model.__dict__.items() if not (k == "embedding" and v is None)}
+        return _hash({"model": model, "seed": job.seed, "k": job.k, "train": parts, "val": vparts,
                       "classes": self.data.classes, "preprocess": s.preprocess.__dict__, "augment": s.augment.__dict__,
                       "version": _version()}, 16)
 
@@ -1632,9 +1658,17 @@ class StudyRunner:
         logs: dict[str, list[dict]] = {}
         first_seed = s.seeds[0]
         variants = s.variants()
+        shared = {m.embedding for m in s.models if m.embedding is not None}
+        networks: dict[tuple, Trained] = {}
         for job in self.jobs():
             self.progress(f"training {job.label}", 0)
-            trained = self.train(job)
+            if job.model.embedding is not None:
+                ref = networks[(job.model.embedding, job.source.name, job.seed, job.k)]
+                trained = Trained(job, ref.kind, ref.obj, ref.n_train, ref.seconds, ref.log)
+            else:
+                trained = self.train(job)
+                if job.model.name in shared:
+                    networks[(job.model.name, job.source.name, job.seed, job.k)] = trained
             logs[job.label] = trained.log
             self.progress(f"trained {job.label}", 1)
             cache: dict = {}

@@ -24,8 +24,13 @@ def hand(rule):
         row = []
         for c in (0, 1):
             sup = [s for s, k in zip(SUPPORT, CLASSES, strict=True) if k == c]
+            dists = sorted(sq(q, s) for s in sup)
             if rule == "mean":
-                row.append(sum(sq(q, s) for s in sup) / len(sup))
+                row.append(sum(dists) / len(sup))
+            elif rule == "nearest":
+                row.append(dists[0])
+            elif rule == "knn":  # 3 nearest, or all where the class has fewer
+                row.append(sum(dists[:3]) / len(dists[:3]))
             else:
                 proto = [sum(s[d] for s in sup) / len(sup) for d in range(2)]
                 row.append(sq(q, proto))
@@ -33,7 +38,7 @@ def hand(rule):
     return out
 
 
-@pytest.mark.parametrize("rule", ["mean", "prototype"])
+@pytest.mark.parametrize("rule", ["mean", "prototype", "nearest", "knn"])
 def test_rules_match_hand_computation(rule):
     clf = FewShotClassifier(torch.tensor(SUPPORT), torch.tensor(CLASSES), ["a", "b"], rule)
     pred, dist = clf.predict(torch.tensor(QUERIES))
@@ -50,6 +55,24 @@ def test_rules_differ_where_they_should():
     assert mean.predict(q)[0].item() == 1 and proto.predict(q)[0].item() == 0
 
 
+def test_neighbour_rules_handle_a_class_with_two_modes():
+    # class 0 is a mixture of two tight clusters (like droplets and salt among unintended hits), class 1 one
+    # broad cluster between them; a query right on one mode of class 0
+    support = torch.tensor([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [10.0, 0.0], [10.1, 0.0], [10.0, 0.1],
+                            [3.0, 0.0], [4.0, 0.0], [5.0, 0.0]])
+    classes = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 1])
+    q = torch.tensor([[0.05, 0.05]])
+    pred = {rule: FewShotClassifier(support, classes, ["mixed", "broad"], rule).predict(q)[0].item()
+            for rule in ("mean", "nearest", "knn")}
+    assert pred == {"mean": 1, "nearest": 0, "knn": 0}  # the mean over both modes pulls the shot away
+    two = FewShotClassifier(support, classes, ["mixed", "broad"], "knn", neighbours=2).distances(q)
+    d = ((support - q) ** 2).sum(dim=1)
+    assert two[0, 0].item() == pytest.approx(float(d[:3].sort().values[:2].mean()), rel=1e-5)
+    assert two[0, 1].item() == pytest.approx(float(d[6:].sort().values[:2].mean()), rel=1e-5)
+    with pytest.raises(ConfigError, match="neighbours"):
+        FewShotClassifier(support, classes, ["mixed", "broad"], "knn", neighbours=0)
+
+
 def test_unknown_threshold_and_errors():
     clf = FewShotClassifier(torch.tensor(SUPPORT), torch.tensor(CLASSES), ["a", "b"], "prototype", threshold=1.0)
     pred, dist = clf.predict(torch.tensor(QUERIES))
@@ -63,4 +86,4 @@ def test_unknown_threshold_and_errors():
     with pytest.raises(ConfigError, match="no support shots of class c"):
         FewShotClassifier(torch.tensor(SUPPORT), torch.tensor(CLASSES), ["a", "b", "c"])
     with pytest.raises(ConfigError, match="rule"):
-        FewShotClassifier(torch.tensor(SUPPORT), torch.tensor(CLASSES), ["a", "b"], "knn")
+        FewShotClassifier(torch.tensor(SUPPORT), torch.tensor(CLASSES), ["a", "b"], "median")

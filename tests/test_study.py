@@ -101,6 +101,7 @@ def _study(tmp: Path) -> dict:
                   "heldout": {"data": "heldout:test", "support": "heldout:train",
                               "sweep": {"missing_fraction": [0, 0.5]}}},
         "models": [{"name": "siamese", "kind": "siamese", "config": siamese_cfg},
+                   {"name": "siamese-knn", "kind": "siamese", "rule": "knn", "embedding": "siamese"},
                    {"name": "cnn", "kind": "cnn", "config": {"epochs": 1, "batches_per_epoch": 3, "m_per_class": 3,
                                                              "channels": [4, 8, 8], "hidden": 16}},
                    {"name": "lr", "kind": "classical", "config": {"n_rings": 8}}],
@@ -163,6 +164,15 @@ def test_a_valid_study_parses(base):
     (lambda r: r.update(preprocess={"scale": "cube"}), r"preprocess.scale must be one of"),
     (lambda r: r.update(evaluation={"device": "tpu"}), r"evaluation.device must be"),
     (lambda r: r.update(evaluation={"plot_k": 7}), r"plot_k 7 is not one of k_shots"),
+    (lambda r: r["models"].append({"name": "k", "kind": "siamese", "rule": "knn", "embedding": "cnn"}),
+     r"models\[3\].embedding: no earlier siamese model 'cnn'"),
+    (lambda r: r["models"].insert(0, {"name": "k", "kind": "siamese", "embedding": "siamese"}),
+     r"models\[0\].embedding: no earlier siamese model 'siamese'"),
+    (lambda r: r["models"].append({"name": "k", "kind": "cnn", "embedding": "siamese"}),
+     r"embedding applies to siamese models only"),
+    (lambda r: r["models"].append({"name": "k", "kind": "siamese", "embedding": "siamese", "config": {"x": 1}}),
+     r"a model with embedding takes the config of that model"),
+    (lambda r: r["models"][0].update(rule="median"), r"rule must be one of mean, prototype, nearest, knn"),
 ])
 def test_mistakes_are_named(base, change, match):
     tmp, raw = base
@@ -266,8 +276,9 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
 
     dry = CliRunner().invoke(command, [*args, "--dry-run"])
     assert dry.exit_code == 0, dry.output
-    assert "3 models × 3 training sources × 2 seeds" in dry.output
-    assert "24 trainings" in dry.output and not out.exists()
+    assert "4 models × 3 training sources × 2 seeds" in dry.output
+    assert "24 trainings" in dry.output and not out.exists()  # siamese-knn reuses the siamese networks
+    assert "model siamese-knn: the networks of siamese, rule knn" in dry.output
 
     result = CliRunner().invoke(command, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
@@ -286,7 +297,15 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     runs = doc["runs"]
     # planned: seeds 2 × [siamese: (sim, real) × 3 test variants × 2 k + real+sim: 2 k × 3 variants;
     #                     cnn, lr: (sim, real) × 3 variants + real+sim 2 k × 3 variants]
-    assert len(runs) == 2 * (2 * 3 * 2 + 2 * 3) + 2 * 2 * (2 * 3 + 2 * 3)
+    assert len(runs) == 2 * 2 * (2 * 3 * 2 + 2 * 3) + 2 * 2 * (2 * 3 + 2 * 3)
+    # siamese-knn scores the siamese networks: same training, and with one support per class every rule agrees
+    by_key = {(r["model"], r["source"], r["test"], r["k"], r["seed"]): r for r in runs}
+    for key, r in by_key.items():
+        if key[0] == "siamese-knn":
+            twin = by_key[("siamese", *key[1:])]
+            assert r["train_seconds"] == twin["train_seconds"] and r["n_train"] == twin["n_train"]
+            if r["k"] == 1:
+                assert r["accuracy"] == twin["accuracy"]
     ds = {(d["dataset"], d["part"]): d for d in doc["datasets"]}
     assert {r["n_test"] for r in runs if r["test"] == "real"} == {ds[("real", "test")]["shots"]}
     assert {r["n_test"] for r in runs if r["test_base"] == "heldout"} == {ds[("heldout", "test")]["shots"]}
@@ -326,7 +345,7 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     html = (out / "report.html").read_text()
     assert html.count("<img ") == 5 and "<table>" in html
     tp = list(csv.DictReader(open(out / "throughput.csv")))
-    assert {row["model"] for row in tp} == {"siamese", "cnn", "lr"} and all(float(r["shots_per_s"]) > 0 for r in tp)
+    assert {row["model"] for row in tp} == {"siamese", "siamese-knn", "cnn", "lr"} and all(float(r["shots_per_s"]) > 0 for r in tp)
 
     # a second run reuses the cache: same numbers, no training
     rerun = CliRunner().invoke(command, [*args, "--quiet"])
