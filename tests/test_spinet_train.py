@@ -91,6 +91,26 @@ def test_short_training_beats_chance_on_held_out_shots(trained, files):
     assert np.mean([r["label"] == r["truth"] for r in rows]) == pytest.approx(result.accuracy)
 
 
+@pytest.mark.slow  # shares the trained fixture
+def test_classify_cli_knn_rule_distances_match_the_embeddings(trained, files):
+    from spinet.fewshot import FewShotClassifier
+    from spinet.inference import iter_embeddings
+
+    out = files["dir"] / "knn.csv"
+    result = CliRunner().invoke(spi, ["classify", str(trained.out / "best.pt"), str(files["test"]), "--support-from",
+                                      str(files["train"]), "-k", "6", "--seed", "3", "--rule", "knn", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    bundle = ModelBundle.load(trained.out / "best.pt")
+    support = build_support(bundle, files["train"], k=6, seed=3)
+    with CXIReader(files["test"]) as r:
+        emb = torch.cat([e for _, e in iter_embeddings(bundle, r)])
+    ref = FewShotClassifier(support.embeddings, support.classes, support.class_names, "knn").distances(emb)
+    rows = list(csv.DictReader(open(out)))
+    got = np.array([[float(row[f"distance_{c}"]) for c in support.class_names] for row in rows])
+    np.testing.assert_allclose(got, ref.numpy(), rtol=1e-5, atol=1e-6)
+    assert [row["label"] for row in rows] == [support.class_names[i] for i in ref.argmin(dim=1).tolist()]
+
+
 @pytest.mark.slow  # shares the trained fixture (about 10 s)
 def test_checkpoint_round_trip_and_exports_give_identical_embeddings(trained, files, tmp_path):
     bundle = ModelBundle.load(trained.out / "best.pt")
