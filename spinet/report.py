@@ -274,6 +274,11 @@ def make_plots(results: StudyResults, summary: list[dict], folder: Path) -> dict
     return figs
 
 
+def _seeds(results: StudyResults) -> str:
+    n = len(results.study.seeds)
+    return f"{n} seed{'' if n == 1 else 's'}"
+
+
 def _label(model: str, source: str) -> str:
     return f"{model} · {source}"
 
@@ -327,7 +332,7 @@ def _plot_accuracy_vs_k(results: StudyResults, summary: list[dict], styles: dict
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     _legend_outside(fig, list(axes.flat), styles)
-    fig.suptitle(f"{results.study.name}: accuracy against k (mean ± sd over {len(results.study.seeds)} seeds)",
+    fig.suptitle(f"{results.study.name}: accuracy against k (mean ± sd over {_seeds(results)})",
                  fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -392,7 +397,7 @@ def _plot_confusion(results: StudyResults, test: str, styles: dict, path: Path) 
         ax.set_title(f"{_label(model, source)}{kk}\naccuracy {acc.format()}", fontsize=9)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.suptitle(f"confusion matrices on {test} (summed over {len(results.study.seeds)} seeds)", fontsize=10)
+    fig.suptitle(f"confusion matrices on {test} (summed over {_seeds(results)})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -538,7 +543,7 @@ def _plot_sweep(results: StudyResults, summary: list[dict], test_base: str, styl
     ax.axhline(1.0 / len(results.classes), color="0.55", ls=":", lw=1)
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("accuracy")
-    ax.set_title(f"robustness on {test_base} (mean ± sd over {len(results.study.seeds)} seeds)", fontsize=10)
+    ax.set_title(f"robustness on {test_base} (mean ± sd over {_seeds(results)})", fontsize=10)
     ax.grid(True, alpha=0.3)
     _legend_outside(fig, [ax], styles)
     fig.tight_layout()
