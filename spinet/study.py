@@ -974,9 +974,9 @@ class DataRegistry:
         if name not in self._structures:
             out = None
             with CXIReader(self.file(name)) as r:
-                names = r.structure_names
-                if names and "entry_1/labels/structure" in r.file:
-                    first = r.file["entry_1/labels/structure"][:, 0]
+                names = r.structure_names  # written together with the structure labels
+                if names:
+                    first = r.labels("structure")[:, 0]
                     table = np.array([*names, ""], dtype=object)  # index -1 → ""
                     idx = self._labelled[name].indices
                     out = table[np.where(first[idx] < 0, len(names), first[idx])]
