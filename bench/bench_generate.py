@@ -68,7 +68,7 @@ def _write_seconds(frames: np.ndarray, compression: str) -> float:
     return time.perf_counter() - t0
 
 
-def bench(name: str, shots: int, detector: str, compression: str, workers: int) -> dict:
+def bench(name: str, shots: int, detector: str, compression: str, workers: int, device: str = "cpu") -> dict:
     from spisim.generate import Simulator, generate, shot_streams
     from spisim.manifest import parse_manifest
     from spisim.noise import apply_detector
@@ -77,9 +77,9 @@ def bench(name: str, shots: int, detector: str, compression: str, workers: int) 
     text = MANIFEST.format(shots=shots, detector=DETECTORS[detector], name=name, path=STRUCTURES[name],
                            compression=compression)
     m = parse_manifest(text, source=f"bench-{name}")
-    row: dict = {"structure": name, "detector": detector, "shots": shots}
+    row: dict = {"structure": name, "detector": detector, "device": device, "shots": shots}
     t0 = time.perf_counter()
-    sim = Simulator(m)
+    sim = Simulator(m, device)
     row["geometry_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     atoms = load_structure(Path(STRUCTURES[name]))
@@ -95,9 +95,20 @@ def bench(name: str, shots: int, detector: str, compression: str, workers: int) 
 
     frames = np.empty((shots, *sim.shape), dtype=sim.dtype)
     t_scatter = t_noise = 0.0
+    sim.shot(0)  # warm-up: kernel compilation and uploads stay out of the per-shot figures
     for i in range(shots):
         t0 = time.perf_counter()
         photons, scene, fluence, scale = sim.expected_photons(i)
+        if device == "cuda":
+            import cupy
+
+            cupy.cuda.Device().synchronize()
+            t1 = time.perf_counter()
+            frames[i] = sim.shot(i)[0]  # computes the pattern again, then the noise on the GPU
+            t2 = time.perf_counter()
+            t_scatter += t1 - t0
+            t_noise += max((t2 - t1) - (t1 - t0), 0.0)
+            continue
         t1 = time.perf_counter()
         _, _, seq = shot_streams(m.spec.seed, i)
         frames[i] = apply_detector(photons + sim.effects.background * scale, m.spec.noise, sim.effects,
@@ -115,7 +126,7 @@ def bench(name: str, shots: int, detector: str, compression: str, workers: int) 
 
     with tempfile.TemporaryDirectory(dir=".") as tmp:
         t0 = time.perf_counter()
-        generate(m, Path(tmp) / "out.h5", workers=workers)  # the volume is in this process's cache
+        generate(m, Path(tmp) / "out.h5", workers=workers, device=device)  # the volume is in this process's cache
         row["end_to_end_s"] = time.perf_counter() - t0
         row["file_MB"] = (Path(tmp) / "out.h5").stat().st_size / 1e6
     row["shots_per_s"] = shots / row["end_to_end_s"]
@@ -129,16 +140,20 @@ def main() -> None:
     ap.add_argument("--detector", default="pnccd", choices=list(DETECTORS))
     ap.add_argument("--compression", default="gzip", choices=["none", "gzip", "lz4", "zstd", "bitshuffle"])
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="where shots are computed (cuda: numba.cuda slice and CuPy noise)")
     args = ap.parse_args()
     import os
 
-    print(f"# bench_generate: {os.cpu_count()} CPUs, compression {args.compression}, workers {args.workers}")
-    cols = ["structure", "atoms", "detector", "pixels", "volume", "load_s", "prepare_s", "scatter_ms", "noise_ms",
+    print(f"# bench_generate: {os.cpu_count()} CPUs, compression {args.compression}, workers {args.workers}, "
+          f"device {args.device}")
+    cols = ["structure", "atoms", "detector", "device", "pixels", "volume", "load_s", "prepare_s", "scatter_ms",
+            "noise_ms",
             "compress_ms", "write_ms", "MB_per_shot", "file_MB", "end_to_end_s", "shots", "shots_per_s"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for name in args.structures:
-        row = bench(name, args.shots, args.detector, args.compression, args.workers)
+        row = bench(name, args.shots, args.detector, args.compression, args.workers, args.device)
         cells = [f"{row[c]:.3g}" if isinstance(row[c], float) else str(row[c]) for c in cols]
         print("| " + " | ".join(cells) + " |", flush=True)
 

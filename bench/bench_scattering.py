@@ -1,7 +1,10 @@
 """Throughput of the scattering engine: exact path (numba CPU, NUFFT) and fast path (reciprocal volume).
 
 Prints one table: atom·pixel terms per second of the exact paths, shots per second of the fast path on
-a full detector, and the exact CPU path's share of the machine's measured floating-point peak.
+a full detector, and the exact paths' share of the machine's measured floating-point peak. Where a CUDA GPU
+is present (or with ``--device cuda``) the numba.cuda twins are timed beside the CPU paths: the exact kernel
+on the full detector, the volume fill by the direct sum on the GPU, and the slice; cuFINUFFT too when it is
+installed. GPU times are end to end (host arrays in and out, transfers included), after a warm-up call.
 
 Flop count per exact term (double, counting an FMA as 2): phase q·r 5; sincos 40 (range reduction
 8, r² 1, sine polynomial 13, cosine polynomial 15, quadrant 3); two accumulating FMAs 4; total 49
@@ -11,6 +14,7 @@ numpy/OpenBLAS float64 matmul, both on all threads numba and BLAS use.
 Example usage:
     python bench/bench_scattering.py                        # 2cex (2,452 atoms), 1024x1024 pixels
     python bench/bench_scattering.py --pixels 512 --exact-pixels 16384 --shots 3
+    python bench/bench_scattering.py --device cuda --skip-cpu      # GPU rows only
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import cuda, njit, prange
 
 from spisim.orientation import random_rotations
 from spisim.scattering import ReciprocalVolume, structure_factor
@@ -83,6 +87,60 @@ def peak_gflops() -> tuple[float, float]:
     return best_fma, best_mm
 
 
+def gpu_peak_gflops(blocks_per_sm: int = 32, threads: int = 256, iters: int = 2000) -> tuple[float, float]:
+    """(float64, float32) GFLOP/s of a numba.cuda kernel of independent FMA chains, best of three runs.
+
+    Each thread runs 4 independent chains of 8 FMAs per iteration (64 flops); float32 runs 4× the iterations.
+    """
+
+    def make(dtype):
+        @cuda.jit
+        def kernel(out, iters, b, c):  # pragma: no cover - device code
+            i = cuda.grid(1)
+            v0 = dtype(1.0) + dtype(1e-9) * dtype(i)  # dtype(i): an int64 index would promote to float64
+            v1 = v0 + dtype(1e-3)
+            v2 = v0 + dtype(2e-3)
+            v3 = v0 + dtype(3e-3)
+            for _ in range(iters):
+                for _k in range(8):
+                    v0 = v0 * b + c
+                    v1 = v1 * b + c
+                    v2 = v2 * b + c
+                    v3 = v3 * b + c
+            out[i] = v0 + v1 + v2 + v3
+
+        return kernel
+
+    result = []
+    for dtype in (np.float64, np.float32):
+        from numba import float32, float64
+
+        kernel = make(float64 if dtype is np.float64 else float32)
+        device = getattr(cuda, "get_current_device", None)  # absent under the CUDA simulator
+        blocks = (device().MULTIPROCESSOR_COUNT if device else 1) * blocks_per_sm
+        out = cuda.device_array(threads * blocks, dtype=dtype)
+        b, c = dtype(0.999999), dtype(1e-7)
+        kernel[blocks, threads](out, 2, b, c)
+        cuda.synchronize()
+        n_iter = iters if dtype is np.float64 else 4 * iters
+        best = 0.0
+        for _ in range(3):
+            t0 = time.perf_counter()
+            kernel[blocks, threads](out, n_iter, b, c)
+            cuda.synchronize()
+            best = max(best, 64.0 * n_iter * threads * blocks / (time.perf_counter() - t0) / 1e9)
+        assert np.all(np.isfinite(out.copy_to_host()))
+        result.append(best)
+    return result[0], result[1]
+
+
+def gpu_name() -> str:
+    if not hasattr(cuda, "get_current_device"):
+        return "numba CUDA simulator"
+    name = cuda.get_current_device().name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
 def flat_detector_q(side: int, q_max: float, energy_ev: float) -> np.ndarray:
     """q (side², 3) Å⁻¹ of a square flat detector normal to the beam, centred on it, corners at q_max."""
     k = 2 * np.pi / (12398.419843320026 / energy_ev)
@@ -110,69 +168,117 @@ def main() -> None:
     p.add_argument("--structure", type=Path, default=DEFAULT_STRUCTURE)
     p.add_argument("--pixels", type=int, default=1024, help="detector side (pixels); default 1024")
     p.add_argument("--exact-pixels", type=int, default=65536, help="pixels timed on the exact CPU path")
+    p.add_argument("--cuda-pixels", type=int, default=0,
+                   help="pixels timed on the exact CUDA path; default 0 = the whole detector")
     p.add_argument("--q-max", type=float, default=0.5, help="|q| at the detector corners (1/Å)")
     p.add_argument("--energy", type=float, default=6000.0, help="photon energy (eV)")
     p.add_argument("--shots", type=int, default=5, help="fast-path shots to time")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--skip-nufft", action="store_true", help="skip the full-detector NUFFT timing")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto: CPU rows, and CUDA rows when a GPU is present; cuda: insist on the GPU rows")
+    p.add_argument("--skip-cpu", action="store_true", help="time the GPU rows only (with --device cuda)")
     args = p.parse_args()
+
+    from spisim.scattering.direct_cuda import cuda_available
+    from spisim.scattering.exact import _have_cufinufft
+
+    if args.device == "cuda" and not cuda_available():
+        raise SystemExit("--device cuda: no CUDA GPU is available")
+    use_gpu = args.device == "cuda" or (args.device == "auto" and cuda_available())
+    use_cpu = not (args.skip_cpu and use_gpu)
 
     atoms = load_structure(args.structure, keep_waters=True, keep_hydrogens=True)
     q_full = flat_detector_q(args.pixels, args.q_max, args.energy)
     n_full = q_full.shape[0]
     rng = np.random.default_rng(0)
     q_exact = q_full[rng.choice(n_full, min(args.exact_pixels, n_full), replace=False)]
+    q_cuda = q_full if args.cuda_pixels <= 0 else q_full[rng.choice(n_full, min(args.cuda_pixels, n_full), False)]
     rotation = random_rotations(1, rng)[0]
+    rots = random_rotations(args.shots, rng)
     n_atoms = len(atoms)
     print(f"structure {args.structure.name}: {n_atoms} atoms; detector {args.pixels}x{args.pixels} = {n_full} px, "
-          f"q_max {args.q_max} 1/Å, {args.energy:g} eV; numba threads {numba.get_num_threads()}")  # fmt: skip
+          f"q_max {args.q_max} 1/Å, {args.energy:g} eV; numba threads {numba.get_num_threads()}"
+          + (f"; GPU {gpu_name()}" if use_gpu else ""))  # fmt: skip
 
-    rows = []  # (name, pixels, wall s, cpu s, work: atom·pixel terms or shots)
-    for precision in ("double", "single"):
-        structure_factor(atoms, q_exact[:256], args.energy, method="cpu", precision=precision)  # compile / load
-        wall, cpu = best_time(
-            lambda precision=precision: structure_factor(
-                atoms, q_exact, args.energy, rotation=rotation, method="cpu", precision=precision
-            ),
-            args.repeats,
-        )
-        rows.append((f"exact cpu {precision}", q_exact.shape[0], wall, cpu, n_atoms * q_exact.shape[0]))
-    if not args.skip_nufft:
-        for precision, tol in (("double", 1e-9), ("single", 1e-5)):
+    rows = []  # (name, pixels, wall s, cpu s, atom·pixel terms)
+    volume_rows = []  # (name, grid points, wall s, cpu s, shots or None)
+
+    def exact_rows(method: str, q: np.ndarray) -> None:
+        for precision in ("double", "single"):
+            structure_factor(atoms, q[:256], args.energy, method=method, precision=precision)  # compile / load
             wall, cpu = best_time(
-                lambda precision=precision, tol=tol: structure_factor(
-                    atoms, q_full, args.energy, rotation=rotation, method="nufft", precision=precision, nufft_tol=tol
+                lambda precision=precision: structure_factor(
+                    atoms, q, args.energy, rotation=rotation, method=method, precision=precision
                 ),
-                1,
+                args.repeats,
             )
-            rows.append((f"nufft {precision} tol {tol:g}", n_full, wall, cpu, n_atoms * n_full))
+            rows.append((f"exact {method} {precision}", q.shape[0], wall, cpu, n_atoms * q.shape[0]))
 
-    volume = None
+    def nufft_rows(label: str) -> None:
+        for precision, tol in (("double", 1e-9), ("single", 1e-5)):
+            call = lambda precision=precision, tol=tol: structure_factor(  # noqa: E731
+                atoms, q_full, args.energy, rotation=rotation, method="nufft", precision=precision, nufft_tol=tol
+            )
+            if label == "cufinufft":
+                call()  # plan creation and CUDA module load stay out of the figure
+            wall, cpu = best_time(call, 1)
+            rows.append((f"{label} {precision} tol {tol:g}", n_full, wall, cpu, n_atoms * n_full))
 
-    def build() -> None:
-        nonlocal volume
-        volume = ReciprocalVolume.build(atoms, args.energy, args.q_max)
+    def volume_and_slice(method: str) -> None:
+        volume = None
 
-    wall_b, cpu_b = best_time(build, 1)
-    rots = random_rotations(args.shots, rng)
-    volume.slice(q_full[:1000], rots[0], method="cpu")  # compile / load
-    wall_s, cpu_s = best_time(lambda: [volume.slice(q_full, r, method="cpu") for r in rots], 1)
+        def build() -> None:
+            nonlocal volume
+            fill_method = "nufft" if method == "cpu" else "cuda"
+            volume = ReciprocalVolume.build(atoms, args.energy, args.q_max, method=fill_method)
 
-    fma, mm = peak_gflops()
-    peak = max(fma, mm)
-    print(f"\n{'path':30s} {'pixels':>9s} {'wall s':>8s} {'cpu s':>8s} {'terms/s':>9s} {'terms/cpu-s':>11s}")
+        if method == "cuda":
+            ReciprocalVolume.build(atoms, args.energy, min(args.q_max, 0.05), method="cuda")  # compile
+        wall_b, cpu_b = best_time(build, 1)
+        volume.slice(q_full[:1000], rots[0], method=method)  # compile / load (and the grid's upload)
+        wall_s, cpu_s = best_time(lambda: [volume.slice(q_full, r, method=method) for r in rots], args.repeats)
+        fill = "nufft" if method == "cpu" else "cuda direct sum"
+        volume_rows.append((f"fast: build {volume.n}^3 ({fill})", volume.n**3, wall_b, cpu_b, None))
+        volume_rows.append((f"fast: slice {method}, {args.shots} shots", n_full, wall_s, cpu_s, args.shots))
+
+    if use_cpu:
+        exact_rows("cpu", q_exact)
+        if not args.skip_nufft:
+            nufft_rows("nufft")
+        volume_and_slice("cpu")
+    if use_gpu:
+        exact_rows("cuda", q_cuda)
+        if _have_cufinufft() and not args.skip_nufft:
+            nufft_rows("cufinufft")
+        elif not args.skip_nufft:
+            print("cufinufft is not installed: no GPU NUFFT rows")
+        volume_and_slice("cuda")
+
+    print(f"\n{'path':34s} {'pixels':>9s} {'wall s':>8s} {'cpu s':>8s} {'terms/s':>9s} {'terms/cpu-s':>11s}")
     for name, pix, wall, cpu, work in rows:
-        print(f"{name:30s} {pix:9d} {wall:8.3f} {cpu:8.3f} {work / wall:9.3g} {work / cpu:11.3g}")
-    print(f"{'fast: build ' + str(volume.n) + '^3 grid':30s} {volume.n**3:9d} {wall_b:8.3f} {cpu_b:8.3f}")
-    print(
-        f"{'fast: slice cubic, ' + str(args.shots) + ' shots':30s} {n_full:9d} {wall_s:8.3f} {cpu_s:8.3f}"
-        f"   -> {args.shots / wall_s:.2f} shots/s, {args.shots / cpu_s:.2f} shots/cpu-s"
-    )
-    print(f"\npeak: numba FMA loop {fma:.1f} GFLOP/s, numpy float64 matmul {mm:.1f} GFLOP/s (same load)")
-    for name, _, wall, _, work in rows[:2]:
-        precision = name.split()[-1]
+        print(f"{name:34s} {pix:9d} {wall:8.3f} {cpu:8.3f} {work / wall:9.3g} {work / cpu:11.3g}")
+    for name, pix, wall, cpu, shots in volume_rows:
+        rate = f"   -> {shots / wall:.2f} shots/s, {shots / cpu:.2f} shots/cpu-s" if shots else ""
+        print(f"{name:34s} {pix:9d} {wall:8.3f} {cpu:8.3f}{rate}")
+
+    peaks = {}
+    if use_cpu:
+        fma, mm = peak_gflops()
+        peaks["cpu"] = {"double": max(fma, mm), "single": 2 * max(fma, mm)}
+        print(f"\npeak: numba FMA loop {fma:.1f} GFLOP/s, numpy float64 matmul {mm:.1f} GFLOP/s (same load)")
+    if use_gpu:
+        g64, g32 = gpu_peak_gflops()
+        peaks["cuda"] = {"double": g64, "single": g32}
+        print(f"GPU peak: numba.cuda FMA chains {g64:.0f} GFLOP/s float64, {g32:.0f} GFLOP/s float32")
+    for name, _, wall, _, work in rows:
+        _, method, precision = name.split()[:3]
+        if method not in peaks:
+            continue
         gf = work / wall * FLOPS_PER_TERM[precision] / 1e9
-        print(f"{name}: {FLOPS_PER_TERM[precision]} flop/term -> {gf:.1f} GFLOP/s = {100 * gf / peak:.0f}% of peak")
+        share = 100 * gf / peaks[method][precision]
+        print(f"{name}: {FLOPS_PER_TERM[precision]} flop/term -> {gf:.1f} GFLOP/s = {share:.0f}% of the "
+              f"{precision} peak")
 
 
 if __name__ == "__main__":

@@ -274,17 +274,28 @@ def test_sincos_kernel_is_accurate() -> None:
 
 @pytest.mark.gpu
 def test_real_gpu_paths_agree_with_cpu() -> None:
-    from spisim.scattering.inputs import group_atoms
-    from spisim.scattering.nufft import structure_factor_cufinufft
-
     rng = np.random.default_rng(14)
     atoms = _random_atoms(rng, 3000, spread=25.0)
     q = _random_q(rng, 20000, 1.0)
     ref = structure_factor(atoms, q, ENERGY, method="cpu")
     assert _rel(structure_factor(atoms, q, ENERGY, method="cuda"), ref) < 1e-9
     assert _rel(structure_factor(atoms, q, ENERGY, method="cuda", precision="single"), ref) < 1e-4
+
+
+@pytest.mark.gpu
+def test_real_gpu_cufinufft_agrees_with_cpu() -> None:
+    pytest.importorskip("cupy", reason="the GPU NUFFT path needs cupy")
+    pytest.importorskip("cufinufft", reason="the GPU NUFFT path needs cufinufft (pip install '.[gpu]')")
+    from spisim.scattering.inputs import group_atoms
+    from spisim.scattering.nufft import structure_factor_cufinufft
+
+    rng = np.random.default_rng(15)
+    atoms = _random_atoms(rng, 3000, spread=25.0)
+    q = _random_q(rng, 20000, 1.0)
+    ref = structure_factor(atoms, q, ENERGY, method="cpu")
     groups = group_atoms(atoms, ENERGY)
     assert _rel(structure_factor_cufinufft(groups, q, "double", 1e-9), ref) < 1e-7
+    assert _rel(structure_factor_cufinufft(groups, q, "single", 1e-5), ref) < 1e-4
 
 
 # ---- method choice and errors -----------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -124,6 +126,11 @@ def test_cuda_slice_equals_cpu_slice(interpolation: str) -> None:
     np.testing.assert_allclose(f_cuda, f_cpu, rtol=1e-12, atol=1e-12)
     assert np.all(np.isfinite(f_cpu))
     assert relative_error(f_cpu, structure_factor(atoms, q, ENERGY, rotation=rotation), np.ones(len(q)), 0, 2) < 0.01
+    # a volume sliced on the GPU still pickles (the volume store), without its device copy (found on an H100:
+    # a CUDA context cannot be pickled), and the copy slices the same
+    restored = pickle.loads(pickle.dumps(volume))
+    assert volume._device_grid is not None and restored._device_grid is None
+    np.testing.assert_array_equal(restored.slice(q, rotation, method="cpu"), f_cpu)
 
 
 @pytest.mark.gpu

@@ -115,6 +115,12 @@ class ReciprocalVolume:
         self.anomalous = bool(anomalous)
         self._device_grid = None
 
+    def __getstate__(self) -> dict:
+        """Pickled without the GPU copy of the grid (a device array belongs to one process and context)."""
+        state = self.__dict__.copy()
+        state["_device_grid"] = None
+        return state
+
     @property
     def n(self) -> int:
         """Grid points per axis."""
