@@ -835,8 +835,16 @@ def _hash(obj: Any, n: int = 12) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
-def _file_id(path: Path) -> list:
+def _file_id(path: Path, cache: Path) -> list:
+    """What identifies a data file in a model's cache key.
+
+    A dataset the study simulated lives in ``cache/data`` under a name that holds the hash of its manifest,
+    so its name and size suffice: a report folder that is moved or copied keeps its trained models. Any
+    other file (real data) is identified by its path, size and modification time.
+    """
     st = path.stat()
+    if path.resolve().is_relative_to(cache.resolve() / "data"):
+        return [path.name, st.st_size]
     return [str(path), st.st_size, int(st.st_mtime)]
 
 
@@ -1375,7 +1383,7 @@ class StudyRunner:
         parts = []
         for name, pos, w in train:
             lab = self.data.labelled(name)
-            parts.append([_file_id(self.data.file(name)), _hash(lab.indices[pos].tolist()),
+            parts.append([_file_id(self.data.file(name), self.cache), _hash(lab.indices[pos].tolist()),
                           _hash(lab.classes[pos].tolist()), w])
         vparts = [[name, _hash(self.data.labelled(name).indices[pos].tolist())] for name, pos in val]
         model = {k: v for k, v in job.model.__dict__.items() if not (k == "embedding" and v is None)}

@@ -348,10 +348,15 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     assert {row["model"] for row in tp} == {"siamese", "siamese-knn", "cnn", "lr"}
     assert all(float(r["shots_per_s"]) > 0 for r in tp)
 
-    # a second run reuses the cache: same numbers, no training
-    rerun = CliRunner().invoke(command, [*args, "--quiet"])
+    # a second run reuses the cache: same numbers, no training, also after the report folder was moved
+    # (the simulated datasets are named by their manifest's hash; a model trained again would get a new folder)
+    trained = sorted(p.name for p in (out / "cache" / "models").iterdir())
+    moved = tmp_path / "moved-report"
+    out.rename(moved)
+    rerun = CliRunner().invoke(command, [*args[:2], str(moved), *args[3:], "--quiet"])
     assert rerun.exit_code == 0, rerun.output
-    again = json.loads((out / "metrics.json").read_text())
+    assert sorted(p.name for p in (moved / "cache" / "models").iterdir()) == trained
+    again = json.loads((moved / "metrics.json").read_text())
     assert [r["accuracy"] for r in again["runs"]] == [r["accuracy"] for r in runs]
 
 
