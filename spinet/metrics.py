@@ -191,6 +191,17 @@ def single_hit_pr_curve(truth: Any, scores: Any, class_names: Sequence[str]) -> 
     return PRCurve(p, r, th, float(average_precision_score(y, s)))
 
 
+def recall_at_precision(curve: PRCurve | None, target: float = 0.98) -> float:
+    """The largest single-hit recall at which the precision is still ≥ ``target`` (0 when no threshold
+    reaches it; NaN without a curve): how many true single hits a threshold on the score can keep at that
+    purity. It reads the curve of the scored shots themselves, so it is the best such threshold, not one
+    chosen in advance."""
+    if curve is None:
+        return float("nan")
+    ok = curve.precision >= target
+    return float(curve.recall[ok].max()) if ok.any() else 0.0
+
+
 @dataclass
 class Throughput:
     """Inference speed: shots per second over ``n_shots`` in batches of ``batch_size`` (after a warm-up

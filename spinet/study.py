@@ -1188,6 +1188,7 @@ class RunRecord:
     n_train: int
     train_seconds: float
     by_structure: dict[str, list[list[int]]] | None = None
+    single_recall_at_98: float = float("nan")
 
     def row(self) -> dict[str, Any]:
         """A flat row for CSV and JSON."""
@@ -1196,7 +1197,8 @@ class RunRecord:
                "test_base": self.test_base, "sweep_key": self.sweep_key, "sweep_value": self.sweep_value,
                "k": self.k, "seed": self.seed, "n_test": m.n, "n_train": self.n_train,
                "train_seconds": round(self.train_seconds, 3), "accuracy": m.accuracy, "macro_f1": m.macro_f1,
-               "single_precision": m.single_precision, "single_recall": m.single_recall}
+               "single_precision": m.single_precision, "single_recall": m.single_recall,
+               "single_recall_at_98": self.single_recall_at_98}
         for c in m.class_names:
             out[f"precision[{c}]"] = m.precision[c]
             out[f"recall[{c}]"] = m.recall[c]
@@ -1686,7 +1688,8 @@ class StudyRunner:
                 records.append(RunRecord(job.model.name, job.model.kind, job.source.name, v.name, v.spec.name,
                                          v.perturb.key, v.perturb.value, k, job.seed, metrics, trained.n_train,
                                          trained.seconds, by_structure=None if pred.structure is None else
-                                         confusion_by_group(pred.structure, pred.truth, pred.pred, len(classes))))
+                                         confusion_by_group(pred.structure, pred.truth, pred.pred, len(classes)),
+                                         single_recall_at_98=_recall_at_98(pred, classes)))
                 if job.seed == first_seed and (k is None or k == s.plot_k):
                     if trained.kind != "siamese":
                         pred.embeddings = None
@@ -1710,6 +1713,15 @@ def _seed(seed: int, *tags: Any) -> int:
     """A seed derived from the study seed and tags (stable across runs and Python versions)."""
     h = hashlib.sha256(json.dumps([seed, *tags]).encode()).digest()
     return int.from_bytes(h[:4], "little")
+
+
+def _recall_at_98(pred: Prediction, classes: Sequence[str]) -> float:
+    """Single-hit recall at 98 % precision from a prediction's single-hit score (NaN without a score)."""
+    from .metrics import recall_at_precision, single_hit_pr_curve
+
+    if pred.single_score is None:
+        return float("nan")
+    return recall_at_precision(single_hit_pr_curve(pred.truth, pred.single_score, classes), 0.98)
 
 
 def _version() -> str:

@@ -16,6 +16,7 @@ from spinet.metrics import (
     is_single_class,
     json_safe,
     measure_throughput,
+    recall_at_precision,
     single_hit_pr_curve,
     spread,
 )
@@ -126,6 +127,22 @@ def test_pr_curve_by_hand():
     assert c.average_precision == pytest.approx(0.5 * 1.0 + 0.5 * 2 / 3)  # sum of (R_n - R_n+1) P_n
     assert single_hit_pr_curve(np.array([0, 0]), np.array([0.1, 0.2]), names) is None
     assert single_hit_pr_curve(np.array([0, 1]), np.array([0.1, 0.2]), ["no_hit", "multi"]) is None
+
+
+def test_recall_at_precision_by_hand():
+    names = ["no_hit", "single"]
+    # scores in falling order: S S S N S N S S; thresholds keep the top 1..8 shots
+    truth = np.array([1, 1, 1, 0, 1, 0, 1, 1])
+    score = np.arange(8, 0, -1, dtype=float)
+    c = single_hit_pr_curve(truth, score, names)
+    # top 3: P 1, R 3/6; top 5: P 4/5, R 4/6; all 8: P 6/8, R 1
+    assert recall_at_precision(c, 0.98) == pytest.approx(3 / 6)
+    assert recall_at_precision(c, 0.8) == pytest.approx(4 / 6)
+    assert recall_at_precision(c, 0.75) == pytest.approx(1.0)
+    # a non-single scored highest: no threshold reaches 98 %, but the curve's end point (P 1, R 0) gives 0
+    worst = single_hit_pr_curve(np.array([0, 1, 1]), np.array([3.0, 2.0, 1.0]), names)
+    assert recall_at_precision(worst, 0.98) == 0.0
+    assert math.isnan(recall_at_precision(None))
 
 
 def test_spread_and_format():

@@ -309,6 +309,8 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     ds = {(d["dataset"], d["part"]): d for d in doc["datasets"]}
     assert {r["n_test"] for r in runs if r["test"] == "real"} == {ds[("real", "test")]["shots"]}
     assert {r["n_test"] for r in runs if r["test_base"] == "heldout"} == {ds[("heldout", "test")]["shots"]}
+    # every model scores single hits, so each run reads a recall at 98 % precision off its curve
+    assert all(0.0 <= r["single_recall_at_98"] <= 1.0 for r in runs)
     for r in runs:  # every figure agrees with its confusion matrix
         cm = np.array(r["confusion"])
         assert cm.sum() == r["n_test"]
@@ -326,8 +328,8 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     assert {row["source"] for row in summary} == {"sim", "real", "real+sim"}
     assert all(int(row["seeds"]) == 2 for row in summary)
     md = (out / "report.md").read_text()
-    for heading in ("## Datasets", "## Results", "## Per particle", "## Inference speed", "## Figures",
-                    "plots/accuracy_vs_k.png"):
+    for heading in ("## Datasets", "## Results", "## Targets", "| single recall at 98 % precision |",
+                    "## Per particle", "## Inference speed", "## Figures", "plots/accuracy_vs_k.png"):
         assert heading in md
     # per particle: the unperturbed point of the simulated held-out test, every scored shot counted once per seed
     per = list(csv.DictReader(open(out / "per_structure.csv")))
