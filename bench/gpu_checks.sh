@@ -10,7 +10,9 @@
 # 3. bench/bench_generate.py on the square detector, CPU and CUDA.
 # 4. `spi bench` (classifier inference) on CPU and CUDA.
 # Each step writes LOG_DIR/<step>.log (default: gpu-checks/); a failing step is reported and the next runs.
-# SKIP="step1 step2" leaves steps out; PYTEST_ARGS adds pytest arguments (e.g. -k "not ctrl_c").
+# SKIP="step1 step2" leaves steps out; PYTEST_ARGS adds pytest arguments, split at spaces (e.g.
+# "--deselect tests/test_generate.py::test_other_compressions_and_adu_output"); PYTHON names the interpreter
+# (default python3, e.g. PYTHON=.venv/bin/python).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG=${1:-gpu-checks}
