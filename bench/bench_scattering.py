@@ -217,9 +217,11 @@ def main() -> None:
 
     def nufft_rows(label: str) -> None:
         for precision, tol in (("double", 1e-9), ("single", 1e-5)):
-            call = lambda precision=precision, tol=tol: structure_factor(  # noqa: E731
-                atoms, q_full, args.energy, rotation=rotation, method="nufft", precision=precision, nufft_tol=tol
-            )
+
+            def call(precision: str = precision, tol: float = tol) -> None:
+                structure_factor(atoms, q_full, args.energy, rotation=rotation, method="nufft", precision=precision,
+                                 nufft_tol=tol)  # the GPU's cuFINUFFT where installed, else FINUFFT
+
             if label == "cufinufft":
                 call()  # plan creation and CUDA module load stay out of the figure
             wall, cpu = best_time(call, 1)

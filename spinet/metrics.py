@@ -191,7 +191,11 @@ def single_hit_pr_curve(truth: Any, scores: Any, class_names: Sequence[str]) -> 
     return PRCurve(p, r, th, float(average_precision_score(y, s)))
 
 
-def recall_at_precision(curve: PRCurve | None, target: float = 0.98) -> float:
+SINGLE_PRECISION_TARGET = 0.98
+"""The project's single-hit precision target (what a reconstruction needs of a single-hit set)."""
+
+
+def recall_at_precision(curve: PRCurve | None, target: float = SINGLE_PRECISION_TARGET) -> float:
     """The largest single-hit recall at which the precision is still ≥ ``target`` (0 when no threshold
     reaches it; NaN without a curve): how many true single hits a threshold on the score can keep at that
     purity. It reads the curve of the scored shots themselves, so it is the best such threshold, not one

@@ -835,15 +835,15 @@ def _hash(obj: Any, n: int = 12) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
-def _file_id(path: Path, cache: Path) -> list:
+def _file_id(path: Path, simulated: Path) -> list:
     """What identifies a data file in a model's cache key.
 
-    A dataset the study simulated lives in ``cache/data`` under a name that holds the hash of its manifest,
-    so its name and size suffice: a report folder that is moved or copied keeps its trained models. Any
-    other file (real data) is identified by its path, size and modification time.
+    A dataset the study simulated lives in the folder ``simulated`` under a name that holds the hash of its
+    manifest, so its name and size suffice: a report folder that is moved or copied keeps its trained models.
+    Any other file (real data) is identified by its path, size and modification time.
     """
     st = path.stat()
-    if path.resolve().is_relative_to(cache.resolve() / "data"):
+    if path.resolve().is_relative_to(simulated.resolve()):
         return [path.name, st.st_size]
     return [str(path), st.st_size, int(st.st_mtime)]
 
@@ -878,6 +878,8 @@ class DataRegistry:
                  say: Callable[[str], None] | None = None) -> None:
         self.study = study
         self.cache = cache
+        self.folder = cache / "data"
+        """Where simulated datasets are written, each named by the hash of what made it."""
         self.device = device
         self.progress = progress or (lambda what, n: None)
         self.say = say or (lambda msg: None)
@@ -923,7 +925,7 @@ class DataRegistry:
         over = spec.overrides if fluence_scale in (None, 1.0) else self._scaled_overrides(spec, float(fluence_scale))
         tag = _hash([spec.manifest, spec.manifest_source, over])
         suffix = "" if fluence_scale in (None, 1.0) else f"-x{fluence_scale:g}"
-        out = self.cache / "data" / f"{name}{suffix}-{tag}.h5"
+        out = self.folder / f"{name}{suffix}-{tag}.h5"
         if not out.is_file():
             self._simulate(spec, over, out)
         self._files[key] = out
@@ -1385,7 +1387,7 @@ class StudyRunner:
         parts = []
         for name, pos, w in train:
             lab = self.data.labelled(name)
-            parts.append([_file_id(self.data.file(name), self.cache), _hash(lab.indices[pos].tolist()),
+            parts.append([_file_id(self.data.file(name), self.data.folder), _hash(lab.indices[pos].tolist()),
                           _hash(lab.classes[pos].tolist()), w])
         vparts = [[name, _hash(self.data.labelled(name).indices[pos].tolist())] for name, pos in val]
         model = {k: v for k, v in job.model.__dict__.items() if not (k == "embedding" and v is None)}
@@ -1721,7 +1723,7 @@ def _recall_at_98(pred: Prediction, classes: Sequence[str]) -> float:
 
     if pred.single_score is None:
         return float("nan")
-    return recall_at_precision(single_hit_pr_curve(pred.truth, pred.single_score, classes), 0.98)
+    return recall_at_precision(single_hit_pr_curve(pred.truth, pred.single_score, classes))
 
 
 def _version() -> str:
