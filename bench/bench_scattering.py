@@ -243,6 +243,19 @@ def main() -> None:
         fill = "nufft" if method == "cpu" else "cuda direct sum"
         volume_rows.append((f"fast: build {volume.n}^3 ({fill})", volume.n**3, wall_b, cpu_b, None))
         volume_rows.append((f"fast: slice {method}, {args.shots} shots", n_full, wall_s, cpu_s, args.shots))
+        if method == "cuda":  # q kept on the device, F left there (what the simulator does on the GPU)
+            from numba import cuda
+
+            d_q = cuda.to_device(np.ascontiguousarray(q_full))
+            volume.slice(d_q, rots[0])  # the one host check of this q
+
+            def resident() -> None:
+                for r in rots:
+                    volume.slice(d_q, r)
+                cuda.synchronize()
+
+            wall_r, cpu_r = best_time(resident, args.repeats)
+            volume_rows.append((f"fast: slice cuda, q resident, {args.shots} shots", n_full, wall_r, cpu_r, args.shots))
 
     if use_cpu:
         exact_rows("cpu", q_exact)

@@ -156,8 +156,10 @@ class AtomicBody:
     def amplitude(self, q: Any, rotation: np.ndarray) -> Any:
         """F(Rᵀq) (P,) complex128 for lab-frame q (P, 3) Å⁻¹ (numpy, or CuPy: the result follows it)."""
         xp = get_array_module(q)
+        if xp is not np and self.method == "fast" and self.device == "cuda":  # q stays on the GPU, F too
+            return xp.asarray(self.volume().slice(q, rotation, method="cuda"))
         q_host = q
-        if xp is not np:  # the scattering kernels take host q; keep one host copy of the (fixed) pixel q
+        if xp is not np:  # the exact kernels take host q; keep one host copy of the (fixed) pixel q
             if self._q_host is None or self._q_host[0] is not q:
                 self._q_host = (q, xp.asnumpy(q))
             q_host = self._q_host[1]

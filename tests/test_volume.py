@@ -133,6 +133,45 @@ def test_cuda_slice_equals_cpu_slice(interpolation: str) -> None:
     np.testing.assert_array_equal(restored.slice(q, rotation, method="cpu"), f_cpu)
 
 
+def test_cuda_slice_of_q_already_on_the_device() -> None:
+    """q in GPU memory is sliced there and F stays there (the simulator's GPU path moves no pixel data)."""
+    from numba import cuda
+
+    rng = np.random.default_rng(27)
+    volume = ReciprocalVolume.build(_small_particle(rng), ENERGY, 0.5)
+    rotation = random_rotations(1, rng)[0]
+    q = _detector_q(0.5, n=6)
+    d_q = cuda.to_device(q)
+    f_dev = volume.slice(d_q, rotation)  # "auto" follows the array onto the GPU
+    assert not isinstance(f_dev, np.ndarray)
+    np.testing.assert_allclose(f_dev.copy_to_host(), volume.slice(q, rotation, method="cpu"), rtol=1e-12, atol=1e-12)
+    assert volume._device_q is d_q  # checked once; a volume with a device q still pickles, without it
+    assert pickle.loads(pickle.dumps(volume))._device_q is None
+    state = volume.__getstate__()  # a volume stored before device q existed loads too
+    del state["_device_q"]
+    old = ReciprocalVolume.__new__(ReciprocalVolume)
+    old.__setstate__(state)
+    np.testing.assert_array_equal(old.slice(q, rotation, method="cpu"), volume.slice(q, rotation, method="cpu"))
+    with pytest.raises(ConfigError, match="q is a GPU array: slice it with method 'cuda'"):
+        volume.slice(d_q, rotation, method="cpu")
+    with pytest.raises(ConfigError, match="exceeds the volume's q_max"):
+        volume.slice(cuda.to_device(q * 1.5), rotation)
+    with pytest.raises(ConfigError, match=r"GPU q vectors must be float64 \(P, 3\)"):
+        volume.slice(cuda.to_device(q.astype(np.float32)), rotation)
+    assert volume.slice(cuda.to_device(q[:0]), rotation).shape == (0,)
+
+
+@pytest.mark.gpu
+def test_real_gpu_slice_of_cupy_q_returns_without_a_copy() -> None:
+    cp = pytest.importorskip("cupy", reason="CuPy is not installed (pip install cupy-cuda12x)")
+    rng = np.random.default_rng(28)
+    volume = ReciprocalVolume.build(_small_particle(rng), ENERGY, 0.5)
+    rotation = random_rotations(1, rng)[0]
+    q = _detector_q(0.5, n=64)
+    f = cp.asarray(volume.slice(cp.asarray(q), rotation, method="cuda"))
+    np.testing.assert_allclose(cp.asnumpy(f), volume.slice(q, rotation, method="cpu"), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.gpu
 def test_real_gpu_slice_of_a_protein_equals_cpu(protein: Atoms) -> None:
     volume = ReciprocalVolume.build(protein, ENERGY, 0.5)

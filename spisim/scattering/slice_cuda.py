@@ -2,7 +2,8 @@
 
 One thread per pixel, the same arithmetic as the CPU kernels (cubic B-spline or trilinear, phase of
 the particle centre restored). The grid is copied to the device once per volume and kept there
-(:class:`~spisim.scattering.volume.ReciprocalVolume` caches it).
+(:class:`~spisim.scattering.volume.ReciprocalVolume` caches it); the pixel q may stay there as well (a
+device array in, a device array out), so that a simulator on the GPU moves nothing but the rotation per shot.
 """
 
 from __future__ import annotations
@@ -69,26 +70,36 @@ def _slice_kernel(grid, cubic, q, rot, dq, half, centre, out):  # pragma: no cov
     out[p] = complex(acc_re * c_ph - acc_im * s_ph, acc_re * s_ph + acc_im * c_ph)
 
 
+def is_device_array(x: object) -> bool:
+    """True for an array in GPU memory: a numba device array or anything with ``__cuda_array_interface__``
+    (CuPy, PyTorch CUDA tensors)."""
+    return hasattr(x, "__cuda_array_interface__") or bool(cuda.devicearray.is_cuda_ndarray(x))
+
+
 def slice_cuda(
     grid_device,
     cubic: bool,
-    q: np.ndarray,
+    q,
     rotation: np.ndarray,
     dq: float,
     half: float,
     centre: np.ndarray,
-) -> np.ndarray:
+):
     """As :func:`~spisim.scattering.slice_cpu.slice_cpu` with the grid already on the device.
 
-    `grid_device`: numba device array (n, n, n) complex128. Returns host complex128 (P,).
+    `grid_device`: numba device array (n, n, n) complex128. `q`: (P, 3) float64 Å⁻¹, on the host (numpy) or
+    already on the device (numba device array or CuPy array: nothing crosses the bus then).
+    Returns complex128 (P,): a numpy array for host `q`, a numba device array (which CuPy takes without a
+    copy, ``cupy.asarray``) for device `q`.
     """
+    on_device = is_device_array(q)
     n_pix = q.shape[0]
     if n_pix == 0:
-        return np.zeros(0, dtype=np.complex128)
-    d_q = cuda.to_device(np.ascontiguousarray(q, dtype=np.float64))
+        return cuda.device_array(0, dtype=np.complex128) if on_device else np.zeros(0, dtype=np.complex128)
+    d_q = q if on_device else cuda.to_device(np.ascontiguousarray(q, dtype=np.float64))
     d_rot = cuda.to_device(np.ascontiguousarray(rotation, dtype=np.float64))
     d_c = cuda.to_device(np.asarray(centre, dtype=np.float64))
     d_out = cuda.device_array(n_pix, dtype=np.complex128)
     blocks = (n_pix + THREADS - 1) // THREADS
     _slice_kernel[blocks, THREADS](grid_device, bool(cubic), d_q, d_rot, float(dq), float(half), d_c, d_out)
-    return d_out.copy_to_host()
+    return d_out if on_device else d_out.copy_to_host()

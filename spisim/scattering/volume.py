@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -114,12 +115,47 @@ class ReciprocalVolume:
         self.photon_energy_ev = float(photon_energy_ev)
         self.anomalous = bool(anomalous)
         self._device_grid = None
+        self._device_q: Any = None
 
     def __getstate__(self) -> dict:
         """Pickled without the GPU copy of the grid (a device array belongs to one process and context)."""
         state = self.__dict__.copy()
         state["_device_grid"] = None
+        state["_device_q"] = None
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        """Restored without device copies (also from volume stores written before q could live on the GPU)."""
+        self.__dict__.update(state)
+        self._device_grid = None
+        self._device_q = None
+
+    def _check_q_range(self, qa: np.ndarray) -> np.ndarray:
+        """`qa` (P, 3) Å⁻¹ unchanged; ConfigError if some |q| exceeds :attr:`q_max`."""
+        q_largest = float(np.sqrt(np.einsum("ij,ij->i", qa, qa).max())) if qa.size else 0.0
+        if q_largest > self.q_max * (1 + 1e-9):
+            raise ConfigError(
+                f"q up to {q_largest:.4g} 1/Å exceeds the volume's q_max {self.q_max:.4g};"
+                " build it with a larger q_max"
+            )
+        return qa
+
+    def _checked_device_q(self, q: Any) -> Any:
+        """Device `q` after the checks of host q, run on a host copy once per array object (the last one)."""
+        if self._device_q is not None and self._device_q is q:
+            return q
+        dtype = np.dtype(q.dtype)
+        if dtype != np.float64 or len(q.shape) != 2 or q.shape[1] != 3:
+            raise ConfigError(f"GPU q vectors must be float64 (P, 3) in 1/Å, got {dtype} {tuple(q.shape)}")
+        if hasattr(q, "copy_to_host"):
+            host = q.copy_to_host()
+        else:
+            from numba import cuda
+
+            host = cuda.as_cuda_array(q).copy_to_host()
+        self._check_q_range(check_q(host))
+        self._device_q = q
+        return q
 
     @property
     def n(self) -> int:
@@ -201,20 +237,22 @@ class ReciprocalVolume:
             grid = _bspline_coefficients(grid)
         return cls(grid, dq, q_max, centre, diameter, interpolation, photon_energy_ev, anomalous)
 
-    def slice(self, q: np.ndarray, rotation: np.ndarray | None = None, method: str = "auto") -> np.ndarray:
+    def slice(self, q: Any, rotation: np.ndarray | None = None, method: str = "auto") -> Any:
         """F (electrons), complex128 (P,), at laboratory q (P, 3) Å⁻¹ for the particle turned by `rotation`.
 
         `method`: "cpu" (numba), "cuda" (numba.cuda; the simulator when NUMBA_ENABLE_CUDASIM=1) or
         "auto" (cuda when a GPU is present). ConfigError if some |q| exceeds :attr:`q_max`.
+        `q` may already be on the GPU (a CuPy or numba device array, float64): it is sliced there and F
+        comes back as a numba device array (``cupy.asarray(F)`` takes it without a copy), so a detector's
+        pixel q crosses the bus once (checked once per array object), not every shot.
         """
-        qa = check_q(q)
         rot = check_rotation(rotation)
-        q_largest = float(np.sqrt(np.einsum("ij,ij->i", qa, qa).max())) if qa.size else 0.0
-        if q_largest > self.q_max * (1 + 1e-9):
-            raise ConfigError(
-                f"q up to {q_largest:.4g} 1/Å exceeds the volume's q_max {self.q_max:.4g};"
-                " build it with a larger q_max"
-            )
+        if _on_device(q):
+            if method not in ("auto", "cuda"):
+                raise ConfigError(f"q is a GPU array: slice it with method 'cuda' (or 'auto'), not {method!r}")
+            method, qa = "cuda", self._checked_device_q(q)
+        else:
+            qa = self._check_q_range(check_q(q))
         if method == "auto":
             method = "cuda" if cuda_available() else "cpu"
         cubic = self.interpolation == "cubic"
@@ -231,6 +269,15 @@ class ReciprocalVolume:
                 self._device_grid = cuda.to_device(self.grid)
             return slice_cuda(self._device_grid, cubic, qa, rot, self.dq, self.half, self.centre)
         raise ConfigError(f"slice method must be 'auto', 'cpu' or 'cuda', got {method!r}")
+
+
+def _on_device(q: Any) -> bool:
+    """True for q in GPU memory (CuPy / numba device array); numba.cuda is imported only then."""
+    if isinstance(q, np.ndarray):
+        return False
+    from .slice_cuda import is_device_array
+
+    return is_device_array(q)
 
 
 def _grid_q(dq: float, n: int) -> np.ndarray:
