@@ -496,6 +496,9 @@ def test_every_shipped_study_and_its_manifests_validate(tmp_path):
         params = {"real_data": str(real), "real_labels": str(real)} if "real_data" in path.read_text() else None
         study = load_study(path, params)
         assert study.models, path.name
+        if "${seeds}" in path.read_text():  # the full-size studies take --param seeds=N for a shorter first look
+            assert study.seeds == [0, 1, 2], path.name
+            assert load_study(path, {**(params or {}), "seeds": 1}).seeds == [0], path.name
         for spec in study.datasets.values():
             if spec.simulated:
                 parse_manifest(spec.manifest or "", source=spec.manifest_source, base_dir=spec.manifest_dir,
