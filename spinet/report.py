@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from .metrics import SINGLE_PRECISION_TARGET, Spread, is_single_class, json_safe, single_hit_pr_curve, spread
-from .study import HUMAN_KIND, RunRecord, StudyResults
+from .study import HUMAN_KIND, Perturbation, RunRecord, StudyResults
 
 GROUP_KEYS = ("model", "source", "test", "k")
 FIGURES = ("accuracy_vs_k", "confusion", "embedding", "pr", "sweep")
@@ -84,10 +84,6 @@ def per_class_summary(records: Sequence[RunRecord], classes: Sequence[str]) -> l
     return rows
 
 
-_NEUTRAL = {"fluence_scale": 1.0, "missing_fraction": 0.0}
-"""Sweep values that leave the test data as they are."""
-
-
 def per_structure_summary(records: Sequence[RunRecord], classes: Sequence[str], plot_k: int) -> list[dict[str, Any]]:
     """Per (model, source, test) at k = ``plot_k`` (or no k), particle and true class: how the shots were read,
     counts summed over seeds. Only tests on simulated data (whose files name each shot's particle); of a
@@ -98,7 +94,7 @@ def per_structure_summary(records: Sequence[RunRecord], classes: Sequence[str], 
     """
     sums: dict[tuple, np.ndarray] = {}
     for r in records:
-        neutral = r.sweep_key is None or float(r.sweep_value) == _NEUTRAL.get(r.sweep_key, float("nan"))
+        neutral = Perturbation(r.sweep_key, r.sweep_value).neutral
         if r.by_structure is None or not neutral or r.k not in (None, plot_k):
             continue
         for structure, cm in r.by_structure.items():
@@ -250,7 +246,8 @@ def _legend_outside(fig: Any, axes: Sequence[Any], styles: dict[tuple, Any]) -> 
 
 
 def _plain_tests(results: StudyResults) -> list[str]:
-    return [v.name for v in results.study.variants() if v.perturb.key is None]
+    """Names of the unperturbed test variants (a swept test by its neutral point)."""
+    return [v.name for v in results.study.plain_variants()]
 
 
 def make_plots(results: StudyResults, summary: list[dict], folder: Path) -> dict[str, list[tuple[Path, str]]]:
@@ -634,11 +631,15 @@ def _blocks(results: StudyResults, summary: list[dict], per_class: list[dict], f
         b.append(("table", ["model", "training", "test", "k", "accuracy", "≥ 95 %", "single precision", "≥ 98 %",
                             "single recall at 98 % precision", "above CNN at k ≤ 20"], targets))
     b.append(("h2", f"Per-class precision and recall (k = {s.plot_k} or —)"))
-    swept = {(x["model"], x["source"], x["test"]) for x in summary if x["sweep_key"]}
-    pc = [r for r in per_class if r["k"] in (None, s.plot_k) and (r["model"], r["source"], r["test"]) not in swept]
+    plain = set(_plain_tests(results))
+    if any(t.sweep_key for t in s.tests.values()):
+        b.append(("p", "A swept test at its unperturbed point (fluence × 1, nothing missing); the sweep itself is "
+                       "in the results table, per_class.csv and the sweep figures."))
+    pc = [r for r in per_class if r["k"] in (None, s.plot_k) and r["test"] in plain]
     b.append(("table", ["model", "training", "test", "class", "shots", "precision", "recall"],
               [[r["model"], r["source"], r["test"], r["class"], str(r["support"]),
                 r["precision"].format(percent=True), r["recall"].format(percent=True)] for r in pc]))
+    per_structure = [r for r in per_structure if r["test"] in plain]
     if per_structure:
         b.append(("h2", f"Per particle (k = {s.plot_k} or —)"))
         b.append(("p", "How the shots of each particle were read, summed over seeds: which held-out structure, "

@@ -148,12 +148,21 @@ class TestSpec:
     sweep_values: list[float] = field(default_factory=list)
 
 
+NEUTRAL_SWEEP_VALUES = {"fluence_scale": 1.0, "missing_fraction": 0.0}
+"""Sweep values that leave the test data as they are."""
+
+
 @dataclass(frozen=True)
 class Perturbation:
     """A change applied to test (and support) shots: ``fluence_scale`` or ``missing_fraction``, or none."""
 
     key: str | None = None
     value: float | None = None
+
+    @property
+    def neutral(self) -> bool:
+        """True when the test shots are left as they are (no change, fluence × 1, nothing missing)."""
+        return self.key is None or float(self.value) == NEUTRAL_SWEEP_VALUES.get(self.key, float("nan"))
 
     def __str__(self) -> str:
         if self.key is None:
@@ -288,6 +297,15 @@ class Study:
             return self.evaluation.plot_k
         small = [k for k in self.k_shots if k <= 20]
         return max(small) if small else min(self.k_shots)
+
+    def plain_variants(self) -> list[TestVariant]:
+        """One unperturbed variant per test: the test itself, or the neutral point of its sweep (fluence × 1,
+        nothing missing) where the sweep has one. What confusion matrices and per-class tables show."""
+        out = []
+        for t in self.tests.values():
+            neutral = [v for v in self.variants() if v.spec is t and v.perturb.neutral]
+            out += neutral[:1]
+        return out
 
     def variants(self) -> list[TestVariant]:
         """Every test set as scored, sweeps expanded."""
@@ -1698,7 +1716,7 @@ class StudyRunner:
                     predictions[(job.model.name, job.source.name, v.name, k)] = pred
                 self.progress("scored", 1)
             if job.seed == first_seed and (job.k is None or job.k == s.plot_k) and variants:
-                plain = [v for v in variants if v.perturb.key is None] or variants
+                plain = s.plain_variants() or variants
                 rec = self.throughput(trained, plain[0])
                 if rec is not None and not any(r.model == rec.model and r.source == rec.source for r in throughput):
                     throughput.append(rec)

@@ -287,7 +287,9 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     for name in ("report.md", "report.html", "metrics.json", "runs.csv", "summary.csv", "per_class.csv",
                  "throughput.csv", "datasets.csv"):
         assert (out / name).is_file() and (out / name).stat().st_size > 100, name
-    for name in ("accuracy_vs_k", "confusion_real", "embedding_real", "pr_real", "sweep_heldout"):
+    # a swept test is also drawn, and tabulated per class, at its unperturbed point
+    for name in ("accuracy_vs_k", "confusion_real", "embedding_real", "pr_real", "sweep_heldout",
+                 "confusion_heldout_missing_0", "embedding_heldout_missing_0", "pr_heldout_missing_0"):
         w, h = _is_png(out / "plots" / f"{name}.png")
         assert w > 300 and h > 200
     assert len(list((out / "cache" / "data").glob("*.h5"))) == 2  # the two simulated datasets, cached
@@ -345,7 +347,10 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     assert {row["structure"] for row in per if row["class"] in ("single", "multi")} == {"spheroid-22nm"}
     assert {row["structure"] for row in per if row["class"] == "no_hit"} == {"(none)"}
     html = (out / "report.html").read_text()
-    assert html.count("<img ") == 5 and "<table>" in html
+    assert html.count("<img ") == 8 and "<table>" in html
+    per_class_md = md.split("## Per-class precision and recall")[1].split("## Per particle")[0]
+    assert "| cnn | sim | heldout [missing 0] | single |" in per_class_md
+    assert "heldout [missing 0.5]" not in per_class_md and "| lr | real | real | multi |" in per_class_md
     tp = list(csv.DictReader(open(out / "throughput.csv")))
     assert {row["model"] for row in tp} == {"siamese", "siamese-knn", "cnn", "lr"}
     assert all(float(r["shots_per_s"]) > 0 for r in tp)
