@@ -278,6 +278,11 @@ def _seeds(results: StudyResults) -> str:
     return f"{n} seed{'' if n == 1 else 's'}"
 
 
+def _spread_note(results: StudyResults) -> str:
+    """How the plotted points were made: "mean ± sd over 3 seeds", or "one seed, no spread"."""
+    return "one seed, no spread" if len(results.study.seeds) == 1 else f"mean ± sd over {_seeds(results)}"
+
+
 def _label(model: str, source: str) -> str:
     return f"{model} · {source}"
 
@@ -331,7 +336,7 @@ def _plot_accuracy_vs_k(results: StudyResults, summary: list[dict], styles: dict
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     _legend_outside(fig, list(axes.flat), styles)
-    fig.suptitle(f"{results.study.name}: accuracy against k (mean ± sd over {_seeds(results)})",
+    fig.suptitle(f"{results.study.name}: accuracy against k ({_spread_note(results)})",
                  fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -396,7 +401,8 @@ def _plot_confusion(results: StudyResults, test: str, styles: dict, path: Path) 
         ax.set_title(f"{_label(model, source)}{kk}\naccuracy {acc.format()}", fontsize=9)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.suptitle(f"confusion matrices on {test} (summed over {_seeds(results)})", fontsize=10)
+    seeds = "one seed" if len(results.study.seeds) == 1 else f"summed over {_seeds(results)}"
+    fig.suptitle(f"confusion matrices on {test} ({seeds})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -543,7 +549,7 @@ def _plot_sweep(results: StudyResults, summary: list[dict], test_base: str, styl
     ax.axhline(1.0 / len(results.classes), color="0.55", ls=":", lw=1)
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("accuracy")
-    ax.set_title(f"robustness on {test_base} (mean ± sd over {_seeds(results)})", fontsize=10)
+    ax.set_title(f"robustness on {test_base} ({_spread_note(results)})", fontsize=10)
     ax.grid(True, alpha=0.3)
     _legend_outside(fig, [ax], styles)
     fig.tight_layout()
