@@ -3,7 +3,7 @@
 One thread per pixel, the same arithmetic as the CPU kernels (cubic B-spline or trilinear, phase of
 the particle centre restored). The grid is copied to the device once per volume and kept there
 (:class:`~spisim.scattering.volume.ReciprocalVolume` caches it); the pixel q may stay there as well (a
-device array in, a device array out), so that a simulator on the GPU moves nothing but the rotation per shot.
+device array in, a device array out), so that per particle only its rotation and centre go to the device.
 """
 
 from __future__ import annotations
