@@ -117,6 +117,7 @@ def classify_file(
     *,
     rule: str = "mean",
     threshold: float | None = None,
+    min_ratio: float | None = None,
     output: str | Path | None = None,
     batch_size: int = 256,
     truth_labels: str | Path | None = None,
@@ -126,12 +127,14 @@ def classify_file(
     """Classify every shot of ``path`` against ``support``; write ``output`` CSV when given.
 
     The CSV has one row per shot: ``index,label,distance_<class>...`` (squared embedding distances under
-    the rule), plus ``truth`` where the file has labels (or ``truth_labels`` is given).
+    the rule), plus ``truth`` where the file has labels (or ``truth_labels`` is given). ``threshold`` and
+    ``min_ratio`` answer "unknown" as in :class:`spinet.fewshot.FewShotClassifier`.
     """
-    clf = FewShotClassifier(support.embeddings, support.classes, support.class_names, rule, threshold)
+    clf = FewShotClassifier(support.embeddings, support.classes, support.class_names, rule, threshold,
+                            min_ratio=min_ratio)
     names = support.class_names
     counts = {n: 0 for n in names}
-    if threshold is not None:
+    if threshold is not None or (min_ratio is not None and min_ratio > 1):
         counts[UNKNOWN] = 0
     with CXIReader(path) as reader:
         truth: dict[int, str] | None = None

@@ -514,8 +514,9 @@ def _plot_pr(results: StudyResults, test: str, styles: dict, path: Path) -> tupl
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path, ("Single-hit precision against recall as the threshold on each model's single-hit score moves "
-                  "(probability of single for the baselines, distance margin for the Siamese models), one panel per "
-                  "training source; dots: the operating point of the class predictions; AP: average precision.")
+                  "(probability of single for the baselines; for the Siamese models ln(d_other / d_single), the "
+                  "log ratio of the distances to the nearest other class and to single), one panel per training "
+                  "source; dots: the operating point of the class predictions; AP: average precision.")
 
 
 def _plot_sweep(results: StudyResults, summary: list[dict], test_base: str, styles: dict,

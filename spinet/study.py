@@ -200,6 +200,8 @@ class ModelSpec:
         sources: names of the training sources this model is trained on; None: all.
         embedding: siamese: name of an earlier siamese model whose trained networks this one scores with its
             own rule (nothing is trained; sources, config and augmentation are that model's); None: its own.
+        min_ratio: siamese: the ratio test (≥ 1): a shot is answered "unknown" unless its second-nearest class
+            is at least this many times as far (squared distance) as the nearest; None: no test.
     """
 
     name: str
@@ -209,6 +211,7 @@ class ModelSpec:
     augment: dict = field(default_factory=dict)
     sources: list[str] | None = None
     embedding: str | None = None
+    min_ratio: float | None = None
 
     @property
     def fewshot(self) -> bool:
@@ -326,7 +329,7 @@ _DATASET_KEYS = ("path", "labels", "simulate", "shots", "seed", "overrides", "te
                  "max_shots", "rename")
 _COMPONENT_KEYS = ("data", "per_class", "weight")
 _TEST_KEYS = ("data", "support", "sweep")
-_MODEL_KEYS = ("name", "kind", "config", "rule", "augment", "sources", "embedding")
+_MODEL_KEYS = ("name", "kind", "config", "rule", "augment", "sources", "embedding", "min_ratio")
 _HUMAN_KEYS = ("name", "results", "test")
 _NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 _PARAM = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -543,6 +546,10 @@ def _parse_model(d: Any, preprocess: PreprocessConfig, where: str) -> ModelSpec:
         m.rule = _str(d.get("rule", "mean"), f"{where}.rule")
         if m.rule not in RULES:
             raise ConfigError(f"{where}.rule must be one of {', '.join(RULES)}, got {m.rule!r}")
+        if d.get("min_ratio") is not None:
+            m.min_ratio = _float(d["min_ratio"], f"{where}.min_ratio")
+            if not m.min_ratio >= 1.0:
+                raise ConfigError(f"{where}.min_ratio must be >= 1 (1: no ratio test), got {m.min_ratio:g}")
         _check_keys(cfg, ("model", "loss", "train", "data"), f"{where}.config")
         for key in ("sources", "validation", "classes", "label", "val_fraction"):
             if key in (cfg.get("data") or {}):
@@ -555,8 +562,9 @@ def _parse_model(d: Any, preprocess: PreprocessConfig, where: str) -> ModelSpec:
         except ConfigError as exc:
             raise ConfigError(f"{where}.config: {exc}") from None
     else:
-        if "rule" in d:
-            raise ConfigError(f"{where}.rule applies to siamese models only")
+        for key in ("rule", "min_ratio"):
+            if key in d:
+                raise ConfigError(f"{where}.{key} applies to siamese models only")
         if kind in ("cnn", "resnet"):
             from .baselines import SupervisedConfig
 
@@ -1567,7 +1575,7 @@ class StudyRunner:
         classes = self.data.classes
         single = np.array([is_single_class(c) for c in classes], dtype=bool)
         if trained.kind == "siamese":
-            from .fewshot import FewShotClassifier, embed_images
+            from .fewshot import FewShotClassifier, embed_images, log_distance_ratio
 
             model = trained.obj.model
             qkey = ("emb", id(trained), v.name)
@@ -1585,14 +1593,15 @@ class StudyRunner:
             present = np.unique(s_cls)
             remap = {int(c): i for i, c in enumerate(present)}
             clf = FewShotClassifier(s_emb, torch.tensor([remap[int(c)] for c in s_cls]),
-                                    [classes[c] for c in present], rule=trained.job.model.rule)
+                                    [classes[c] for c in present], rule=trained.job.model.rule,
+                                    min_ratio=trained.job.model.min_ratio)
             pred_local, dist = clf.predict(q)
-            pred = present[pred_local.numpy()]
-            d = dist.numpy()
+            pl = pred_local.numpy()
+            pred = np.where(pl < 0, -1, present[np.maximum(pl, 0)])
             single_local = single[present]
             score = None
             if single_local.any() and (~single_local).any():
-                score = d[:, ~single_local].min(axis=1) - d[:, single_local].min(axis=1)
+                score = log_distance_ratio(dist.numpy(), single_local)
             prediction = Prediction(truth, pred, score, q.numpy(), s_emb.numpy(), s_cls)
         else:
             if trained.kind == "classical":

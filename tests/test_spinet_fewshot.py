@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from spinet.fewshot import FewShotClassifier, accuracy
+from spinet.fewshot import FewShotClassifier, accuracy, log_distance_ratio
 from spisim.errors import ConfigError
 
 
@@ -87,3 +88,37 @@ def test_unknown_threshold_and_errors():
         FewShotClassifier(torch.tensor(SUPPORT), torch.tensor(CLASSES), ["a", "b", "c"])
     with pytest.raises(ConfigError, match="rule"):
         FewShotClassifier(torch.tensor(SUPPORT), torch.tensor(CLASSES), ["a", "b"], "median")
+
+
+def test_ratio_test_by_hand():
+    # nearest rule on SUPPORT: query 0 (2, 0) is 0.25 from class 1 and 4 from class 0 (ratio 16); query 2
+    # (2.6, 0.1) is 0.02 from class 1 and 1.97 from class 0 (98.5); query 1 (-1, 0.5) is 1.25 from class 0
+    # and 12.34 from class 1 (9.872).
+    support, classes, q = torch.tensor(SUPPORT), torch.tensor(CLASSES), torch.tensor(QUERIES[:3])
+    plain, dist = FewShotClassifier(support, classes, ["a", "b"], "nearest").predict(q)
+    assert plain.tolist() == [1, 0, 1]
+    ratio = (dist.max(dim=1).values / dist.min(dim=1).values).tolist()
+    assert ratio == pytest.approx([16.0, 12.34 / 1.25, 98.5], rel=1e-4)
+    for r, want in ((1.0, [1, 0, 1]), (12.0, [1, -1, 1]), (20.0, [-1, -1, 1]), (100.0, [-1, -1, -1])):
+        pred, _ = FewShotClassifier(support, classes, ["a", "b"], "nearest", min_ratio=r).predict(q)
+        assert pred.tolist() == want, r
+    # with three classes the test compares the two nearest: a third class far away changes nothing
+    far = torch.cat([support, torch.tensor([[100.0, 100.0]])])
+    pred, _ = FewShotClassifier(far, torch.tensor([*CLASSES, 2]), ["a", "b", "c"], "nearest",
+                                min_ratio=12.0).predict(q)
+    assert pred.tolist() == [1, -1, 1]
+    with pytest.raises(ConfigError, match="min_ratio must be >= 1"):
+        FewShotClassifier(support, classes, ["a", "b"], "nearest", min_ratio=0.5)
+
+
+def test_log_distance_ratio():
+    d = np.array([[4.0, 1.0, 2.0], [1.0, 3.0, 9.0], [0.0, 0.0, 5.0]])
+    positive = np.array([False, True, False])
+    got = log_distance_ratio(d, positive)
+    assert got[0] == pytest.approx(np.log(2.0 / 1.0))  # nearest negative 2, positive 1
+    assert got[1] == pytest.approx(np.log(1.0 / 3.0))  # a negative class nearest: < 0
+    assert np.isfinite(got[2]) and got[2] == pytest.approx(0.0)  # both zero: floored, a tie
+    # scale-free: the same ranking whatever the units of the embedding distances
+    assert log_distance_ratio(7.5 * d, positive) == pytest.approx(got)
+    with pytest.raises(ValueError, match="positive and one negative"):
+        log_distance_ratio(d, np.ones(3, dtype=bool))

@@ -297,6 +297,14 @@ def test_cli_train_classify_bench(files, tmp_path):
     assert res.exit_code == 0, res.output
     assert "accuracy against the labels" in res.output and "unknown" in res.output
     assert len(pred.read_text().splitlines()) == 61
+    res = runner.invoke(spi, ["classify", str(out / "best.pt"), str(files["test"]), "--support-from",
+                              str(files["train"]), "-k", "3", "--rule", "nearest", "--min-ratio", "1e9",
+                              "-o", str(pred)])
+    assert res.exit_code == 0, res.output
+    assert {row.split(",")[1] for row in pred.read_text().splitlines()[1:]} == {"unknown"}  # nothing that sure
+    res = runner.invoke(spi, ["classify", str(out / "best.pt"), str(files["test"]), "--support-from",
+                              str(files["train"]), "-k", "3", "--min-ratio", "0.5"])
+    assert res.exit_code == 2 and "--min-ratio" in res.output
     res = runner.invoke(spi, ["classify", str(out / "best.pt"), str(files["test"])])
     assert res.exit_code != 0 and "--support" in res.output
     res = runner.invoke(spi, ["train", "--data", str(files["train"]), "--out", str(out)])

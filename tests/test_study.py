@@ -102,6 +102,8 @@ def _study(tmp: Path) -> dict:
                               "sweep": {"missing_fraction": [0, 0.5]}}},
         "models": [{"name": "siamese", "kind": "siamese", "config": siamese_cfg},
                    {"name": "siamese-knn", "kind": "siamese", "rule": "knn", "embedding": "siamese"},
+                   {"name": "siamese-sure", "kind": "siamese", "rule": "knn", "embedding": "siamese",
+                    "min_ratio": 1.5},
                    {"name": "cnn", "kind": "cnn", "config": {"epochs": 1, "batches_per_epoch": 3, "m_per_class": 3,
                                                              "channels": [4, 8, 8], "hidden": 16}},
                    {"name": "lr", "kind": "classical", "config": {"n_rings": 8}}],
@@ -173,6 +175,8 @@ def test_a_valid_study_parses(base):
     (lambda r: r["models"].append({"name": "k", "kind": "siamese", "embedding": "siamese", "config": {"x": 1}}),
      r"a model with embedding takes the config of that model"),
     (lambda r: r["models"][0].update(rule="median"), r"rule must be one of mean, prototype, nearest, knn"),
+    (lambda r: r["models"][0].update(min_ratio=0.9), r"models\[0\].min_ratio must be >= 1"),
+    (lambda r: r["models"][1].update(min_ratio=2), r"models\[1\].min_ratio applies to siamese models only"),
 ])
 def test_mistakes_are_named(base, change, match):
     tmp, raw = base
@@ -276,7 +280,7 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
 
     dry = CliRunner().invoke(command, [*args, "--dry-run"])
     assert dry.exit_code == 0, dry.output
-    assert "4 models × 3 training sources × 2 seeds" in dry.output
+    assert "5 models × 3 training sources × 2 seeds" in dry.output
     assert "24 trainings" in dry.output and not out.exists()  # siamese-knn reuses the siamese networks
     assert "model siamese-knn: the networks of siamese, rule knn" in dry.output
 
@@ -299,7 +303,7 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     runs = doc["runs"]
     # planned: seeds 2 × [siamese: (sim, real) × 3 test variants × 2 k + real+sim: 2 k × 3 variants;
     #                     cnn, lr: (sim, real) × 3 variants + real+sim 2 k × 3 variants]
-    assert len(runs) == 2 * 2 * (2 * 3 * 2 + 2 * 3) + 2 * 2 * (2 * 3 + 2 * 3)
+    assert len(runs) == 2 * 3 * (2 * 3 * 2 + 2 * 3) + 2 * 2 * (2 * 3 + 2 * 3)
     # siamese-knn scores the siamese networks: same training, and with one support per class every rule agrees
     by_key = {(r["model"], r["source"], r["test"], r["k"], r["seed"]): r for r in runs}
     for key, r in by_key.items():
@@ -308,6 +312,13 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
             assert r["train_seconds"] == twin["train_seconds"] and r["n_train"] == twin["n_train"]
             if r["k"] == 1:
                 assert r["accuracy"] == twin["accuracy"]
+        if key[0] == "siamese-sure":  # the ratio test only moves shots of siamese-knn to "unknown"
+            twin, cm = by_key[("siamese-knn", *key[1:])], np.array(r["confusion"])
+            cm_twin = np.array(twin["confusion"])
+            assert (cm[:, :4] <= cm_twin[:, :4]).all() and (cm.sum(axis=1) == cm_twin.sum(axis=1)).all()
+            assert cm[:, 4].sum() == cm_twin[:, :4].sum() - cm[:, :4].sum() and cm_twin[:, 4].sum() == 0
+            assert r["single_recall_at_98"] == twin["single_recall_at_98"]  # the same single-hit score
+    assert sum(np.array(r["confusion"])[:, 4].sum() for r in runs if r["model"] == "siamese-sure") > 0
     ds = {(d["dataset"], d["part"]): d for d in doc["datasets"]}
     assert {r["n_test"] for r in runs if r["test"] == "real"} == {ds[("real", "test")]["shots"]}
     assert {r["n_test"] for r in runs if r["test_base"] == "heldout"} == {ds[("heldout", "test")]["shots"]}
@@ -352,7 +363,7 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     assert "| cnn | sim | heldout [missing 0] | single |" in per_class_md
     assert "heldout [missing 0.5]" not in per_class_md and "| lr | real | real | multi |" in per_class_md
     tp = list(csv.DictReader(open(out / "throughput.csv")))
-    assert {row["model"] for row in tp} == {"siamese", "siamese-knn", "cnn", "lr"}
+    assert {row["model"] for row in tp} == {"siamese", "siamese-knn", "siamese-sure", "cnn", "lr"}
     assert all(float(r["shots_per_s"]) > 0 for r in tp)
 
     # a second run reuses the cache: same numbers, no training, also after the report folder was moved
