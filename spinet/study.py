@@ -1416,7 +1416,10 @@ class StudyRunner:
             parts.append([_file_id(self.data.file(name), self.data.folder), _hash(lab.indices[pos].tolist()),
                           _hash(lab.classes[pos].tolist()), w])
         vparts = [[name, _hash(self.data.labelled(name).indices[pos].tolist())] for name, pos in val]
-        model = {k: v for k, v in job.model.__dict__.items() if not (k == "embedding" and v is None)}
+        # min_ratio only changes how predictions are read, never training: left out, as an unset embedding is,
+        # so that models trained before these keys existed keep their cache entries
+        model = {k: v for k, v in job.model.__dict__.items()
+                 if not (k == "embedding" and v is None) and k != "min_ratio"}
         return _hash({"model": model, "seed": job.seed, "k": job.k, "train": parts, "val": vparts,
                       "classes": self.data.classes, "preprocess": s.preprocess.__dict__, "augment": s.augment.__dict__,
                       "version": _version()}, 16)

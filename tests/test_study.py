@@ -141,6 +141,13 @@ def test_a_valid_study_parses(base):
     runner = StudyRunner(s, tmp / "out")
     assert len(runner.jobs()) == 3
     assert [len(runner.evaluations(j)) for j in runner.jobs()] == [4, 1, 1]  # siamese: one per k
+    # a model's cache key follows what changes its training: the rule (it validates with it), not the ratio test
+    job = runner.jobs()[0]
+    key = runner._cache_key(job, [], [])
+    job.model.min_ratio = 12.0
+    assert runner._cache_key(job, [], []) == key
+    job.model.rule = "knn"
+    assert runner._cache_key(job, [], []) != key
 
 
 @pytest.mark.parametrize("change, match", [
