@@ -88,6 +88,7 @@ class ClassificationMetrics:
             e.g. no single class among the names).
         confusion: (C, C + 1) counts, last column "unknown".
         class_names: the C names, in id order.
+        answered: share of shots given a class (1 − the share answered "unknown").
     """
 
     n: int
@@ -101,6 +102,7 @@ class ClassificationMetrics:
     single_recall: float
     confusion: list[list[int]]
     class_names: list[str]
+    answered: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (NaN becomes None)."""
@@ -154,6 +156,7 @@ def classification_metrics(truth: Any, pred: Any, class_names: Sequence[str]) ->
         single_recall=s_rec,
         confusion=cm.tolist(),
         class_names=names,
+        answered=_div(cm[:, :c].sum(), n),
     )
 
 

@@ -56,8 +56,8 @@ def summarize(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
     """Mean ± spread over seeds per (model, source, test, k), in the order the runs were made.
 
     Each row: model, kind, source, test, test_base, sweep_key, sweep_value, k, seeds, n_test, and for
-    accuracy, macro_f1, single_precision, single_recall, single_recall_at_98 a :class:`spinet.metrics.Spread`
-    (the last over the seeds whose predictions have a single-hit score).
+    accuracy, macro_f1, single_precision, single_recall, answered, single_recall_at_98 a
+    :class:`spinet.metrics.Spread` (the last over the seeds whose predictions have a single-hit score).
     """
     rows = []
     for (model, source, test, k), rs in _group(records).items():
@@ -65,7 +65,7 @@ def summarize(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"model": model, "kind": r0.kind, "source": source, "test": test,
                                "test_base": r0.test_base, "sweep_key": r0.sweep_key, "sweep_value": r0.sweep_value,
                                "k": k, "seeds": len(rs), "n_test": r0.metrics.n}
-        for key in ("accuracy", "macro_f1", "single_precision", "single_recall"):
+        for key in ("accuracy", "macro_f1", "single_precision", "single_recall", "answered"):
             row[key] = spread([getattr(r.metrics, key) for r in rs])
         row["single_recall_at_98"] = spread([r.single_recall_at_98 for r in rs])
         rows.append(row)
@@ -621,11 +621,18 @@ def _blocks(results: StudyResults, summary: list[dict], per_class: list[dict], f
     b.append(("p", "Accuracy, macro F1 and single-hit precision and recall of every model (k: supports per class for "
                    "the Siamese models, or shots per class of the training source; — where k does not apply)."
               + human))
+    # "answered" (shots given a class) only where some model may answer "unknown" (min_ratio)
+    unknowns = any(m.min_ratio is not None for m in results.study.models)
+    if unknowns:
+        b.append(("p", "Answered: the share of shots given a class; a model with a ratio test (min_ratio) "
+                       "answers \"unknown\" where it is unsure, which counts as wrong in the accuracy and is never a "
+                       "single-hit prediction, so its single precision is that of the shots it keeps."))
     b.append(("table", ["model", "training", "test", "k", "accuracy", "macro F1", "single precision",
-                        "single recall", "seeds"],
+                        "single recall", *(["answered"] if unknowns else []), "seeds"],
               [[r["model"], r["source"], r["test"], _fmt_k(r["k"]), r["accuracy"].format(percent=True),
                 r["macro_f1"].format(), r["single_precision"].format(percent=True),
-                r["single_recall"].format(percent=True), str(r["seeds"])] for r in summary]))
+                r["single_recall"].format(percent=True),
+                *([r["answered"].format(percent=True)] if unknowns else []), str(r["seeds"])] for r in summary]))
     targets = _targets(results, summary)
     if targets:
         b.append(("h2", "Targets"))

@@ -1226,7 +1226,7 @@ class RunRecord:
                "k": self.k, "seed": self.seed, "n_test": m.n, "n_train": self.n_train,
                "train_seconds": round(self.train_seconds, 3), "accuracy": m.accuracy, "macro_f1": m.macro_f1,
                "single_precision": m.single_precision, "single_recall": m.single_recall,
-               "single_recall_at_98": self.single_recall_at_98}
+               "single_recall_at_98": self.single_recall_at_98, "answered": m.answered}
         for c in m.class_names:
             out[f"precision[{c}]"] = m.precision[c]
             out[f"recall[{c}]"] = m.recall[c]

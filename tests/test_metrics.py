@@ -67,6 +67,7 @@ def test_metrics_by_hand():
     assert m.single_recall == pytest.approx(2 / 3)
     assert m.support == {"no_hit": 3, "single": 3, "multi": 2, "unintended": 2}
     assert m.confusion[3][4] == 1  # the unknown
+    assert m.answered == pytest.approx(0.9)
 
 
 def test_undefined_precision_is_nan_and_f1_zero():

@@ -326,6 +326,9 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
             assert cm[:, 4].sum() == cm_twin[:, :4].sum() - cm[:, :4].sum() and cm_twin[:, 4].sum() == 0
             assert r["single_recall_at_98"] == twin["single_recall_at_98"]  # the same single-hit score
     assert sum(np.array(r["confusion"])[:, 4].sum() for r in runs if r["model"] == "siamese-sure") > 0
+    for r in runs:  # the share answered is what the confusion matrix says
+        cm = np.array(r["confusion"])
+        assert r["answered"] == pytest.approx(cm[:, :4].sum() / cm.sum())
     ds = {(d["dataset"], d["part"]): d for d in doc["datasets"]}
     assert {r["n_test"] for r in runs if r["test"] == "real"} == {ds[("real", "test")]["shots"]}
     assert {r["n_test"] for r in runs if r["test_base"] == "heldout"} == {ds[("heldout", "test")]["shots"]}
@@ -348,7 +351,7 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     assert {row["source"] for row in summary} == {"sim", "real", "real+sim"}
     assert all(int(row["seeds"]) == 2 for row in summary)
     md = (out / "report.md").read_text()
-    for heading in ("## Datasets", "## Results", "## Targets", "| single recall at 98 % precision |",
+    for heading in ("## Datasets", "## Results", "## Targets", "| single recall at 98 % precision |", "| answered |",
                     "## Per particle", "## Inference speed", "## Figures", "plots/accuracy_vs_k.png"):
         assert heading in md
     # per particle: the unperturbed point of the simulated held-out test, every scored shot counted once per seed
