@@ -487,13 +487,15 @@ def _plot_pr(results: StudyResults, test: str, styles: dict, path: Path) -> tupl
     fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4.2), squeeze=False, sharey=True)
     single = np.array([is_single_class(c) for c in results.classes])
     low = min(float(c.precision.min()) for _, _, c in curves)
+    # a ratio-test model ranks shots as its rule does, so its curve lies on that rule's: dashed, to show both
+    ratio_test = {m.name for m in results.study.models if m.min_ratio is not None}
     for ax, source in zip(axes.flat, sources, strict=True):
         for (model, src), p, curve in curves:
             if src != source:
                 continue
             st = styles.get((model, src), {})
             ax.step(curve.recall, curve.precision, where="post", color=st.get("color"), lw=1.6,
-                    label=f"{model} (AP {curve.average_precision:.3f})")
+                    ls="--" if model in ratio_test else "-", label=f"{model} (AP {curve.average_precision:.3f})")
             t = single[p.truth]
             pr = (p.pred >= 0) & single[np.clip(p.pred, 0, None)]
             if pr.any() and t.any():
@@ -516,7 +518,8 @@ def _plot_pr(results: StudyResults, test: str, styles: dict, path: Path) -> tupl
     return path, ("Single-hit precision against recall as the threshold on each model's single-hit score moves "
                   "(probability of single for the baselines; for the Siamese models ln(d_other / d_single), the "
                   "log ratio of the distances to the nearest other class and to single), one panel per training "
-                  "source; dots: the operating point of the class predictions; AP: average precision.")
+                  "source; dots: the operating point of the class predictions (dashed: a model with a ratio test, "
+                  "whose curve is its rule's and whose dot is where the test keeps it); AP: average precision.")
 
 
 def _plot_sweep(results: StudyResults, summary: list[dict], test_base: str, styles: dict,
