@@ -1417,7 +1417,7 @@ class StudyRunner:
                           _hash(lab.classes[pos].tolist()), w])
         vparts = [[name, _hash(self.data.labelled(name).indices[pos].tolist())] for name, pos in val]
         # min_ratio only changes how predictions are read, never training: left out, as an unset embedding is,
-        # so that models trained before these keys existed keep their cache entries
+        # so that models trained before this key existed keep their cache entries
         model = {k: v for k, v in job.model.__dict__.items()
                  if not (k == "embedding" and v is None) and k != "min_ratio"}
         return _hash({"model": model, "seed": job.seed, "k": job.k, "train": parts, "val": vparts,
@@ -1654,7 +1654,8 @@ class StudyRunner:
                 pick = spos[pick_per_class(slab.classes[spos], self.study.plot_k, 0)]
                 s_emb = embed_images(model, self.data.images(v.spec.support.dataset, pick), device=self.device)
                 present, s_cls = np.unique(slab.classes[pick], return_inverse=True)
-                clf = FewShotClassifier(s_emb.to(self.device), torch.from_numpy(s_cls), [str(c) for c in present])
+                clf = FewShotClassifier(s_emb.to(self.device), torch.from_numpy(s_cls), [str(c) for c in present],
+                                        rule=trained.job.model.rule, min_ratio=trained.job.model.min_ratio)
                 net = model
             else:
                 net = trained.obj.net
