@@ -21,6 +21,12 @@ from .errors import InputFileError
 HIT_TYPES: tuple[str, ...] = ("no_hit", "single", "multi", "unintended")
 """Class names in code order: ``HIT_TYPES[code]``."""
 
+NOT_SINGLE = "not_single"
+"""Class of a shot labelled only as "not a single hit" (a run labelled single vs rest)."""
+
+LABEL_CLASSES: tuple[str, ...] = (*HIT_TYPES, NOT_SINGLE)
+"""Every class name a label may carry: the four hit types, then :data:`NOT_SINGLE`."""
+
 DATA_PATH = "/entry_1/data_1/data"
 DETECTOR_PATH = "/entry_1/instrument_1/detector_1"
 SOURCE_PATH = "/entry_1/instrument_1/source_1"

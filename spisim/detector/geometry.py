@@ -23,6 +23,9 @@ from .assemble import AssemblyMap, build_assembly_map
 from .panels import Panel
 from .solid_angle import grid_solid_angles
 
+CXI_SUFFIXES: tuple[str, ...] = (".cxi", ".h5", ".hdf5", ".hdf", ".nxs")
+"""File suffixes read as CXI/HDF5 files by :meth:`Detector.load`."""
+
 POLARIZATION_KINDS: tuple[str, ...] = ("horizontal", "vertical", "none")
 """Polarisation of the incident beam understood by :meth:`Detector.polarization_factor`."""
 
@@ -309,6 +312,18 @@ class Detector:
             raise ConfigError(f"detector distance must be a positive length in metres, got {distance_m!r}")
         return self.shifted(0.0, 0.0, d - self.distance)
 
+    def binned(self, n: int) -> Detector:
+        """A copy with ``n × n`` pixels joined into one (pitch × n; see :mod:`.binning`)."""
+        from .binning import binned_detector
+
+        return binned_detector(self, n)
+
+    def subdivided(self, n: int) -> Detector:
+        """A copy with every pixel split into ``n × n`` pixels of 1/n the pitch (see :mod:`.binning`)."""
+        from .binning import subdivided_detector
+
+        return subdivided_detector(self, n)
+
     def rotated(self, matrix: np.ndarray, centre: Sequence[float] = (0.0, 0.0, 0.0)) -> Detector:
         """A copy rotated by the (3, 3) ``matrix`` about ``centre`` (3,) m (see :mod:`.panels` helpers)."""
         m = np.asarray(matrix, dtype=np.float64)
@@ -397,6 +412,17 @@ class Detector:
         return cls(geom.panels, geom.shape, mask=geom.mask, name=Path(path).name, metadata=geom.metadata)
 
     @classmethod
+    def from_cxi(cls, path: str | Path) -> Detector:
+        """The detector of a CXI/HDF5 file: tiles fitted to its ``pixel_position``, with its ``mask``.
+
+        Files written by ``spi simulate`` and ``spi import`` qualify (see :mod:`spisim.detector.pixelgrid`).
+        """
+        from .pixelgrid import read_cxi_geometry
+
+        geom = read_cxi_geometry(path)
+        return cls(geom.panels, geom.shape, mask=geom.mask, name=Path(path).name, metadata=geom.metadata)
+
+    @classmethod
     def from_extra_geom(cls, geom: Any, distance_m: float, *, name: str | None = None) -> Detector:
         """Convert an EXtra-geom geometry object (z of its tiles + ``distance_m``) into a Detector."""
         from .presets import panels_from_extra_geom
@@ -406,7 +432,8 @@ class Detector:
 
     @classmethod
     def load(cls, path: str | Path, *, clen_m: float | None = None) -> Detector:
-        """Read a geometry file, choosing the reader by suffix: ``.geom`` (CrystFEL) or ``.data`` (psana).
+        """Read a geometry file, choosing the reader by suffix: ``.geom`` (CrystFEL), ``.data`` (psana), or
+        ``.h5``/``.cxi``/``.hdf5`` (the pixel positions and mask of a CXI file, :meth:`from_cxi`).
 
         Args:
             path: the file.
@@ -426,8 +453,13 @@ class Detector:
             if clen_m is not None:
                 raise ConfigError("clen_m applies to CrystFEL .geom files; psana files give the distance themselves")
             return cls.from_psana(path)
+        if suffix in CXI_SUFFIXES:
+            if clen_m is not None:
+                raise ConfigError("clen_m applies to CrystFEL .geom files; a CXI file gives the pixel positions")
+            return cls.from_cxi(path)
         raise ConfigError(
-            f"unknown geometry file type {path.suffix!r} for {path}: expected .geom (CrystFEL) or .data (psana)"
+            f"unknown geometry file type {path.suffix!r} for {path}: expected .geom (CrystFEL), .data (psana) "
+            "or a CXI/HDF5 file (.cxi, .h5)"
         )
 
     @classmethod
