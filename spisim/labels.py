@@ -36,9 +36,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import h5py
 import numpy as np
 
-from .cxi import HIT_TYPES
+from .cxi import HIT_TYPES, LABELS_PATH
 from .errors import InputFileError
 
 HEADER: tuple[str, str, str] = ("index", "label", "time")
@@ -369,3 +370,75 @@ def save_game_report(report: dict, labels_path: str | Path, extra: dict | None =
         w.writerow([name, c["support"], *fmt, *row])
     _atomic_write(csv_path, buf.getvalue())
     return json_path, csv_path
+
+
+# ------------------------------------------------------------------------------------------------ label files
+
+
+def read_label_file(path: str | Path, n_shots: int | None = None) -> dict[int, str]:
+    """Labels by name from a label file: ``{shot index: class name}``.
+
+    Formats: CSV ``index,label`` (a header line is optional; later rows of an index win), the
+    ``index,label,time`` logs of ``spi label`` (replayed with their undos), or HDF5 with datasets
+    ``index`` (int) and ``label`` (strings), or a CXI file's ``/entry_1/labels/hit_type`` (−1 = none).
+
+    Args:
+        path: the label file.
+        n_shots: when given, indices must lie in [0, n_shots).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"no such label file: {path}")
+    if h5py.is_hdf5(path):
+        labels = _hdf5_labels(path)
+    else:
+        labels = _csv_labels(path)
+    if n_shots is not None:
+        bad = [i for i in labels if not 0 <= i < n_shots]
+        if bad:
+            raise InputFileError(f"{path}: shot index {bad[0]} is out of range for a dataset of {n_shots} shots")
+    return labels
+
+
+def _csv_labels(path: Path) -> dict[int, str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"cannot read label file {path}: {exc}") from None
+    rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise InputFileError(f"label file {path} is empty")
+    header = [c.strip().lower() for c in rows[0]]
+    if header[:3] == ["index", "label", "time"]:
+        names = sorted({r[1].strip() for r in rows[1:] if len(r) > 1 and r[1].strip() != UNDO})
+        return read_labels(path, class_names=names or ["none"])
+    if header[:2] == ["index", "label"]:
+        rows = rows[1:]
+    out: dict[int, str] = {}
+    for lineno, r in enumerate(rows, start=1):
+        if len(r) < 2:
+            raise InputFileError(f"{path}: line {lineno} is not 'index,label': {','.join(r)!r}")
+        idx, label = r[0].strip(), r[1].strip()
+        if not idx.isdigit():
+            raise InputFileError(f"{path}: line {lineno}: shot index {idx!r} is not a non-negative integer")
+        if not label:
+            raise InputFileError(f"{path}: line {lineno}: empty label")
+        out[int(idx)] = label
+    return out
+
+
+def _hdf5_labels(path: Path) -> dict[int, str]:
+    with h5py.File(path, "r") as f:
+        if "label" in f and "index" in f:
+            idx = np.asarray(f["index"][()], dtype=np.int64).reshape(-1)
+            raw = f["label"][()]
+            names = [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(raw).reshape(-1)]
+            if len(names) != len(idx):
+                raise InputFileError(f"{path}: 'index' and 'label' have different lengths")
+            return {int(i): n for i, n in zip(idx, names, strict=True)}
+        key = f"{LABELS_PATH}/hit_type"
+        if key in f:
+            codes = np.asarray(f[key][()], dtype=np.int64)
+            names = json.loads(f[key].attrs.get("names", json.dumps(list(HIT_TYPES))))
+            return {int(i): names[c] for i, c in enumerate(codes) if c >= 0}
+    raise InputFileError(f"{path}: an HDF5 label file needs datasets 'index' and 'label' (or {key})")
