@@ -473,3 +473,38 @@ def test_aggregate_multi_hits_with_their_own_sizes():
         parse_manifest(text.replace("placement: aggregate, ", ""))
     with pytest.raises(ConfigError, match=r"multi.overlap must be <= 0.9"):
         parse_manifest(text.replace("overlap: 0.5", "overlap: 0.95"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the GPU paths
+
+
+def test_deformed_atomistic_body_on_the_cuda_slicer_matches_the_cpu():
+    """The numba.cuda slicer (the CUDA simulator in the tests) at deformed q gives the CPU's amplitudes."""
+    atoms = make_particle({"shape": "sphere", "radius_nm": 1.0, "model": "atoms", "hydrogens": False})
+    q = _random_q(40, 0.1, seed=4)
+    rot = quaternion_to_matrix(random_quaternions(1, np.random.default_rng(1))[0])
+    cpu = AtomicBody(atoms, "g", 1600.0, 0.1 * 1.3, method="fast", device="cpu")
+    gpu = AtomicBody(atoms, "g", 1600.0, 0.1 * 1.3, method="fast", device="cuda")
+    want = deformed_amplitude(cpu, q, rot, 1.1, 1.15)
+    np.testing.assert_allclose(deformed_amplitude(gpu, q, rot, 1.1, 1.15), want, rtol=1e-9, atol=1e-9 * abs(want).max())
+
+
+@pytest.mark.gpu
+def test_gpu_pipeline_with_the_realism_keys_matches_the_cpu(tmp_path):
+    """CuPy path: oversampling (reshape + sum on the device), binning, size spread, core-shell, aggregates and a
+    template background give the CPU's expected photons (noise off)."""
+    np.save(tmp_path / "bg.npy", np.random.default_rng(0).uniform(0, 1, (1, 12, 12)))
+    text = (BEAM + "detector: {preset: square, n_pixels: 24, pixel_size: 400 um, distance: 0.12 m, bin: 2, "
+            "oversample: 3}\nparticles: [{name: c, shape: shell, radius: 30 nm, thickness: 5 nm, core_density: 0.4, "
+            "size_sd: 0.1, aspect_sd: 0.1}, {name: a, shape: spheroid, radius: 3 nm, polar_radius: 4 nm, "
+            "model: atoms, size_sd: 0.05}]\nhits: {single: 1, multi: 1}\nmulti: {placement: aggregate}\n"
+            "noise: {poisson: false, background: {kind: template, template: bg.npy, jitter: 0.2}}\n")
+    cpu = Simulator(parse_manifest(text, base_dir=tmp_path), "cpu")
+    gpu = Simulator(parse_manifest(text, base_dir=tmp_path), "cuda")
+    for i in range(8):
+        a, la = cpu.shot(i)
+        b, lb = gpu.shot(i)
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * max(a.max(), 1))
+        assert la.total_photons == pytest.approx(lb.total_photons, rel=1e-6)
+        np.testing.assert_array_equal(la.scale, lb.scale)
