@@ -916,6 +916,7 @@ class DataRegistry:
         self._structures: dict[str, np.ndarray | None] = {}
         self._geometry: dict[Path, Geometry] = {}
         self._images: dict[tuple, tuple[torch.Tensor, np.ndarray]] = {}
+        self._has_data: dict[tuple, np.ndarray] = {}
         self._features: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self.classes: list[str] = []
 
@@ -1125,12 +1126,22 @@ class DataRegistry:
                 with torch.no_grad():
                     x = torch.from_numpy(frames)
                     if weight is None:
-                        img = pre(x)
+                        raw, valid = pre.assemble_valid(x)
                     else:
-                        img = pre.normalise(*pre.assemble_weighted(x, torch.from_numpy(weight)))
+                        raw, valid = pre.assemble_weighted(x, torch.from_numpy(weight))
+                    img = pre.normalise(raw, valid)
                 store[torch.from_numpy(chunk)] = img
+                self._has_data.setdefault(key, np.ones(len(lab.indices), bool))[chunk] = (
+                    valid.flatten(1).any(dim=1).numpy())
                 done[chunk] = True
         return store[torch.from_numpy(np.asarray(positions, dtype=np.int64))]
+
+    def has_data(self, name: str, positions: np.ndarray, perturb: Perturbation | None = None) -> np.ndarray:
+        """(n,) bool: the shot has a finite unmasked pixel where the network looks (else it is invalid: never
+        given a class, never scored). Computed with the images."""
+        perturb = perturb or Perturbation()
+        self.images(name, positions, perturb)
+        return self._has_data[(name, perturb)][np.asarray(positions, dtype=np.int64)]
 
     def features(self, name: str, positions: np.ndarray, perturb: Perturbation, classifier: Any) -> np.ndarray:
         """Classical features (n, F) of labelled shots ``positions`` with ``classifier``'s ring edges."""
@@ -1381,6 +1392,8 @@ class StudyRunner:
         self.say = say or (lambda msg: None)
         self.fresh = fresh
         self.data = DataRegistry(study, self.cache, self.device, self.progress, self.say)
+        self.invalid: dict[str, int] = {}
+        """Test variant → shots left out of its scores because their frame has no finite pixel."""
 
     # -------------------------------------------------------------------------------- the plan
 
@@ -1702,6 +1715,10 @@ class StudyRunner:
         single / not_single every other answer counts as not_single."""
         name = v.spec.data.dataset
         pos = self._test_positions(v)
+        ok = self.data.has_data(name, pos, v.perturb)
+        if not ok.all():
+            self.invalid[v.name] = int((~ok).sum())
+            pos = pos[ok]
         truth = self.data.labelled(name).classes[pos]
         classes = self.data.classes
         single = np.array([is_single_class(c) for c in classes], dtype=bool)
@@ -1896,6 +1913,8 @@ class StudyRunner:
                 rec = self.throughput(trained, plain[0])
                 if rec is not None and not any(r.model == rec.model and r.source == rec.source for r in throughput):
                     throughput.append(rec)
+        for test, n_bad in self.invalid.items():
+            notes.append(f"test {test}: {n_bad} shots have no finite pixel where the models look: never scored")
         for key, rec in done.items():
             ks = asked[key]
             rec.k_asked = ks if ks != ([] if rec.k is None else [rec.k]) else []
