@@ -11,7 +11,10 @@ mistake raises :class:`spisim.errors.ConfigError` naming the key). :class:`Study
    **seed**, and cached in ``REPORT_DIR/cache/models``;
 3. every trained model is scored on every **test set** (with a few-shot support set of k shots per
    class drawn from the test set's ``support`` part for the Siamese models), including the variants of
-   a robustness ``sweep`` (fluence scale, missing detector area);
+   a robustness ``sweep`` (fluence scale, missing detector area). Scores are in the label space of the test
+   labels (single / not_single for a test labelled so, :mod:`spinet.labelspace`); support shots and frames
+   without a finite pixel are never scored; a k beyond what a pool's smallest class holds is drawn as that
+   class allows, recorded as the k really drawn (``RunRecord.k_asked`` keeps the asked values) and noted;
 4. human baselines (``human``: the results files of ``spi label --game``) become records of kind ``human``;
 5. the records go to :mod:`spinet.report`.
 
