@@ -197,11 +197,11 @@ class _ZmqLoop(Source):
     def run(self, feed: Feed, frame_shape: tuple[int, int, int]) -> None:
         import zmq
 
-        had_data = False
+        had_data = False  # data came at some point: a later silence is an outage
         while not feed.stop.is_set():
             conn = self._connect()
-            feed.stats.set_state(f"waiting for {self.endpoint}" if not had_data else f"reconnected to {self.endpoint}")
             silence = 0.0
+            fresh = True  # no data yet on this connection
             try:
                 while not feed.stop.is_set():
                     try:
@@ -213,15 +213,17 @@ class _ZmqLoop(Source):
                         feed.log(f"{self.endpoint}: {exc}; reconnecting")
                         break
                     if got:
-                        if not had_data or silence > 0:
+                        if silence > 0 or fresh:
                             feed.stats.set_state("receiving")
-                        had_data, silence = True, 0.0
+                        had_data, fresh, silence = True, False, 0.0
                         continue
                     silence += self.poll_s
+                    if fresh and silence == self.poll_s:
+                        feed.stats.set_state(f"waiting for {self.endpoint}")
                     if had_data and silence >= self.reconnect_s:
-                        feed.stats.set_state(f"no data for {silence:.0f} s: reconnecting to {self.endpoint}")
-                        feed.log(f"no data from {self.endpoint} for {silence:.1f} s: reconnecting")
-                        feed.stats.add(reconnects=1)
+                        if not fresh:  # an outage: count and say it once
+                            feed.stats.add(reconnects=1)
+                            feed.log(f"no data from {self.endpoint} for {silence:.1f} s: reconnecting")
                         break
             finally:
                 self._close(conn)
