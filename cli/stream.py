@@ -159,7 +159,7 @@ def command(model: Path, source_text: str, support: str, support_labels: Path | 
     runner = StreamRunner(
         source, clf,
         StreamOptions(max_batch=max_batch, max_latency_ms=max_latency, queue_size=queue_size,
-                      max_shots=max_shots, max_seconds=duration),
+                      max_shots=max_shots, max_seconds=duration, status_every_s=min(1.0, status_every)),
         log=log, veto=veto, publisher=pub,
         on_status=lambda snap: printer.show(format_status(snap)),
         on_message=printer.say,

@@ -181,7 +181,7 @@ def test_karabo_train_round_trips_through_the_bridge_serializer():
 
 def test_drop_queue_drops_the_oldest_and_cuts_batches_at_the_deadline():
     q: DropQueue[int] = DropQueue(4)
-    assert q.put(range(6)) == 2 and q.dropped == 2
+    assert q.put(range(6)) == (2, 0) and q.dropped == 2
     assert q.get_batch(3, max_wait_s=0.0, timeout_s=0.0) == [2, 3, 4]
     t0 = time.monotonic()
     assert q.get_batch(10, max_wait_s=0.15, timeout_s=1.0) == [5]  # waits for more until the deadline
@@ -192,7 +192,12 @@ def test_drop_queue_drops_the_oldest_and_cuts_batches_at_the_deadline():
     t0 = time.monotonic()
     assert q.get_batch(10, max_wait_s=0.5, timeout_s=1.0, arrival=lambda item: item[1]) == late
     assert time.monotonic() - t0 < 0.1  # already past its deadline: goes at once
+    stop = threading.Event()
+    stop.set()
+    assert q.put([1, 2, 3, 4, 5], block=True, stop=stop) == (0, 1)  # waits for room only until the stream stops
+    assert q.dropped == 2 and len(q) == 4
     q.close()
+    assert q.get_batch(10, 1.0, 1.0) == [1, 2, 3, 4]  # closed: no waiting for more
     assert q.get_batch(10, 1.0, 1.0) == []
 
 

@@ -19,9 +19,10 @@ from .messages import MalformedMessage, Shot
 from .runner import StreamOptions, StreamRunner
 from .serve import BeamlineServer, ShotBuffer, file_buffer, simulate_buffer
 from .sinks import Publisher, ResultLog, VetoList
-from .sources import KaraboSource, ReplaySource, Source, ZmqSource, parse_source
+from .sources import ArraySource, KaraboSource, ReplaySource, Source, ZmqSource, parse_source
 
 __all__ = [
+    "ArraySource",
     "BeamlineServer",
     "FrameClassifier",
     "Geometry",

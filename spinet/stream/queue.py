@@ -36,18 +36,25 @@ class DropQueue(Generic[T]):
         with self._cond:
             return len(self._items)
 
-    def put(self, items: Sequence[T], block: bool = False, stop: threading.Event | None = None) -> int:
-        """Append ``items``; returns how many waiting items were dropped to make room.
+    def put(self, items: Sequence[T], block: bool = False, stop: threading.Event | None = None) -> tuple[int, int]:
+        """Append ``items``.
 
         Args:
             items: new items, oldest first.
-            block: wait for room instead of dropping (until ``stop`` is set, then drop).
+            block: wait for room instead of dropping, until ``stop`` is set; then the items not yet in are
+                left out (the stream is ending: they were never taken).
             stop: ends a blocking wait.
+
+        Returns:
+            (waiting items dropped to make room, items left out because ``stop`` ended a blocking wait).
         """
         dropped = 0
         with self._cond:
-            for item in items:
-                while block and len(self._items) >= self.maxsize and not (stop is not None and stop.is_set()):
+            for k, item in enumerate(items):
+                while block and len(self._items) >= self.maxsize:
+                    if stop is not None and stop.is_set():
+                        self._cond.notify_all()
+                        return dropped, len(items) - k
                     self._cond.wait(0.05)
                 if len(self._items) >= self.maxsize:
                     self._items.popleft()
@@ -55,7 +62,7 @@ class DropQueue(Generic[T]):
                 self._items.append(item)
             self.dropped += dropped
             self._cond.notify_all()
-        return dropped
+        return dropped, 0
 
     def close(self) -> None:
         """No more items will come: :meth:`get_batch` returns what is left, then empty lists at once."""

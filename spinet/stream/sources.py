@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -74,8 +74,8 @@ class Feed:
     def deliver(self, shots: Sequence[Shot], block: bool = False) -> None:
         """Queue shots (dropping the oldest waiting ones when full, unless ``block``)."""
         keep = [s for s in shots if s.key not in self.skip]
-        dropped = self.queue.put(keep, block=block, stop=self.stop) if keep else 0
-        self.stats.add(received=len(shots), skipped=len(shots) - len(keep), dropped=dropped)
+        dropped, left_out = self.queue.put(keep, block=block, stop=self.stop) if keep else (0, 0)
+        self.stats.add(received=len(shots) - left_out, skipped=len(shots) - len(keep), dropped=dropped)
 
     def malformed(self, reason: str) -> None:
         self.stats.add(malformed=1)
@@ -140,38 +140,80 @@ class ReplaySource(Source):
                 truth = {int(i): n for i, n in zip(idx, names, strict=True)}
             n = len(reader)
             feed.stats.set_state("replaying")
-            t0 = time.monotonic()
-            played = 0
-            for start in range(0, n, self.chunk):
-                if feed.stop.is_set():
-                    return
-                sel = np.arange(start, min(start + self.chunk, n))
-                todo = [int(i) for i in sel if ("i", int(i)) not in feed.skip]
-                if len(todo) < len(sel):
-                    feed.stats.add(received=len(sel) - len(todo), skipped=len(sel) - len(todo))
-                if not todo:
+
+            def chunks() -> Iterator[tuple[list[int], np.ndarray, list[str | None]]]:
+                for start in range(0, n, self.chunk):
+                    sel = range(start, min(start + self.chunk, n))
+                    todo = [i for i in sel if ("i", i) not in feed.skip]
+                    if len(todo) < len(sel):  # already logged: not read, not paced
+                        feed.stats.add(received=len(sel) - len(todo), skipped=len(sel) - len(todo))
+                    if todo:
+                        yield todo, reader.frames(np.asarray(todo)), [truth.get(i) for i in todo]
+
+            play(feed, chunks(), self.rate)
+        if not feed.stop.is_set():
+            feed.stats.set_state("replay finished")
+
+
+class ArraySource(Source):
+    """Frames from memory, played in order (cycling) at ``rate`` shots/s (None: as fast as they are taken), for
+    embedding the stream in a Python program (e.g. a facility's own reading loop) and for benchmarks.
+
+    Args:
+        frames: (N, M, SS, FS) any integer or float dtype.
+        shots: shots to play (default N; more cycle through the frames with indices counting on).
+        rate: shots/s, or None.
+        labels: N true class names, or None.
+    """
+
+    def __init__(self, frames: np.ndarray, shots: int | None = None, rate: float | None = None,
+                 labels: Sequence[str] | None = None, chunk: int = 64) -> None:
+        self.frames = frames
+        self.shots = len(frames) if shots is None else int(shots)
+        self.rate = rate
+        self.labels = labels
+        self.chunk = int(chunk)
+        self.live = rate is not None
+        self.description = f"{self.shots} frames from memory" + (f" at {rate:g} shots/s" if rate else "")
+
+    def run(self, feed: Feed, frame_shape: tuple[int, int, int]) -> None:
+        n = len(self.frames)
+
+        def chunks() -> Iterator[tuple[list[int], np.ndarray, list[str | None]]]:
+            for start in range(0, self.shots, self.chunk):
+                todo = list(range(start, min(start + self.chunk, self.shots)))
+                pos = np.asarray(todo) % n
+                yield todo, self.frames[pos], [None if self.labels is None else self.labels[p] for p in pos]
+
+        feed.stats.set_state("playing")
+        play(feed, chunks(), self.rate)
+
+
+def play(feed: Feed, chunks: Iterator[tuple[list[int], np.ndarray, list[str | None]]], rate: float | None) -> None:
+    """Deliver chunks of (indices, frames, true labels) at ``rate`` shots/s, or as fast as they are taken
+    (waiting for room in the queue, nothing dropped) when ``rate`` is None. A shot arrives when it is due."""
+    t0 = time.monotonic()
+    played = 0
+    for todo, frames, truth in chunks:
+        k = 0
+        while k < len(todo):
+            if feed.stop.is_set():
+                return
+            if rate is None:
+                group = range(k, len(todo))
+            else:
+                now = time.monotonic()
+                due = t0 + played / rate
+                if due > now:
+                    time.sleep(min(due - now, 0.05))
                     continue
-                frames = reader.frames(np.asarray(todo))
-                k = 0
-                while k < len(todo):
-                    if feed.stop.is_set():
-                        return
-                    if self.rate is None:
-                        group = range(k, len(todo))
-                    else:
-                        now = time.monotonic()
-                        due = t0 + played / self.rate
-                        if due > now:
-                            time.sleep(min(due - now, 0.05))
-                            continue
-                        ready = int((now - t0) * self.rate) + 1 - played  # shots due by now
-                        group = range(k, min(len(todo), k + max(ready, 1)))
-                    t = time.monotonic()
-                    shots = [Shot(frames[j], todo[j], None, None, truth.get(todo[j]), t) for j in group]
-                    feed.deliver(shots, block=not self.live)
-                    played += len(shots)
-                    k += len(shots)
-        feed.stats.set_state("replay finished")
+                ready = int((now - t0) * rate) + 1 - played  # shots due by now
+                group = range(k, min(len(todo), k + max(ready, 1)))
+            t = time.monotonic()
+            shots = [Shot(frames[j], todo[j], None, None, truth[j], t) for j in group]
+            feed.deliver(shots, block=rate is None)
+            played += len(shots)
+            k += len(shots)
 
 
 class _ZmqLoop(Source):
