@@ -266,6 +266,13 @@ def test_classifier_takes_integer_and_half_frames_and_onnx_agrees(toy):
     for dtype in (np.uint16, np.int32, np.float16, ">u2"):
         got = clf.embed(photons.astype(dtype))
         assert torch.allclose(got, ref, atol=1e-5), dtype
+    from spinet.stream.engine import pixel_subset
+
+    pre = toy["bundle"].preprocessor
+    used, reduced = pixel_subset(pre)
+    flat = torch.from_numpy(photons.astype(np.float32)).reshape(16, -1)
+    assert len(used) < flat.shape[1]  # the crop reads part of the detector, and the cut frames give the same images
+    assert torch.equal(reduced(flat[:, used].reshape(16, 1, 1, -1)), pre(torch.from_numpy(photons.astype(np.float32))))
     onnx_clf = classifier(toy, runtime="onnx", threads=1)
     assert torch.allclose(onnx_clf.embed(photons.astype(np.uint16)), ref, atol=1e-4)
     res = clf.classify(photons.astype(np.float32))

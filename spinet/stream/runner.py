@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -39,7 +39,7 @@ class Classifier(Protocol):
     @property
     def output_names(self) -> list[str]: ...
 
-    def classify(self, frames: np.ndarray) -> BatchResult: ...
+    def classify(self, frames: Sequence[np.ndarray]) -> BatchResult: ...
 
 
 @dataclass
@@ -164,12 +164,7 @@ class StreamRunner:
 
     def _process(self, batch: list[Shot]) -> None:
         t0 = time.monotonic()
-        try:
-            frames = np.stack([s.frame for s in batch])
-        except ValueError:  # frames of differing shapes cannot happen after split_frames; be safe
-            self.stats.add(malformed=len(batch))
-            return
-        result = self.classifier.classify(frames)
+        result = self.classifier.classify([s.frame for s in batch])
         t_done = time.monotonic()
         latency_ms = np.array([(t_done - s.t_arrival) * 1000.0 for s in batch])
         if self.log is not None:

@@ -179,17 +179,19 @@ class ArraySource(Source):
     def run(self, feed: Feed, frame_shape: tuple[int, int, int]) -> None:
         n = len(self.frames)
 
-        def chunks() -> Iterator[tuple[list[int], np.ndarray, list[str | None]]]:
+        def chunks() -> Iterator[tuple[list[int], list[np.ndarray], list[str | None]]]:
             for start in range(0, self.shots, self.chunk):
                 todo = list(range(start, min(start + self.chunk, self.shots)))
-                pos = np.asarray(todo) % n
-                yield todo, self.frames[pos], [None if self.labels is None else self.labels[p] for p in pos]
+                pos = [i % n for i in todo]
+                truth = [None if self.labels is None else self.labels[p] for p in pos]
+                yield todo, [self.frames[p] for p in pos], truth
 
         feed.stats.set_state("playing")
         play(feed, chunks(), self.rate)
 
 
-def play(feed: Feed, chunks: Iterator[tuple[list[int], np.ndarray, list[str | None]]], rate: float | None) -> None:
+def play(feed: Feed, chunks: Iterator[tuple[list[int], Sequence[np.ndarray], list[str | None]]],
+         rate: float | None) -> None:
     """Deliver chunks of (indices, frames, true labels) at ``rate`` shots/s, or as fast as they are taken
     (waiting for room in the queue, nothing dropped) when ``rate`` is None. A shot arrives when it is due."""
     t0 = time.monotonic()
