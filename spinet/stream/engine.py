@@ -101,24 +101,49 @@ class Geometry:
             return cls(tuple(int(v) for v in r.frame_shape), r.pixel_position, r.mask, str(path))
 
 
-def pixel_subset(pre: Preprocessor) -> tuple[np.ndarray, Preprocessor]:
+class SubsetPreprocessor(Preprocessor):
+    """The preprocessing of :class:`spinet.preprocess.Preprocessor` for frames cut down to the P raw pixels it
+    reads (frames (B, 1, 1, P)), with the assembly done as one pass over those pixels: each raw pixel goes to
+    exactly one output pixel (nearest-pixel binning), so the gather-and-sum of the K-wide table is an
+    ``index_add`` of the pixels into their output pixels (non-finite values count as 0, as there). The
+    images equal the full preprocessing's to float rounding (the sums run in the same order).
+
+    Args:
+        base: the full preprocessing.
+        used: (P,) sorted flat indices of the raw pixels it reads.
+    """
+
+    def __init__(self, base: Preprocessor, used: np.ndarray) -> None:
+        k = base.k
+        index = base.index.detach().cpu().numpy().reshape(-1, k)
+        real = base.entry_weight.detach().cpu().numpy() > 0
+        remapped = np.where(real, np.searchsorted(used, index), 0)
+        super().__init__(torch.from_numpy(remapped), base.count.detach().cpu(), (1, 1, len(used)), base.size,
+                         scale=base.scale, photon_scale=base.photon_scale, standardize=base.standardize)
+        target = np.zeros(len(used), dtype=np.int64)
+        rows = np.broadcast_to(np.arange(len(index))[:, None], index.shape)
+        target[remapped[real]] = rows[real]
+        self.register_buffer("target", torch.from_numpy(target))
+
+    def _gather(self, flat: torch.Tensor) -> torch.Tensor:
+        flat = torch.nan_to_num(flat, nan=0.0, posinf=0.0, neginf=0.0)
+        out = flat.new_zeros(flat.shape[0], self.size * self.size)
+        return out.index_add_(1, self.target, flat)
+
+
+def pixel_subset(pre: Preprocessor) -> tuple[np.ndarray, SubsetPreprocessor]:
     """The raw pixels a preprocessing reads, and the same preprocessing for frames cut down to them.
 
     A crop reads a fraction of a large detector (a 384 × 384 crop of a 1 Mpixel pnCCD: 14 %); picking those
     pixels first, in the frames' own dtype, saves copying and converting the rest (and, on a GPU, moving it).
-    The result is bit-identical: the same values are summed in the same order.
 
     Returns:
-        (flat indices (P,) int64 into a frame (M, SS, FS), sorted; a :class:`Preprocessor` for frames (1, 1, P)).
+        (flat indices (P,) int64 into a frame (M, SS, FS), sorted; a :class:`SubsetPreprocessor`).
     """
-    k = pre.k
-    index = pre.index.detach().cpu().numpy().reshape(-1, k)
+    index = pre.index.detach().cpu().numpy().reshape(-1, pre.k)
     real = pre.entry_weight.detach().cpu().numpy() > 0
-    used = np.unique(index[real])
-    remapped = np.where(real, np.searchsorted(used, index), 0)
-    reduced = Preprocessor(torch.from_numpy(remapped), pre.count.detach().cpu(), (1, 1, len(used)), pre.size,
-                           scale=pre.scale, photon_scale=pre.photon_scale, standardize=pre.standardize)
-    return used.astype(np.int64), reduced
+    used = np.unique(index[real]).astype(np.int64)
+    return used, SubsetPreprocessor(pre, used)
 
 
 def single_classes(class_names: list[str]) -> np.ndarray:
