@@ -503,3 +503,19 @@ def test_karabo_stream_reconnects_when_the_bridge_comes_back_and_names_missing_s
         bad.run()
     srv3.stop()
     st3.join(10)
+
+
+def test_array_source_cycles_frames_with_labels_and_the_beamline_simulates_a_manifest(toy):
+    from spinet.stream import ArraySource, simulate_buffer
+    from spisim.cxi import HIT_TYPES
+
+    with CXIReader(toy["data"]) as r:
+        frames = r.frames(np.arange(10))
+        truth = [r.class_names[c] for c in r.hit_type[:10]]
+    runner = StreamRunner(ArraySource(frames, shots=25, labels=truth), classifier(toy), StreamOptions(max_batch=6))
+    s = runner.run()
+    assert s["classified"] == s["received"] == s["judged"] == 25 and s["dropped"] == 0
+    buf = simulate_buffer(None, 3, seed=5)  # the built-in default manifest
+    assert buf.frames.shape[0] == 3 and buf.frames.shape[1:] == (1, 64, 64) and set(buf.labels) <= set(HIT_TYPES)
+    again = simulate_buffer(None, 3, seed=5)
+    assert np.array_equal(again.frames, buf.frames) and again.labels == buf.labels  # same manifest + seed, same shots
