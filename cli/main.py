@@ -23,6 +23,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("cli.evaluate", "Run an evaluation study: models, baselines, reports."),
     "label": ("cli.label", "Label shots by eye in a local web page (and play the hit game)."),
     "bench": ("cli.bench", "Measure classifier inference speed (shots/s, latency per batch)."),
+    "stream": ("cli.stream", "Classify a live detector stream (Karabo bridge, ZeroMQ, file replay) in real time."),
+    "serve": ("cli.serve", "Serve simulated shots with true labels through a Karabo bridge (a simulated beamline)."),
 }
 
 

@@ -131,7 +131,9 @@ class ModelConfig:
 
     Attributes:
         arch: ``specklenn`` (two conv 5×5–BN–PReLU–maxpool blocks, FC 512, FC to the embedding; the
-            paper's network) or ``residual`` (a small ResNet with global average pooling).
+            paper's network), ``residual`` (a small ResNet with global average pooling) or ``compact`` (four
+            conv layers and global average pooling, 60,836 + 65 × embedding_dim parameters: 64,086 with
+            ``embedding_dim: 50``, the FPGA study's budget; for real-time streams, ``spi stream``).
         embedding_dim: size of the L2-normalised embedding.
         channels: conv channels of the two SpeckleNN blocks.
         hidden: width of the SpeckleNN hidden fully connected layer.
@@ -147,7 +149,7 @@ class ModelConfig:
     blocks: list[int] = field(default_factory=lambda: [1, 1, 1])
 
     def validate(self, prefix: str = "model") -> None:
-        _choice(f"{prefix}.arch", self.arch, ("specklenn", "residual"))
+        _choice(f"{prefix}.arch", self.arch, ("specklenn", "residual", "compact"))
         _positive_int(f"{prefix}.embedding_dim", self.embedding_dim)
         _positive_int(f"{prefix}.hidden", self.hidden)
         _positive_int(f"{prefix}.width", self.width)
