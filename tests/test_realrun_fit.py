@@ -11,8 +11,16 @@ from spisim.constants import R_E, wavelength_angstrom
 from spisim.detector import Detector
 from spisim.particles import UniformSphere
 from spisim.photons import expected_photons
-from spisim.realrun.fit import (SMEAR_SD, fit_spheres, fluence_from_amplitude, hit_spread, read_noise_from_negatives,
-                                smeared_phi2, sphere_electrons, sphere_phi2)
+from spisim.realrun.fit import (
+    SMEAR_SD,
+    fit_spheres,
+    fluence_from_amplitude,
+    hit_spread,
+    read_noise_from_negatives,
+    smeared_phi2,
+    sphere_electrons,
+    sphere_phi2,
+)
 from spisim.realrun.profiles import RadialBins, first_minimum_contrast
 
 ENERGY = 1600.0
@@ -137,3 +145,10 @@ def test_read_noise_from_negative_values():
     rng = np.random.default_rng(2)
     frames = (rng.poisson(0.05, (20, 1, 64, 64)) + rng.normal(0, 0.2, (20, 1, 64, 64))).astype(np.float32)
     assert read_noise_from_negatives(frames, np.ones((1, 64, 64), bool)) == pytest.approx(0.2, rel=0.05)
+
+
+def test_smeared_table_matches_the_quadrature():
+    from spisim.realrun.fit import _smeared_interp
+
+    x = np.random.default_rng(4).uniform(0, 120, 500)
+    assert np.allclose(_smeared_interp(x), smeared_phi2(x), rtol=1e-3, atol=1e-12)

@@ -95,16 +95,33 @@ SMEAR_SD = 0.15
 """Relative rms size spread of the smeared sphere profile (the ring-free part of a shot's model)."""
 
 
-def smeared_phi2(x: np.ndarray, sd: float = SMEAR_SD, points: int = 41) -> np.ndarray:
+def smeared_phi2(x: np.ndarray, sd: float = SMEAR_SD, points: int = 201) -> np.ndarray:
     """Φ(s·x)² averaged over a Gaussian size factor s of mean 1 and rms ``sd``: a sphere's profile without rings.
 
     Equal to Φ² at small x (1 at x = 0) and to its ring-averaged envelope at large x; the fits use it for the
-    part of a shot whose minima are filled (non-sphericity, pixel integration, internal structure).
+    part of a shot whose minima are filled (non-sphericity, pixel integration, internal structure). Computed by
+    Gauss–Hermite quadrature (``points`` nodes resolve the rings up to x of several hundred).
     """
     nodes, weights = np.polynomial.hermite_e.hermegauss(points)
-    s = np.clip(1.0 + sd * nodes, 0.05, None)
+    keep = weights > 1e-30 * weights.max()
+    s = np.clip(1.0 + sd * nodes[keep], 0.05, None)
     x = np.asarray(x, dtype=np.float64)
-    return np.tensordot(weights / weights.sum(), sphere_phi2(s.reshape(-1, *([1] * x.ndim)) * x), axes=1)
+    return np.tensordot(weights[keep] / weights[keep].sum(), sphere_phi2(s.reshape(-1, *([1] * x.ndim)) * x),
+                        axes=1)
+
+
+_SMEARED_STEP = 0.005
+_SMEARED_TABLE: np.ndarray | None = None
+
+
+def _smeared_interp(x: np.ndarray) -> np.ndarray:
+    """:func:`smeared_phi2` at the default spread, from a table (x steps of 0.005, linear interpolation)."""
+    global _SMEARED_TABLE
+    top = float(np.max(x)) if np.size(x) else 0.0
+    if _SMEARED_TABLE is None or (len(_SMEARED_TABLE) - 1) * _SMEARED_STEP < top:
+        n = int(math.ceil(max(top, 200.0) * 1.5 / _SMEARED_STEP)) + 1
+        _SMEARED_TABLE = smeared_phi2(np.arange(n) * _SMEARED_STEP)
+    return np.interp(x, np.arange(len(_SMEARED_TABLE)) * _SMEARED_STEP, _SMEARED_TABLE)
 
 
 def _best_nonnegative(columns: list[np.ndarray], y: np.ndarray, w: np.ndarray, logy: np.ndarray,
@@ -210,7 +227,7 @@ def _radius_grid(lo: float, hi: float, step: float) -> np.ndarray:
 def _columns(radii: np.ndarray, bins: RadialBins) -> list[np.ndarray]:
     """The sharp and the smeared sphere columns W·Φ(qR)², W·Φ̄(qR)², each (len(radii), K)."""
     x = radii[:, None] * bins.q[None, :]
-    return [bins.weight[None, :] * sphere_phi2(x), bins.weight[None, :] * smeared_phi2(x)]
+    return [bins.weight[None, :] * sphere_phi2(x), bins.weight[None, :] * _smeared_interp(x)]
 
 
 def sphere_electrons(radius_angstrom: float | np.ndarray, density: float) -> float | np.ndarray:

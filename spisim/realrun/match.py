@@ -37,7 +37,15 @@ from .. import __version__
 from ..constants import EV, wavelength_angstrom
 from ..cxi import DETECTOR_PATH, SOURCE_PATH, CXIReader
 from ..errors import InputFileError, OutputFileError, SpiError
-from .fit import SphereFit, fit_spheres, fluence_from_amplitude, hit_spread, read_noise_from_negatives
+from .fit import (
+    SphereFit,
+    fit_spheres,
+    fluence_from_amplitude,
+    hit_spread,
+    read_noise_from_negatives,
+    smeared_phi2,
+    sphere_phi2,
+)
 from .profiles import RadialBins, photon_totals
 
 RADIUS_CLUSTER = 0.15
@@ -278,8 +286,6 @@ def _background(analysis: RunAnalysis, single: np.ndarray, radius: float) -> tup
     for pos in single:
         f = analysis.fits[pos]
         x = bins.q * f.radius
-        from .fit import smeared_phi2, sphere_phi2
-
         sharp = f.amplitude * f.visibility * sphere_phi2(x)
         smeared = f.amplitude * (1.0 - f.visibility) * smeared_phi2(x)
         residual.append(np.maximum(analysis.profiles[pos] - bins.weight * (sharp + smeared), 0.0))
