@@ -67,6 +67,10 @@ class ShotLabels:
         position: (n, 3) m, relative to the focus centre.
         fluence: photons/m² at the (first) particle.
         total_photons: expected photons on unmasked pixels, before detector effects.
+        pulse_scale: pulse energy relative to nominal.
+        background_photons: expected background photons on unmasked pixels.
+        scale: (n,) size factor s of each particle (dimensionless); None: 1 for every particle.
+        aspect: (n,) stretch a of each particle along its own z (dimensionless); None: 1 for every particle.
     """
 
     hit_type: int
@@ -77,6 +81,8 @@ class ShotLabels:
     total_photons: float
     pulse_scale: float = 1.0
     background_photons: float = 0.0
+    scale: np.ndarray | None = None
+    aspect: np.ndarray | None = None
 
     @property
     def n_particles(self) -> int:
@@ -93,6 +99,8 @@ LABEL_FIELDS: dict[str, tuple[str, tuple[int, ...], object]] = {
     "total_photons": ("f8", (), 0.0),
     "pulse_scale": ("f8", (), 0.0),
     "background_photons": ("f8", (), 0.0),
+    "scale": ("f8", ("P",), np.nan),
+    "aspect": ("f8", ("P",), np.nan),
 }
 """Datasets under ``/entry_1/labels``: name -> (dtype, trailing shape with "P" for max particles, fill)."""
 
@@ -118,6 +126,8 @@ def labels_block(labels: Sequence[ShotLabels], max_particles: int) -> dict[str, 
             out["structure"][i, :k] = lab.structure
             out["orientation"][i, :k] = lab.orientation
             out["position"][i, :k] = lab.position
+            out["scale"][i, :k] = 1.0 if lab.scale is None else lab.scale
+            out["aspect"][i, :k] = 1.0 if lab.aspect is None else lab.aspect
         out["fluence"][i] = lab.fluence
         out["total_photons"][i] = lab.total_photons
         out["pulse_scale"][i] = lab.pulse_scale

@@ -110,8 +110,46 @@ def build_beam(manifest: Manifest) -> Any:
     return Beam(pulse_photons=b.fluence / unit.peak_fluence, **kw)
 
 
+MASK_DATASET = "/entry_1/instrument_1/detector_1/mask"
+"""Dataset of an HDF5/CXI file read as ``detector.mask`` when the name gives none."""
+
+BACKGROUND_DATASET = "/background"
+"""Dataset of an HDF5 file read as ``noise.background.template`` when the name gives none."""
+
+
 def build_detector(manifest: Manifest) -> Any:
-    """The :class:`spisim.detector.Detector` of a manifest (preset or geometry file, distance)."""
+    """The :class:`spisim.detector.Detector` of a manifest: preset or geometry file, distance, static mask
+    (``detector.mask``, before or after binning), then ``detector.bin``. This is the detector of the data
+    (frames, mask and geometry written); ``detector.oversample`` renders on its subdivision (see
+    :class:`Simulator`)."""
+    d = manifest.spec.detector
+    det = _unbinned_detector(manifest)
+    binned = det.binned(d.bin)
+    if d.mask is None:
+        return binned
+    bad = read_static_mask(manifest)
+    if bad.ndim == 2 and det.shape[0] == 1:
+        bad = bad[None]
+    if bad.shape == det.shape:
+        return det.with_mask(bad).binned(d.bin)
+    if bad.shape == binned.shape:
+        return binned.with_mask(bad)
+    after = f" or, binned by {d.bin}, {binned.shape}" if d.bin > 1 else ""
+    raise ConfigError(f"detector.mask: array of shape {bad.shape} does not fit the detector's data shape "
+                      f"{det.shape}{after}")
+
+
+def read_static_mask(manifest: Manifest) -> np.ndarray:
+    """``detector.mask`` as read, as bool, True = bad (``mask_value: good`` flips the file's meaning)."""
+    d = manifest.spec.detector
+    raw = np.asarray(manifest.read_array(str(d.mask), "detector.mask", MASK_DATASET))
+    if not (raw.dtype == bool or np.issubdtype(raw.dtype, np.number)):
+        raise ConfigError(f"detector.mask: expected numbers (non-zero = {d.mask_value}), got {raw.dtype}")
+    nonzero = raw != 0
+    return nonzero if d.mask_value == "bad" else ~nonzero
+
+
+def _unbinned_detector(manifest: Manifest) -> Any:
     from .detector import Detector
 
     d = manifest.spec.detector
@@ -139,6 +177,8 @@ def build_body(
 ) -> Any:
     """A scene body (:class:`spisim.scene.AtomicBody` or :class:`~spisim.scene.ContinuumBody`) for a particle.
 
+    ``q_max`` (Å⁻¹) is the largest |q| of the detector; an atomistic body's volume reaches ``q_max`` times
+    the particle's largest stretch (``p.max_stretch``: size factor and stretch lengthen the particle-frame q).
     ``store``: folder that keeps built reciprocal volumes for other processes (see ``AtomicBody``).
     """
     from .particles import make_particle
@@ -151,6 +191,8 @@ def build_body(
             spec |= {"a_nm": p.radius * 1e9, "c_nm": p.polar_radius * 1e9}
         elif p.shape == "shell":
             spec |= {"outer_radius_nm": p.radius * 1e9, "thickness_nm": p.thickness * 1e9}
+            if p.core_density is not None:
+                spec["core_electron_density"] = p.core_density
         elif p.shape == "lobed":
             spec |= {"radius_nm": p.radius * 1e9, "lobes": p.lobes}
         else:
@@ -170,6 +212,8 @@ def build_body(
         assembly = None if p.assembly.lower() == "none" else p.assembly
         atoms = load_structure(source, assembly=assembly, keep_waters=p.keep_waters, keep_hydrogens=p.keep_hydrogens)
         key = f"{p.label}:{source}:{p.assembly}:{p.keep_waters}:{p.keep_hydrogens}"
+    if p.max_stretch != 1.0:
+        q_max = q_max * p.max_stretch
     return AtomicBody(atoms, key, photon_energy_ev, q_max, method=sc.method, anomalous=sc.anomalous, device=device,
                       store=store)
 
@@ -189,6 +233,10 @@ class Simulator:
 
     Geometry, beam and fixed detector effects are made at once; particles (structures, reciprocal
     volumes) on the first shot, so that a process that only joins shards stays light.
+
+    :attr:`detector` is the detector of the data (binned by ``detector.bin``, with the static mask);
+    patterns are rendered on :attr:`render_detector`, its subdivision by ``detector.oversample``, and
+    their expected photons summed back onto the data pixels (pixel-area integration).
     """
 
     def __init__(self, manifest: Manifest, device: str = "cpu", volume_store: Path | None = None) -> None:
@@ -209,13 +257,28 @@ class Simulator:
         shadow = np.zeros(self.shape, bool)
         if noise.beamstop > 0:
             shadow = det.with_beamstop(noise.beamstop).mask & ~det.mask
+        template = None
+        if noise.background.kind == "template":
+            template = manifest.read_array(str(noise.background.template), "noise.background.template",
+                                           BACKGROUND_DATASET)
         self.effects = prepare_effects(
             noise, detector_mask=det.mask, shadow=shadow, q_abs=self.q_abs, solid_angle=self.solid_angle,
-            polarization=self.polarization, rng=fixed_stream(self.spec.seed),
+            polarization=self.polarization, rng=fixed_stream(self.spec.seed), background_template=template,
         )
         self.dtype = output_dtype(noise, self.spec.output.dtype)
         self.units = output_units(noise)
-        self._q = q
+        self.oversample = int(self.spec.detector.oversample)
+        if self.oversample == 1:
+            self.render_detector = det
+            self._q, self._render_covered = q, self.covered
+            self._render_solid, self._render_pol = self.solid_angle, self.polarization
+        else:
+            fine = det.subdivided(self.oversample)
+            self.render_detector = fine
+            self._q = fine.q_vectors(self.beam.wavelength_angstrom)
+            self._render_covered = np.asarray(fine.covered, bool)
+            self._render_solid = np.where(self._render_covered, fine.solid_angles(), 0.0)
+            self._render_pol = np.asarray(fine.polarization_factor(self.spec.beam.polarization))
         self._scene_model: Any = None
         self._pattern: Any = None
         self._xp: Any = np
@@ -229,18 +292,19 @@ class Simulator:
         from .scene import Kind, PatternModel, SceneModel, alias_distance
 
         spec = self.spec
-        cov = self.covered
+        cov = self._render_covered
         q_cov = np.ascontiguousarray(self._q[cov])
         q_max = float(np.linalg.norm(q_cov, axis=1).max()) if len(q_cov) else 0.0
         energy = spec.beam.photon_energy
         names = spec.structure_names
         dev, store = self.device, self.volume_store
-        particles = [Kind(i, p.weight, build_body(self.manifest, p, f"particles[{i}]", energy, q_max, dev, store))
+        particles = [Kind(i, p.weight, build_body(self.manifest, p, f"particles[{i}]", energy, q_max, dev, store),
+                          p.scale, p.size_sd, p.aspect_sd)
                      for i, p in enumerate(spec.particles)]
         off = len(spec.particles)
         molecules = [
             Kind(off + i, m.weight, build_body(self.manifest, m, f"unintended.molecules[{i}]", energy, q_max, dev,
-                                               store))
+                                               store), m.scale, m.size_sd, m.aspect_sd)
             for i, m in enumerate(spec.unintended.molecules)
         ]
         probs = np.array(list(spec.hits.probabilities().values()))
@@ -250,7 +314,7 @@ class Simulator:
             if getattr(kind.body, "method", None) == "fast":
                 kind.body.volume()
         xp = np
-        solid, pol = self.solid_angle[cov], self.polarization[cov]
+        solid, pol = self._render_solid[cov], self._render_pol[cov]
         if self.device == "cuda":
             import cupy as xp  # noqa: N813
 
@@ -259,7 +323,7 @@ class Simulator:
             self._effects_dev = type(e)(**{k: (xp.asarray(v) if isinstance(v, np.ndarray) else v)
                                            for k, v in e.__dict__.items()})
         self._xp = xp
-        self._covered_dev = xp.asarray(cov)
+        self._covered_dev = xp.asarray(cov)  # the rendered (sub-)pixels
         self._pattern = PatternModel(q_cov, solid, pol, self.beam.fluence_at, alias_distance(self._q, cov),
                                      spec.multi.coherence)
 
@@ -296,8 +360,15 @@ class Simulator:
         scene = self._scene_model.draw(scene_rng)
         scale = pulse_scale(jitter_rng, self.spec.noise.jitter)
         sample, fluence = self._pattern.render(scene, scale)
-        photons = self._xp.zeros(self.shape)
-        photons[self._covered_dev] = sample
+        if self.oversample == 1:
+            photons = self._xp.zeros(self.shape)
+            photons[self._covered_dev] = sample
+        else:  # sum the sub-pixels of each pixel: the integral over its solid angle (on the device with CuPy)
+            from .detector.binning import bin_sum
+
+            fine = self._xp.zeros(self._covered_dev.shape)
+            fine[self._covered_dev] = sample
+            photons = bin_sum(fine, self.oversample)
         if not scene.particles:
             fluence = float(self.beam.peak_fluence) * scale
         return photons, scene, fluence, scale
@@ -311,6 +382,9 @@ class Simulator:
         valid = ~eff.mask
         total = float(photons[valid].sum())
         background = eff.background * scale
+        bg = self.spec.noise.background
+        if bg.jitter > 0:  # drawn after the pulse scale, from the same stream: nothing else moves
+            background = background * pulse_scale(streams[1], bg.jitter)
         bg_total = float(background[valid].sum())
         noise_seq = streams[2]
         if xp is np:
@@ -330,6 +404,8 @@ class Simulator:
             total_photons=total,
             pulse_scale=scale,
             background_photons=bg_total,
+            scale=np.array([p.scale for p in parts], dtype=np.float64),
+            aspect=np.array([p.aspect for p in parts], dtype=np.float64),
         )
         return frame, labels
 

@@ -413,13 +413,27 @@ class DetectorSpec:
     preset: str | None = key(None, kind="choice", choices=DETECTOR_PRESETS, nullable=True,
                              doc="built-in detector; give preset or geometry")
     geometry: str | None = key(None, kind="str", nullable=True,
-                               doc="CrystFEL .geom or psana .data file (path relative to the manifest's folder "
-                               "or the current directory)")
+                               doc="CrystFEL .geom, psana .data, or a CXI/HDF5 file written by spi simulate or spi "
+                               "import (its pixel positions and mask: the detector of a real run); path relative to "
+                               "the manifest's folder or the current directory")
     distance: float | None = key(None, kind="qty", dim="length", unit="m", minimum=0, exclusive=True, nullable=True,
                                  doc="sample-detector distance; null: the preset's or the file's")
     n_pixels: int = key(128, kind="int", minimum=1, maximum=4096, doc="pixels per side (square preset only)")
     pixel_size: float = key(75e-6, kind="qty", dim="length", unit="um", minimum=0, exclusive=True,
                             doc="pixel pitch (square preset only)")
+    bin: int = key(1, kind="int", minimum=1, maximum=64,
+                   doc="join bin x bin pixels into one (pitch x bin), after distance and geometry: frames, mask and "
+                   "geometry of the dataset are the binned ones; every tile's size must divide by it")
+    oversample: int = key(1, kind="int", minimum=1, maximum=32,
+                          doc="pixel-area integration: each (binned) pixel is rendered as oversample x oversample "
+                          "sub-pixels (own q, solid angle, polarisation) whose expected photons are summed; 1: "
+                          "pixel centres only")
+    mask: str | None = key(None, kind="str", nullable=True,
+                           doc="static mask file: .npy, or HDF5/CXI (its /entry_1/instrument_1/detector_1/mask, or "
+                           "FILE.h5:/path/to/dataset); the detector's data shape before or after `bin` (2-D for a "
+                           "1-module detector); added to the detector's own mask")
+    mask_value: str = key("bad", kind="choice", choices=("bad", "good"),
+                          doc="what a non-zero value of the mask file means: bad (masked) or good (zeros are masked)")
 
     def check(self, where: str, raw: dict) -> None:
         if (self.preset is None) == (self.geometry is None):
@@ -455,7 +469,19 @@ class ParticleSpec:
                      doc="shapes: atoms (filled with protein-like atoms) or continuum (analytic form factor); "
                      "auto: continuum where one exists (not for the icosahedron or the lobed shape)")
     density: float = key(PROTEIN_DENSITY, kind="qty", dim="electron_density", unit="e/A^3", minimum=0,
-                         exclusive=True, doc="electron density of a continuum shape")
+                         exclusive=True, doc="electron density of a continuum shape (shell: of the shell)")
+    core_density: float | None = key(None, kind="qty", dim="electron_density", unit="e/A^3", minimum=0,
+                                     nullable=True, doc="continuum shell: electron density of the core inside the "
+                                     "inner radius (e.g. packed nucleic acid); null: hollow")
+    scale: float = key(1.0, kind="float", minimum=0, exclusive=True, maximum=100,
+                       doc="mean size factor: the particle is scaled by it at constant density (e.g. a structure "
+                       "scaled to a run's particle size)")
+    size_sd: float = key(0.0, kind="float", minimum=0, maximum=1,
+                         doc="relative rms of a per-particle size factor s ~ N(scale, scale*size_sd), truncated "
+                         "to +-3 sd and > 0; 0: every particle has size factor `scale`")
+    aspect_sd: float = key(0.0, kind="float", minimum=0, maximum=1,
+                           doc="rms of a per-particle stretch a ~ N(1, aspect_sd) of the particle's own z axis, "
+                           "truncated to +-3 sd and > 0; 0: no stretch")
     assembly: str = key("auto", kind="str", doc="biological assembly: auto, none (the asymmetric unit) or an id")
     keep_waters: bool = key(False, kind="bool", doc="keep water molecules of a structure")
     keep_hydrogens: bool = key(False, kind="bool",
@@ -477,10 +503,19 @@ class ParticleSpec:
                     raise ConfigError(f"{_path(where, 'thickness')} must be < radius for a shell")
             if self.shape in ATOMS_ONLY_SHAPES and self.model == "continuum":
                 raise ConfigError(f"{_path(where, 'model')}: the {self.shape} shape has no continuum model (use atoms)")
+            if self.core_density is not None and not (self.shape == "shell" and self.continuum):
+                raise ConfigError(f"{_path(where, 'core_density')}: only for a continuum shell (shape: shell, "
+                                  f"model: continuum or auto)")
         else:
-            for k in ("radius", "polar_radius", "thickness"):
+            for k in ("radius", "polar_radius", "thickness", "core_density"):
                 if getattr(self, k) is not None:
                     raise ConfigError(f"{_path(where, k)}: only for built-in shapes")
+
+    @property
+    def max_stretch(self) -> float:
+        """Largest factor by which a drawn size and stretch can lengthen a particle-frame q (the largest
+        singular value of D = s diag(1, 1, a) the truncations allow): scale (1 + 3 size_sd)(1 + 3 aspect_sd)."""
+        return self.scale * (1.0 + 3.0 * self.size_sd) * (1.0 + 3.0 * self.aspect_sd)
 
     @property
     def label(self) -> str:
@@ -542,14 +577,20 @@ class MultiSpec:
                             doc="how the number is drawn: uniform on n_min..n_max, or poisson with `mean`, "
                             "redrawn until inside n_min..n_max")
     mean: float = key(2.5, kind="float", minimum=0, exclusive=True, doc="mean of the poisson distribution")
-    placement: str = key("touching", kind="choice", choices=("touching", "cluster"),
+    placement: str = key("touching", kind="choice", choices=("touching", "cluster", "aggregate"),
                          doc="touching: each particle touches one already placed (plus `gap`); cluster: "
-                         "centres uniform in a sphere of cluster_radius, without overlaps")
+                         "centres uniform in a sphere of cluster_radius, without overlaps; aggregate: compact "
+                         "interpenetrating clusters, each particle at centre distance (r_j + r_k)(1 - u) from a "
+                         "random placed one, u uniform in [0, overlap]")
     gap: float = key(0.0, kind="qty", dim="length", unit="nm", minimum=0,
                      doc="extra distance between the surfaces (bounding spheres) of touching particles")
     cluster_radius: float = key(100e-9, kind="qty", dim="length", unit="nm", minimum=0, exclusive=True,
                                 doc="radius of the sphere that holds the centres (cluster placement)")
-    same_species: bool = key(True, kind="bool", doc="all particles of a multiple hit are of one kind")
+    overlap: float = key(0.3, kind="float", minimum=0, maximum=0.9,
+                         doc="aggregate placement: largest fraction by which the centre distance of two neighbours "
+                         "falls short of the sum of their (bounding) radii")
+    same_species: bool = key(True, kind="bool", doc="all particles of a multiple hit are of one kind (their "
+                             "sizes are drawn each)")
     coherence: str = key("auto", kind="choice", choices=("auto", "coherent", "incoherent"),
                          doc="auto: particles closer than the aliasing limit of the detector add coherently, "
                          "others incoherently (see docs/manifest.md)")
@@ -557,6 +598,8 @@ class MultiSpec:
     def check(self, where: str, raw: dict) -> None:
         if self.n_max < self.n_min:
             raise ConfigError(f"{_path(where, 'n_max')} must be >= n_min ({self.n_min}), got {self.n_max}")
+        if "overlap" in raw and self.placement != "aggregate":
+            raise ConfigError(f"{_path(where, 'overlap')}: only for placement aggregate")
 
 
 @dataclass(frozen=True)
@@ -642,18 +685,40 @@ class UnintendedSpec:
 class BackgroundSpec:
     """``noise.background``: smooth scattering from gas, the jet or water around the sample."""
 
-    kind: str = key("gas", kind="choice", choices=("gas", "water", "flat"),
+    kind: str = key("gas", kind="choice", choices=("gas", "water", "flat", "template"),
                     doc="radial profile per steradian: gas 1/(1+(q/q0)^2); water a broad ring at 2.0 1/A "
-                    "(sigma 0.4 1/A) on a floor of 0.2; flat constant")
-    photons: float = key(0.0, kind="float", minimum=0,
-                         doc="expected background photons per shot on the unmasked detector at the nominal "
-                         "pulse energy (0: off)")
+                    "(sigma 0.4 1/A) on a floor of 0.2; flat constant; template: the pattern of `template` (e.g. "
+                    "measured on a run)")
+    photons: float | None = key(0.0, kind="float", minimum=0, nullable=True,
+                                doc="expected background photons per shot on the unmasked detector at the nominal "
+                                "pulse energy (0: off); template: null (its default there) keeps the template's own "
+                                "total, a number rescales it to that total")
     q0: float = key(0.05, kind="qty", dim="inverse_length", unit="1/A", minimum=0, exclusive=True,
                     doc="width of the gas profile")
+    template: str | None = key(None, kind="str", nullable=True,
+                               doc="kind template: expected background photons per pixel at the nominal pulse "
+                               "energy, in the detector's data shape after detector.bin (2-D for a 1-module "
+                               "detector): .npy, FILE.h5:/path/to/dataset, or an HDF5 file with /background")
+    jitter: float = key(0.0, kind="float", minimum=0, maximum=3,
+                        doc="relative rms of a per-shot log-normal factor (mean 1) of the background alone, on "
+                        "top of the pulse-energy jitter; 0: none")
 
     @staticmethod
     def coerce(raw: Any, where: str) -> Any:
-        return {"photons": 0.0} if raw in ("none", False, "off") else raw
+        if raw in ("none", False, "off"):
+            return {"photons": 0.0}
+        if isinstance(raw, dict) and str(raw.get("kind", "")).lower() == "template" and "photons" not in raw:
+            return {**raw, "photons": None}  # a template keeps its own total unless told otherwise
+        return raw
+
+    def check(self, where: str, raw: dict) -> None:
+        if self.kind == "template" and self.template is None:
+            raise ConfigError(f"{_path(where, 'template')}: missing value (required for kind template)")
+        if self.kind != "template":
+            if self.template is not None:
+                raise ConfigError(f"{_path(where, 'template')}: only for kind template")
+            if self.photons is None:
+                raise ConfigError(f"{_path(where, 'photons')}: null only for kind template (0: off)")
 
 
 @dataclass(frozen=True)
@@ -829,10 +894,55 @@ class Manifest:
         spec = self.spec
         if spec.detector.geometry is not None:
             self.resolve_path(spec.detector.geometry, "detector.geometry")
+        if spec.detector.mask is not None:
+            self.resolve_path(split_dataset(spec.detector.mask)[0], "detector.mask")
+        if spec.noise.background.template is not None:
+            self.resolve_path(split_dataset(spec.noise.background.template)[0], "noise.background.template")
         for where, plist in (("particles", spec.particles), ("unintended.molecules", spec.unintended.molecules)):
             for i, p in enumerate(plist):
                 if p.structure is not None:
                     self.structure_source(p.structure, f"{where}[{i}].structure")
+
+    def read_array(self, name: str, where: str, default_dataset: str) -> Any:
+        """The array (numpy) of a file named in the manifest: ``.npy``, an HDF5 dataset ``FILE.h5:/path``,
+        or the ``default_dataset`` of an HDF5 file (``.h5``, ``.hdf5``, ``.hdf``, ``.cxi``, ``.nxs``).
+
+        Raises:
+            ConfigError: no such file, an unknown file type, no such dataset.
+            InputFileError: a file that cannot be read.
+        """
+        import numpy as np
+
+        from .errors import InputFileError
+
+        file_name, dataset = split_dataset(name)
+        path = self.resolve_path(file_name, where)
+        suffix = path.suffix.lower()
+        if suffix == ".npy":
+            if dataset is not None:
+                raise ConfigError(f"{where}: a .npy file holds one array; drop ':{dataset}'")
+            try:
+                return np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise InputFileError(f"{where}: {path} is not a readable .npy array ({exc})") from None
+        if suffix not in HDF5_SUFFIXES:
+            raise ConfigError(f"{where}: {path.name} is neither .npy nor an HDF5 file ({', '.join(HDF5_SUFFIXES)})")
+        import h5py
+
+        dataset = dataset or default_dataset
+        try:
+            f = h5py.File(path, "r")
+        except OSError:
+            raise InputFileError(f"{where}: {path} is not a readable HDF5 file") from None
+        with f:
+            node = f.get(dataset)
+            if not isinstance(node, h5py.Dataset):
+                what = "is not a dataset" if node is not None else "does not exist"
+                raise ConfigError(f"{where}: {dataset} in {path} {what} (name one as {path.name}:/path/to/dataset)")
+            try:
+                return np.asarray(node[()])
+            except OSError as exc:
+                raise InputFileError(f"{where}: cannot read {dataset} of {path} ({exc})") from None
 
     def structure_source(self, name: str, where: str) -> str | Path:
         """A structure file (Path) or a PDB id (str) for :func:`spisim.structure.load_structure`."""
@@ -842,6 +952,18 @@ class Manifest:
             if re.fullmatch(r"[0-9][A-Za-z0-9]{3}", name):
                 return name.lower()
             raise
+
+
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".cxi", ".nxs")
+"""File suffixes read as HDF5 by :meth:`Manifest.read_array`."""
+
+
+def split_dataset(name: str) -> tuple[str, str | None]:
+    """``'run.h5:/entry/mask'`` -> ``('run.h5', '/entry/mask')``; a name without ``:/`` after an HDF5 suffix
+    -> ``(name, None)``."""
+    suffixes = "|".join(s.lstrip(".") for s in HDF5_SUFFIXES)
+    m = re.fullmatch(rf"(.+\.(?:{suffixes})):(/.*)", name, flags=re.IGNORECASE)
+    return (m.group(1), m.group(2)) if m else (name, None)
 
 
 BUILTIN_DEFAULT = Path(__file__).with_name("manifests") / "default.yaml"

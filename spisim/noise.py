@@ -5,7 +5,8 @@ all off, the frame is the expected photon count (float). The order follows the p
 
 1. shot-to-shot pulse-energy jitter scales the fluence (:func:`pulse_scale`; applied to sample and
    background alike by the shot loop);
-2. background photons (gas, jet or water; :func:`background_photons`) are added to the sample's;
+2. background photons (gas, jet or water, or a template measured on a run; :func:`background_photons`),
+   times an optional per-shot factor of their own (``noise.background.jitter``), are added to the sample's;
 3. no photons reach pixels behind the beamstop;
 4. Poisson photon statistics;
 5. dead pixels lose their signal;
@@ -70,13 +71,49 @@ def background_profile(kind: str, q_abs: np.ndarray, q0: float = 0.05) -> np.nda
     raise ValueError(f"unknown background kind {kind!r}")
 
 
+def check_background_template(values: np.ndarray, shape: tuple[int, int, int], valid: np.ndarray,
+                        where: str = "noise.background.template") -> np.ndarray:
+    """A background template checked and shaped: (M, SS, FS) float64 expected photons per pixel.
+
+    Args:
+        values: the file's array, the detector's data shape ``shape`` or, for a 1-module detector, 2-D.
+        shape: (M, SS, FS) of the detector's data (after ``detector.bin``).
+        valid: (M, SS, FS) bool, pixels that count; masked pixels may hold NaN (they are set to 0).
+        where: key path for messages.
+
+    Raises:
+        ConfigError: another shape, or a negative or non-finite value on a valid pixel.
+    """
+    from .errors import ConfigError
+
+    t = np.asarray(values)
+    if t.ndim == 2 and shape[0] == 1:
+        t = t[None]
+    if t.shape != tuple(shape):
+        raise ConfigError(f"{where}: array of shape {np.shape(values)} does not fit the detector's data shape "
+                          f"{tuple(shape)} (after detector.bin)")
+    if not (np.issubdtype(t.dtype, np.number) and not np.iscomplexobj(t)):
+        raise ConfigError(f"{where}: expected real numbers (photons per pixel), got {t.dtype}")
+    t = t.astype(np.float64)
+    bad = ~np.isfinite(t) & valid
+    if bad.any():
+        raise ConfigError(f"{where}: {int(bad.sum())} unmasked pixels are not finite numbers")
+    t = np.where(np.isfinite(t), t, 0.0)
+    if (t[valid] < 0).any():
+        raise ConfigError(f"{where}: {int((t[valid] < 0).sum())} unmasked pixels are negative (expected photons "
+                          f"must be >= 0: clip the template)")
+    return t
+
+
 def background_photons(
-    spec: BackgroundSpec, q_abs: np.ndarray, solid_angle: np.ndarray, polarization: np.ndarray, valid: np.ndarray
+    spec: BackgroundSpec, q_abs: np.ndarray, solid_angle: np.ndarray, polarization: np.ndarray, valid: np.ndarray,
+    template: np.ndarray | None = None,
 ) -> np.ndarray:
     """Expected background photons per pixel (M, SS, FS) float64 at the nominal pulse energy.
 
-    The pattern is profile(|q|) · P · ΔΩ, scaled so that its sum over ``valid`` pixels is
-    ``spec.photons``; pixels outside ``valid`` get their share too (the total counts only valid ones).
+    The pattern is profile(|q|) · P · ΔΩ (kind ``template``: the template itself), scaled so that its
+    sum over ``valid`` pixels is ``spec.photons``; pixels outside ``valid`` get their share too (the total
+    counts only valid ones). A template with ``photons`` None is taken as it is.
 
     Args:
         spec: kind, total photons and q0.
@@ -84,8 +121,24 @@ def background_photons(
         solid_angle: ΔΩ per pixel (sr), (M, SS, FS).
         polarization: P per pixel, (M, SS, FS).
         valid: True where a pixel counts towards the total, (M, SS, FS).
+        template: kind ``template``: expected photons per pixel (M, SS, FS), see :func:`check_background_template`.
     """
-    if spec.photons <= 0:
+    if spec.kind == "template":
+        if template is None:
+            raise ValueError("a template background needs the template array")
+        if spec.photons is None:
+            return np.asarray(template, dtype=np.float64)
+        if spec.photons <= 0:
+            return np.zeros(np.shape(q_abs))
+        pattern = np.asarray(template, dtype=np.float64)
+        total = float(pattern[valid].sum())
+        if total <= 0:
+            from .errors import ConfigError
+
+            raise ConfigError("noise.background.template: no photons on the unmasked pixels, so it cannot be "
+                              f"scaled to noise.background.photons = {spec.photons:g}")
+        return pattern * (spec.photons / total)
+    if not spec.photons or spec.photons <= 0:
         return np.zeros(np.shape(q_abs))
     pattern = background_profile(spec.kind, q_abs, spec.q0) * polarization * solid_angle
     total = float(pattern[valid].sum())
@@ -127,6 +180,7 @@ def prepare_effects(
     solid_angle: np.ndarray,
     polarization: np.ndarray,
     rng: np.random.Generator,
+    background_template: np.ndarray | None = None,
 ) -> DetectorEffects:
     """The fixed effects of a dataset.
 
@@ -136,6 +190,8 @@ def prepare_effects(
         shadow: (M, SS, FS) bool, pixels behind the beamstop (all False without one).
         q_abs, solid_angle, polarization: per pixel, for the background (Å⁻¹, sr, 1).
         rng: the dataset's fixed-pattern stream (dead and hot pixels).
+        background_template: the array of ``noise.background.template`` as read (kind ``template``):
+            checked against the detector shape by :func:`check_background_template`.
     """
     from .errors import ConfigError
 
@@ -154,7 +210,12 @@ def prepare_effects(
     if spec.mask_bad_pixels:
         mask = mask | dead | hot
     valid = ~mask
-    background = background_photons(spec.background, q_abs, solid_angle, polarization, valid)
+    template = None
+    if spec.background.kind == "template":
+        if background_template is None:
+            raise ValueError("noise.background.kind template needs the template array")
+        template = check_background_template(background_template, shape, valid)
+    background = background_photons(spec.background, q_abs, solid_angle, polarization, valid, template)
     if spec.hot_level is not None:
         hot_level = spec.hot_level
     elif spec.saturation is not None:

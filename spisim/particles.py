@@ -8,8 +8,8 @@ Two kinds:
   ``seed``. Sizes are given in nanometres (nm); positions come back in ångström (Å), with the
   shape's geometric centre at the origin.
 * **Continuum** (:class:`UniformSphere`, :class:`UniformSpheroid`, :class:`UniformShell`): a body of
-  uniform electron density with an analytic form factor F(q) in electrons, for particles too large
-  to fill with atoms. Lengths in Å, densities in electrons/Å³.
+  uniform electron density (a shell may hold a core of another density) with an analytic form factor
+  F(q) in electrons, for particles too large to fill with atoms. Lengths in Å, densities in electrons/Å³.
 
 :func:`make_particle` builds either kind from a manifest-style dict.
 
@@ -542,17 +542,23 @@ class UniformSpheroid(ContinuumParticle):
 
 @dataclass(frozen=True)
 class UniformShell(ContinuumParticle):
-    """Uniform spherical shell, inner < r < outer (Å): F = F_sphere(outer) − F_sphere(inner).
+    """Spherical shell of density ρ for inner < r < outer (Å) around a core of density ρ_c for r < inner.
+
+    F(q) = ρ (V_o Φ(q R_o) − V_i Φ(q R_i)) + ρ_c V_i Φ(q R_i), V = 4/3 π R³ and Φ the sphere's normalised
+    amplitude: a sphere of ρ minus the inner sphere of ρ − ρ_c. ``core_density = 0`` (default) is a hollow
+    shell, as of a capsid without its genome; a capsid with packed nucleic acid has ρ_c > 0.
 
     Attributes:
         outer: outer radius (Å).
         inner: inner radius (Å), 0 ≤ inner < outer (0 gives a solid sphere).
-        electron_density: ρ (electrons/Å³), default protein.
+        electron_density: ρ of the shell (electrons/Å³), default protein.
+        core_density: ρ_c of the core (electrons/Å³), default 0 (hollow).
     """
 
     outer: float
     inner: float
     electron_density: float = field(default=PROTEIN_ELECTRON_DENSITY)
+    core_density: float = 0.0
 
     def __post_init__(self) -> None:
         outer = _check_length("outer", self.outer)
@@ -565,16 +571,29 @@ class UniformShell(ContinuumParticle):
         object.__setattr__(self, "outer", outer)
         object.__setattr__(self, "inner", inner)
         object.__setattr__(self, "electron_density", _check_density(self.electron_density))
+        object.__setattr__(self, "core_density", _check_density(self.core_density))
 
     @property
     def volume(self) -> float:
+        """Volume of the shell material (Å³), without the core."""
         return 4.0 / 3.0 * math.pi * (self.outer**3 - self.inner**3)
+
+    @property
+    def n_electrons(self) -> float:
+        """Electrons of shell and core, F(0)."""
+        return self.electron_density * self.volume + self.core_density * 4.0 / 3.0 * math.pi * self.inner**3
 
     def max_radius(self) -> float:
         return self.outer
 
     def radius_of_gyration(self) -> float:
-        return math.sqrt(3.0 / 5.0 * (self.outer**5 - self.inner**5) / (self.outer**3 - self.inner**3))
+        """√(∫ρ r² dV / ∫ρ dV) of shell and core (Å)."""
+        rho, rho_c, ro, ri = self.electron_density, self.core_density, self.outer, self.inner
+        if rho_c == 0:
+            return math.sqrt(3.0 / 5.0 * (ro**5 - ri**5) / (ro**3 - ri**3))
+        second = rho * (ro**5 - ri**5) + rho_c * ri**5  # ∫ρ r² dV · 5 / (4π)
+        first = rho * (ro**3 - ri**3) + rho_c * ri**3  # ∫ρ dV · 3 / (4π)
+        return math.sqrt(3.0 / 5.0 * second / first)
 
     def _amplitude(self, q: np.ndarray) -> np.ndarray:
         qn = np.linalg.norm(q, axis=1)
@@ -582,7 +601,8 @@ class UniformShell(ContinuumParticle):
         v_out = 4.0 / 3.0 * math.pi * self.outer**3
         v_in = 4.0 / 3.0 * math.pi * self.inner**3
         outer = v_out * sphere_form_factor_shape(qn * self.outer)
-        return rho * (outer - v_in * sphere_form_factor_shape(qn * self.inner))
+        inner = v_in * sphere_form_factor_shape(qn * self.inner)
+        return rho * (outer - inner) + self.core_density * inner  # core 0: bit for bit the hollow shell
 
 
 # --------------------------------------------------------------------------------------------------
@@ -599,6 +619,7 @@ _SIZE_KEYS: dict[str, tuple[str, ...]] = {
 _COMMON_KEYS = ("shape", "model", "material", "seed")
 _ATOMS_KEYS = ("max_atoms", "hydrogens")
 _CONTINUUM_KEYS = ("electron_density",)
+_CONTINUUM_SHELL_KEYS = ("core_electron_density",)
 _ATOMISTIC: dict[str, Callable[..., Atoms]] = {
     "sphere": sphere,
     "spheroid": spheroid,
@@ -626,6 +647,8 @@ def make_particle(spec: Mapping[str, object]) -> Atoms | ContinuumParticle:
         seed: random seed of the atom positions (default 0; accepted but unused for continuum).
         max_atoms, hydrogens: atoms only, see :func:`sphere`.
         electron_density: continuum only, electrons/Å³, overrides the material's.
+        core_electron_density: continuum shell only, electrons/Å³ of the core inside the inner radius
+            (default 0: hollow).
 
     Example: ``{"shape": "sphere", "radius_nm": 35, "model": "continuum", "material": "protein"}``.
 
@@ -645,6 +668,8 @@ def make_particle(spec: Mapping[str, object]) -> Atoms | ContinuumParticle:
         raise ConfigError(f"unknown particle model {model!r}: choose one of {', '.join(MODELS)}")
     sizes = _SIZE_KEYS[shape]
     allowed = set(_COMMON_KEYS) | set(sizes) | set(_ATOMS_KEYS if model == "atoms" else _CONTINUUM_KEYS)
+    if model == "continuum" and shape == "shell":
+        allowed |= set(_CONTINUUM_SHELL_KEYS)
     unknown = [k for k in spec if k not in allowed]
     if unknown:
         raise ConfigError(
@@ -684,5 +709,6 @@ def make_particle(spec: Mapping[str, object]) -> Atoms | ContinuumParticle:
             raise ConfigError(
                 f"shell thickness_nm ({spec['thickness_nm']}) exceeds outer_radius_nm ({spec['outer_radius_nm']})"
             )
-        return UniformShell(outer, outer - thickness, rho)
+        core = _check_density(spec.get("core_electron_density", 0.0))
+        return UniformShell(outer, outer - thickness, rho, core)
     raise ConfigError(f"shape {shape!r} has no continuum model (no analytic form factor): use model 'atoms'")

@@ -2,11 +2,13 @@
 
 A :class:`SceneModel` draws a :class:`Scene` for one shot from that shot's random stream: the hit type
 (no hit, single, multi or unintended, by the manifest's mix), the particles (kind, orientation as a
-unit quaternion, position in metres relative to the focus centre) and nothing else. A
-:class:`PatternModel` turns a scene into expected photons per pixel:
+unit quaternion, position in metres relative to the focus centre, size factor s and stretch a) and
+nothing else. A :class:`PatternModel` turns a scene into expected photons per pixel:
 
-* each particle scatters F_i(q) = F(R_iᵀ q) (electrons; :mod:`spisim.scattering` for atoms, an
-  analytic form factor for continuum bodies);
+* each particle scatters F_i(q) = det(D_i) F(D_i R_iᵀ q) with D_i = s_i diag(1, 1, a_i) (electrons;
+  :mod:`spisim.scattering` for atoms, an analytic form factor for continuum bodies): the body, scaled
+  by s and stretched by a along its own z at constant density, then turned by R (r_lab = R D r_body;
+  :func:`deformed_amplitude`); s = a = 1 unless the particle's manifest entry asks for a size spread;
 * its amplitude is weighted by √(J_i / J₀), J_i the fluence at its position (the focal profile times
   the shot's pulse scale), J₀ the largest of them, and shifted by the phase e^{i q·t_i} of its
   position t_i;
@@ -90,8 +92,8 @@ def continuum_form_factor(particle: ContinuumParticle, q: Any) -> Any:
     elif isinstance(particle, UniformShell):
         qn = xp.linalg.norm(q, axis=1)
         v_out = 4.0 / 3.0 * math.pi * particle.outer**3
-        v_in = 4.0 / 3.0 * math.pi * particle.inner**3
-        amp = particle.electron_density * (v_out * phi(qn * particle.outer) - v_in * phi(qn * particle.inner))
+        inner = 4.0 / 3.0 * math.pi * particle.inner**3 * phi(qn * particle.inner)
+        amp = particle.electron_density * (v_out * phi(qn * particle.outer) - inner) + particle.core_density * inner
     else:
         raise TypeError(f"no array-generic form factor for {type(particle).__name__}")
     return amp.astype(xp.complex128)
@@ -173,6 +175,34 @@ class AtomicBody:
         return f if xp is np else xp.asarray(f)
 
 
+def deformation_matrix(rotation: np.ndarray, scale: float, aspect: float) -> np.ndarray:
+    """M = R D Rᵀ (3, 3), D = ``scale`` · diag(1, 1, ``aspect``): lab q ↦ the lab q whose particle-frame
+    image Rᵀ(M q) = D Rᵀ q is where the undeformed body is evaluated (M is symmetric)."""
+    r = np.asarray(rotation, dtype=np.float64)
+    return (r * (scale * np.array([1.0, 1.0, aspect]))) @ r.T
+
+
+def deformed_amplitude(body: Body, q: Any, rotation: np.ndarray, scale: float = 1.0, aspect: float = 1.0) -> Any:
+    """F (P,) complex, electrons, of ``body`` scaled by ``scale`` and stretched by ``aspect`` along its own z,
+    then turned by ``rotation``, at lab-frame q (P, 3) Å⁻¹ (numpy or CuPy; the result follows q).
+
+    The particle's points are r_lab = R D r_body with D = s · diag(1, 1, a), at the body's density, so
+    F_lab(q) = det(D) · F_body(Dᵀ Rᵀ q) (det D = s³ a electrons more per electron of the body). Exact for
+    continuum bodies (a sphere becomes the analytic spheroid of semi-axes sR, sR, saR). For atomistic
+    bodies the atoms' form factors are then taken at |D Rᵀ q| rather than |q|: their slow change with q
+    is neglected (small where |D Rᵀ q| ≈ |q|), and the reciprocal volume must reach the largest |D Rᵀ q|,
+    i.e. q_max times the largest stretch (:attr:`spisim.manifest.ParticleSpec.max_stretch`).
+
+    ``scale = aspect = 1`` calls ``body.amplitude(q, rotation)`` as it is (same bits).
+    """
+    if scale == 1.0 and aspect == 1.0:
+        return body.amplitude(q, rotation)
+    xp = get_array_module(q)
+    m = deformation_matrix(rotation, scale, aspect)
+    q_deformed = q @ (m if xp is np else xp.asarray(m))  # rows (M q_i)ᵀ, M symmetric
+    return body.amplitude(q_deformed, rotation) * (scale**3 * aspect)
+
+
 def build_volume(cls: Any, atoms: Atoms, photon_energy_ev: float, q_max: float, anomalous: bool) -> Any:
     """``cls.build(atoms, photon_energy_ev, q_max)``, passing ``anomalous`` where the build takes it."""
     import inspect
@@ -195,12 +225,21 @@ class PlacedParticle:
         quaternion: (4,) unit quaternion (w, x, y, z) of its rotation R.
         position: (3,) m, relative to the focus centre (x, y across the beam, z along it).
         body: what scatters.
+        scale: size factor s of the body (dimensionless).
+        aspect: stretch a of the body along its own z (dimensionless); see :func:`deformed_amplitude`.
     """
 
     structure: int
     quaternion: np.ndarray
     position: np.ndarray
     body: Body
+    scale: float = 1.0
+    aspect: float = 1.0
+
+    @property
+    def radius_angstrom(self) -> float:
+        """Bounding radius of the scaled and stretched body (Å): R s max(1, a)."""
+        return self.body.radius_angstrom * self.scale * max(1.0, self.aspect)
 
 
 @dataclass(frozen=True)
@@ -213,11 +252,38 @@ class Scene:
 
 @dataclass(frozen=True)
 class Kind:
-    """A particle the scene may place: its structure index, relative weight and body."""
+    """A particle the scene may place: its structure index, relative weight and body, and the law of its
+    per-particle size factor s ~ N(scale, scale·size_sd) and stretch a ~ N(1, aspect_sd) (both truncated
+    to ±3 sd and > 0; see :func:`draw_deformation`)."""
 
     structure: int
     weight: float
     body: Body
+    scale: float = 1.0
+    size_sd: float = 0.0
+    aspect_sd: float = 0.0
+
+
+TRUNCATION_SD = 3.0
+"""Size factors and stretches are drawn from normal laws truncated to ± this many standard deviations."""
+
+
+def truncated_normal(rng: np.random.Generator, mean: float, sd: float) -> float:
+    """One draw of N(mean, sd²) truncated to mean ± 3 sd and > 0 (redrawn while outside; mean > 0)."""
+    for _ in range(1000):
+        z = float(rng.standard_normal())
+        value = mean + sd * z
+        if abs(z) <= TRUNCATION_SD and value > 0:
+            return value
+    return mean  # pragma: no cover - only for sd ≫ mean, where 1000 draws all fall at or below 0
+
+
+def draw_deformation(rng: np.random.Generator, kind: Kind) -> tuple[float, float]:
+    """(size factor s, stretch a) of one particle of ``kind``: drawn only where its spread is > 0 (no draw
+    otherwise, so streams without spreads are unchanged): s = scale and a = 1 then."""
+    s = truncated_normal(rng, kind.scale, kind.scale * kind.size_sd) if kind.size_sd > 0 else kind.scale
+    a = truncated_normal(rng, 1.0, kind.aspect_sd) if kind.aspect_sd > 0 else 1.0
+    return s, a
 
 
 def _pick(rng: np.random.Generator, weights: Sequence[float]) -> int:
@@ -271,6 +337,24 @@ def place_in_cluster(rng: np.random.Generator, radii: Sequence[float], cluster_r
     return pos
 
 
+def place_aggregate(rng: np.random.Generator, radii: Sequence[float], overlap: float) -> np.ndarray:
+    """(n, 3) centres of a compact aggregate of spheres of ``radii``, interpenetrating by up to ``overlap``.
+
+    Sphere k is put in a uniformly random direction from a randomly chosen placed sphere j, at centre
+    distance (r_j + r_k)(1 − u) with u uniform in [0, ``overlap``] (0 ≤ overlap < 1): touching at u = 0,
+    overlapping otherwise. Other spheres are not avoided (aggregates interpenetrate). The first sphere is
+    at the origin. Units as given.
+    """
+    pos = np.zeros((len(radii), 3))
+    for k in range(1, len(radii)):
+        j = int(rng.integers(k))
+        d = rng.standard_normal(3)
+        d /= np.linalg.norm(d)
+        u = rng.uniform(0.0, overlap)
+        pos[k] = pos[j] + d * (radii[j] + radii[k]) * (1.0 - u)
+    return pos
+
+
 def _draw_count_multi(rng: np.random.Generator, spec: MultiSpec) -> int:
     if spec.distribution == "uniform":
         return int(rng.integers(spec.n_min, spec.n_max + 1))
@@ -311,7 +395,7 @@ class SceneModel:
         centre = np.asarray(self.sample_position(rng), dtype=np.float64)
         if name == "single":
             kind = self.particles[_pick(rng, [k.weight for k in self.particles])]
-            return Scene(code, (self._place(rng, kind.structure, kind.body, centre),))
+            return Scene(code, (self._place(rng, kind.structure, kind.body, centre, draw_deformation(rng, kind)),))
         if name == "multi":
             n = _draw_count_multi(rng, self.multi)
             weights = [k.weight for k in self.particles]
@@ -319,17 +403,23 @@ class SceneModel:
                 kinds = [self.particles[_pick(rng, weights)]] * n
             else:
                 kinds = [self.particles[_pick(rng, weights)] for _ in range(n)]
-            radii = [k.body.radius_angstrom * 1e-10 for k in kinds]
+            sizes = [draw_deformation(rng, k) for k in kinds]  # each particle its own size, also of one kind
+            radii = [k.body.radius_angstrom * s * max(1.0, a) * 1e-10 for k, (s, a) in zip(kinds, sizes, strict=True)]
             if self.multi.placement == "touching":
                 offsets = place_touching(rng, radii, self.multi.gap)
+            elif self.multi.placement == "aggregate":
+                offsets = place_aggregate(rng, radii, self.multi.overlap)
             else:
                 offsets = place_in_cluster(rng, radii, self.multi.cluster_radius)
-            placed = (self._place(rng, k.structure, k.body, centre + o) for k, o in zip(kinds, offsets, strict=True))
+            placed = (self._place(rng, k.structure, k.body, centre + o, d)
+                      for k, o, d in zip(kinds, offsets, sizes, strict=True))
             return Scene(code, tuple(placed))
         return Scene(code, self._draw_unintended(rng, centre))
 
-    def _place(self, rng: np.random.Generator, structure: int, body: Body, position: np.ndarray) -> PlacedParticle:
-        return PlacedParticle(structure, random_quaternions(1, rng)[0], np.asarray(position, float), body)
+    def _place(self, rng: np.random.Generator, structure: int, body: Body, position: np.ndarray,
+               deformation: tuple[float, float] = (1.0, 1.0)) -> PlacedParticle:
+        s, a = deformation
+        return PlacedParticle(structure, random_quaternions(1, rng)[0], np.asarray(position, float), body, s, a)
 
     def _draw_unintended(self, rng: np.random.Generator, centre: np.ndarray) -> tuple[PlacedParticle, ...]:
         u = self.unintended
@@ -337,7 +427,7 @@ class SceneModel:
         kind = list(weights)[_pick(rng, list(weights.values()))]
         if kind == "molecule":
             m = self.molecules[_pick(rng, [k.weight for k in self.molecules])]
-            return (self._place(rng, m.structure, m.body, centre),)
+            return (self._place(rng, m.structure, m.body, centre, draw_deformation(rng, m)),)
         index = list(self.names).index(kind)
         if kind in ("droplet", "salt"):
             spec = u.droplet if kind == "droplet" else u.salt
@@ -457,7 +547,7 @@ class PatternModel:
             centre = pos[group].mean(axis=0)
             for i in group:
                 p = scene.particles[i]
-                f = p.body.amplitude(self.q, quaternion_to_matrix(p.quaternion))
+                f = deformed_amplitude(p.body, self.q, quaternion_to_matrix(p.quaternion), p.scale, p.aspect)
                 if len(group) > 1:
                     t = xp.asarray((pos[i] - centre) * 1e10)  # Å
                     f = f * xp.exp(1j * (self.q @ t))

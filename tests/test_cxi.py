@@ -49,6 +49,9 @@ def test_round_trip(tmp_path, compression):
         struct = r.labels("structure")
         assert list(struct[2]) == [0, 1, -1]
         assert np.isnan(r.labels("orientation")[1, 1:]).all()
+        scale, aspect = r.labels("scale"), r.labels("aspect")  # 1 per particle where none was given, NaN pads
+        assert scale.shape == aspect.shape == (5, 3) and scale.dtype == np.float64
+        assert list(scale[2, :2]) == [1.0, 1.0] and np.isnan(scale[2, 2]) and np.isnan(aspect[0]).all()
     with h5py.File(tmp_path / "d.h5") as f:
         assert f["/entry_1/instrument_1/detector_1/data"].shape == (5, 2, 6, 5)
         assert json.loads(f["/entry_1/labels/hit_type"].attrs["names"])[1] == "single"
@@ -81,3 +84,15 @@ def test_real_style_3d_file(tmp_path):
         assert r.frame_shape == (1, 3, 2) and not r.has_labels
         np.testing.assert_array_equal(r[2][0], data[2])
         assert not r.mask.any()
+
+
+def test_labels_block_stores_sizes(tmp_path):
+    from spisim.cxi import labels_block
+
+    lab = ShotLabels(hit_type=2, structure=np.array([0, 0]), orientation=np.tile([1.0, 0, 0, 0], (2, 1)),
+                     position=np.zeros((2, 3)), fluence=1.0, total_photons=1.0, scale=np.array([0.9, 1.2]),
+                     aspect=np.array([1.1, 0.95]))
+    block = labels_block([lab], 3)
+    np.testing.assert_array_equal(block["scale"][0, :2], [0.9, 1.2])
+    np.testing.assert_array_equal(block["aspect"][0, :2], [1.1, 0.95])
+    assert np.isnan(block["scale"][0, 2]) and np.isnan(block["aspect"][0, 2])

@@ -121,6 +121,9 @@ def test_missing_values():
         (("n_pixels: 16", "n_pixels: 2.5"), "detector.n_pixels: expected a whole number"),
         (("preset: square", "preset: pnccd"), "detector.n_pixels: only for the square preset"),
         (("preset: square", "preset: pncd"), "did you mean pnccd?"),
+        (("n_pixels: 16", "n_pixels: 16, bin: 0"), "detector.bin must be >= 1, got 0"),
+        (("n_pixels: 16", "n_pixels: 16, oversample: 1.5"), "detector.oversample: expected a whole number"),
+        (("n_pixels: 16", "n_pixels: 16, mask: m.npy, mask_value: ok"), "detector.mask_value: 'ok' is not one of"),
     ],
 )
 def test_impossible_values(change, fragment):
@@ -143,6 +146,11 @@ def test_impossible_values(change, fragment):
         ("unintended: {kinds: {molecule: 1}}\n", "needs unintended.molecules"),
         ("output: {compression: zip}\n", "output.compression: 'zip' is not one of"),
         ("seed: -1\n", "seed must be >= 0"),
+        ("multi: {overlap: 0.2}\n", "multi.overlap: only for placement aggregate"),
+        ("multi: {placement: aggregate, overlap: 1}\n", "multi.overlap must be <= 0.9"),
+        ("noise: {background: {kind: template}}\n", "noise.background.template: missing value"),
+        ("noise: {background: {photons: null}}\n", "noise.background.photons: null only for kind template"),
+        ("noise: {background: {photons: 3, jitter: -1}}\n", "noise.background.jitter must be >= 0"),
     ],
 )
 def test_impossible_values_more(extra, fragment):
@@ -163,6 +171,28 @@ def test_particle_checks():
     assert "lobes" in _error(lobed)
     lobed = MINIMAL.replace("{shape: sphere, radius: 20 nm}", "{shape: lobed, radius: 5 nm, model: continuum}")
     assert "the lobed shape has no continuum model" in _error(lobed)
+    for bad, fragment in (("scale: 0", "scale must be > 0"), ("size_sd: -0.1", "size_sd must be >= 0"),
+                          ("aspect_sd: 2", "aspect_sd must be <= 1"), ("core_density: 0.5", "core_density: only for")):
+        text = MINIMAL.replace("{shape: sphere, radius: 20 nm}", f"{{shape: sphere, radius: 20 nm, {bad}}}")
+        assert fragment in _error(text)
+
+
+def test_realism_keys_parse_with_units_and_defaults():
+    text = MINIMAL.replace("{shape: sphere, radius: 20 nm}", "{shape: shell, radius: 30 nm, thickness: 3 nm, "
+                           "core_density: 0.5 e/nm^3, scale: 1.2, size_sd: 0.05, aspect_sd: 0.02}")
+    text += ("multi: {placement: aggregate}\nnoise: {background: {kind: template, template: 'bg.h5:/x', "
+             "jitter: 0.1}}\n")
+    spec = parse_manifest(text.replace("n_pixels: 16", "n_pixels: 16, bin: 2, oversample: 3, mask: m.npy")).spec
+    p = spec.particles[0]
+    assert p.core_density == pytest.approx(5e-4) and p.scale == 1.2
+    assert p.max_stretch == pytest.approx(1.2 * 1.15 * 1.06)
+    assert spec.multi.placement == "aggregate" and spec.multi.overlap == 0.3
+    assert spec.noise.background.photons is None and spec.noise.background.jitter == 0.1  # a template keeps its total
+    d = spec.detector
+    assert (d.bin, d.oversample, d.mask, d.mask_value) == (2, 3, "m.npy", "bad")
+    plain = parse_manifest(MINIMAL).spec
+    assert plain.noise.background.photons == 0.0 and plain.particles[0].max_stretch == 1.0
+    assert (plain.detector.bin, plain.detector.oversample, plain.detector.mask) == (1, 1, None)
 
 
 def test_yaml_error_and_non_mapping():

@@ -226,3 +226,28 @@ def test_poisson_of_enormous_expectations_stays_finite_and_unbiased():
     ours = apply_detector(small, spec, eff, np.random.default_rng(4), "float32")
     np.testing.assert_array_equal(ours, np.random.default_rng(4).poisson(small).astype(np.float32))
     assert abs(frame[1:].mean() - 3.0) < 0.05  # the ordinary pixels are still Poisson(3)
+
+
+def test_background_template_is_checked_shaped_and_scaled():
+    from spisim.errors import ConfigError
+    from spisim.noise import check_background_template
+
+    shape = (1, 4, 5)
+    valid = np.ones(shape, bool)
+    valid[0, 0, 0] = False
+    t = np.arange(20.0).reshape(4, 5)
+    t[0, 0] = np.nan  # masked: allowed, read as 0
+    out = check_background_template(t, shape, valid)
+    assert out.shape == shape and out[0, 0, 0] == 0 and out[0, 3, 4] == 19
+    with pytest.raises(ConfigError, match="1 unmasked pixels are not finite"):
+        check_background_template(t, shape, np.ones(shape, bool))
+    with pytest.raises(ConfigError, match=r"array of shape \(4, 5\) does not fit .*\(2, 4, 5\)"):
+        check_background_template(t, (2, 4, 5), np.ones((2, 4, 5), bool))
+    spec = BackgroundSpec(kind="template", photons=None)
+    q = np.zeros(shape)
+    np.testing.assert_array_equal(background_photons(spec, q, q, q, valid, out), out)
+    scaled = background_photons(BackgroundSpec(kind="template", photons=57.0), q, q, q, valid, out)
+    assert scaled[valid].sum() == pytest.approx(57.0) and scaled[0, 2, 2] / scaled[0, 1, 1] == pytest.approx(12 / 6)
+    assert not background_photons(BackgroundSpec(kind="template", photons=0.0), q, q, q, valid, out).any()
+    with pytest.raises(ConfigError, match="no photons on the unmasked pixels"):
+        background_photons(BackgroundSpec(kind="template", photons=5.0), q, q, q, valid, np.zeros(shape))

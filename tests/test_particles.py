@@ -377,3 +377,15 @@ def test_lobed_body_is_asymmetric_and_one_lobe_is_a_sphere():
     assert len(one) == round(expected)  # one lobe: the union volume is the ball's, exactly
     assert np.median(r) == pytest.approx(50.0 * 0.5 ** (1 / 3), rel=0.02)  # uniform in the ball
     np.testing.assert_array_equal(lobed(4.0, 3, seed=9).positions, lobed(4.0, 3, seed=9).positions)
+
+
+def test_make_particle_builds_a_continuum_shell_with_a_core():
+    p = make_particle({"shape": "shell", "model": "continuum", "outer_radius_nm": 30, "thickness_nm": 4,
+                       "electron_density": 0.43, "core_electron_density": 0.38})
+    assert isinstance(p, UniformShell) and p.core_density == 0.38 and p.inner == pytest.approx(260.0)
+    assert p.n_electrons == pytest.approx(0.43 * 4 / 3 * math.pi * (300.0**3 - 260.0**3)
+                                          + 0.38 * 4 / 3 * math.pi * 260.0**3, rel=1e-12)
+    with pytest.raises(ConfigError, match="core_electron_density"):
+        make_particle({"shape": "sphere", "model": "continuum", "radius_nm": 3, "core_electron_density": 0.3})
+    with pytest.raises(ConfigError, match="electron_density must be finite and ≥ 0"):
+        UniformShell(300.0, 260.0, 0.43, -0.1)
