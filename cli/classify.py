@@ -1,23 +1,37 @@
 """Classify shots few-shot: compare each shot's embedding with a small labelled support set.
 
-The support set defines the classes: --support FILE uses every labelled shot of FILE (or k per class
-with -k); --support-from DATASET -k K draws K shots per class from a labelled dataset (seeded). Labels
-come from the file itself (simulated data) or from --support-labels (CSV index,label or HDF5). A shot
-gets the class whose supports are nearest on average (--rule mean, the paper's rule), whose mean
-embedding is nearest (--rule prototype), whose single nearest support is nearest (--rule nearest) or
-whose 3 nearest supports are nearest on average (--rule knn); with --unknown-threshold a shot farther than that (squared
-embedding distance) from every class is "unknown". With --min-ratio R a shot is "unknown" unless its second-nearest
-class is at least R times as far as the nearest: the purity knob for a clean single-hit set (R = 12 with
---rule nearest and 20 supports per class gave 97-100 % pure single hits, keeping 50-70 % of them, on four
-held-out simulated studies; docs/evaluation.md).
+The support set defines the classes. --support FILE[,labels=LABELS][,k=K][,seed=S] (repeatable) takes the
+labelled shots of FILE (all of them, or K random ones per class drawn with seed S); labels come from the
+file itself (simulated data) or from LABELS (CSV index,label or HDF5). Several --support may mix label
+spaces, e.g. a simulated 4-class file and a real run labelled single / not_single: the classes are the union.
+The older forms still work: --support FILE --support-labels LABELS -k K, and --support-from DATASET -k K
+(-k and --seed also serve as defaults for every --support that gives none).
 
-Shots stream through in batches; the class counts are printed, and the accuracy where DATA has labels
-(or --labels gives them). -o writes one CSV row per shot: index, label, distance to each class, truth.
+A shot gets the class whose supports are nearest on average (--rule mean, the paper's rule), whose mean
+embedding is nearest (--rule prototype), whose single nearest support is nearest (--rule nearest) or whose
+3 nearest supports are nearest on average (--rule knn); with --unknown-threshold a shot farther than that
+(squared embedding distance) from every class is "unknown". With --min-ratio R a shot is "unknown" unless its
+second-nearest class is at least R times as far as the nearest: the purity knob for a clean single-hit set
+(R = 12 with --rule nearest and 20 supports per class gave 97-100 % pure single hits, keeping 50-70 % of them,
+on four held-out simulated studies; docs/evaluation.md). A frame with no finite pixel where the model looks
+is "invalid", never a class.
+
+Scoring, where DATA has labels (or --labels gives them): every labelled shot that is not itself a support
+(same file, same index) and not invalid. Answers and scores are in the label space of the truth labels: labels
+that are only single / not_single (or --binary) make it single-vs-rest, and any non-single answer counts as
+not_single. The accuracy, single-hit precision and recall and the confusion matrix are printed with the
+label space and the number of scored shots.
+
+-o writes one CSV row per shot (index, label, support 1/0, distance to each class, truth) and a JSON summary
+beside it (predictions.csv -> predictions.summary.json), both complete or not at all; existing files need
+--overwrite.
 
 \b
 Example usage:
     spi classify runs/sim/best.pt run42.cxi --support-from sim.h5 -k 10 -o predictions.csv
-    spi classify best.pt real.cxi --support real_support.cxi --support-labels support.csv --rule prototype
+    spi classify best.pt real.cxi --support real.cxi,labels=real.labels.csv,k=5 --labels real.labels.csv
+    spi classify best.pt real.cxi --support sim.h5,k=20 --support real.cxi,labels=real.labels.csv,k=5 \\
+        --labels real.labels.csv --rule nearest -o predictions.csv
 """
 
 from __future__ import annotations
@@ -28,37 +42,83 @@ import click
 
 from spisim.errors import ConfigError
 
+SUPPORT_KEYS = ("labels", "k", "seed")
+
+
+def parse_support(text: str, labels: Path | None = None, k: int | None = None, seed: int = 0):
+    """``FILE[,labels=LABELS][,k=K][,seed=S]`` → :class:`spinet.inference.SupportSpec`; ``labels``, ``k``,
+    ``seed`` are the defaults for keys not given. A path that exists with commas in its name is taken whole."""
+    from spinet.inference import SupportSpec
+
+    if Path(text).exists() or "," not in text:
+        return SupportSpec(Path(text), labels, k, seed)
+    head, *rest = text.split(",")
+    if not head:
+        raise ConfigError(f"--support {text!r}: empty file name")
+    values: dict = {"labels": labels, "k": k, "seed": seed}
+    for part in rest:
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in SUPPORT_KEYS:
+            raise ConfigError(f"--support {text!r}: bad option {part!r}; use FILE[,labels=LABELS][,k=K][,seed=S]")
+        value = value.strip()
+        if key == "labels":
+            values[key] = Path(value)
+            continue
+        try:
+            values[key] = int(value)
+        except ValueError:
+            raise ConfigError(f"--support {text!r}: {key} must be an integer, got {value!r}") from None
+        if key == "k" and values[key] < 1:
+            raise ConfigError(f"--support {text!r}: k must be >= 1, got {value}")
+    return SupportSpec(Path(head), values["labels"], values["k"], values["seed"])
+
 
 @click.command(name="classify", help=__doc__)
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("data", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--support",
-    "support",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Labelled support file (all its labelled shots, or -k per class).",
+    "supports",
+    multiple=True,
+    metavar="FILE[,labels=L][,k=K][,seed=S]",
+    help="Labelled support file (repeatable), each with its own label file (default: labels inside FILE), "
+    "supports per class (default: -k, else every labelled shot) and seed of their draw (default: --seed).",
 )
 @click.option(
     "--support-from",
     "support_from",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Labelled dataset to draw -k supports per class from.",
+    help="Labelled dataset to draw -k supports per class from (the same as --support DATASET,k=K).",
 )
 @click.option(
     "--support-labels",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Label file of the support file (CSV index,label or HDF5).",
+    help="Label file of the one --support file (CSV index,label or HDF5); with several, use FILE,labels=L.",
 )
-@click.option("-k", "k", type=click.IntRange(min=1), default=None, help="Supports per class.")
+@click.option(
+    "-k",
+    "k",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Supports per class, for every support file that sets no k; more than a class holds is an error. "
+    "[default: every labelled shot]",
+)
 @click.option(
     "--labels",
     "labels",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Label file of DATA, to report the accuracy.",
+    help="Truth label file of DATA, to score the answers. [default: DATA's own labels, if any]",
+)
+@click.option(
+    "--binary/--no-binary",
+    "binary",
+    default=None,
+    help="Answer and score single / not_single (every non-single class counts as not_single), or not. "
+    "[default: binary when the truth labels, or without any the supports, are only single / not_single]",
 )
 @click.option(
     "--rule",
@@ -88,60 +148,67 @@ from spisim.errors import ConfigError
     default=None,
     help="Class names from simulated labels. [default: the model's]",
 )
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Predictions CSV.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Predictions CSV; its JSON summary goes beside it (NAME.summary.json). [default: none written]",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing predictions CSV and summary.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Shots per batch.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the support draw.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the support draw (default of k draws).")
 def command(
     model: Path,
     data: Path,
-    support: Path | None,
+    supports: tuple[str, ...],
     support_from: Path | None,
     support_labels: Path | None,
     k: int | None,
     labels: Path | None,
+    binary: bool | None,
     rule: str,
     unknown_threshold: float | None,
     min_ratio: float | None,
     label_mode: str | None,
     output: Path | None,
+    overwrite: bool,
     batch_size: int,
     device: str,
     seed: int,
 ) -> None:
     import torch
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
+    from cli.progress import Progress
     from spinet.checkpoint import ModelBundle
-    from spinet.inference import build_support, classify_file
+    from spinet.inference import SupportSpec, build_supports, check_outputs, classify_file
+    from spinet.labelspace import class_counts_text
     from spisim.cxi import CXIReader
 
-    if (support is None) == (support_from is None):
-        raise click.UsageError("give exactly one of --support FILE or --support-from DATASET (with -k)")
+    if not supports and support_from is None:
+        raise click.UsageError("give --support FILE (repeatable) or --support-from DATASET with -k")
     if support_from is not None and k is None:
         raise click.UsageError("--support-from needs -k (supports per class)")
+    if support_labels is not None and len(supports) != 1:
+        raise click.UsageError("--support-labels goes with exactly one --support; with several, use FILE,labels=L")
+    specs = [parse_support(s, support_labels, k, seed) for s in supports]
+    if support_from is not None:
+        specs.append(SupportSpec(support_from, None, k, seed))
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: no CUDA device is available")
-    console = Console(stderr=True)
+    if output is not None:
+        check_outputs(output, overwrite)  # before any work
     bundle = ModelBundle.load(model, device=device)
     mode = label_mode or bundle.config.data.label
-    sup = build_support(
-        bundle, support or support_from, labels=support_labels, k=k, seed=seed, label_mode=mode, batch_size=batch_size
-    )
-    console.print(f"support from {sup.source}: " + ", ".join(f"{n} {c}" for n, c in sup.counts().items()))
+    sup = build_supports(bundle, specs, label_mode=mode, batch_size=batch_size)
+    for part in sup.parts:
+        click.echo(f"support from {part['path']}: {class_counts_text(part['counts'])}", err=True)
     with CXIReader(data) as r:
         n = len(r)
-    with Progress(
-        TextColumn("classifying"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("", total=n)
+    with Progress("classifying", n, unit="shots") as progress:
         result = classify_file(
             bundle,
             data,
@@ -153,16 +220,34 @@ def command(
             batch_size=batch_size,
             truth_labels=labels,
             label_mode=mode,
-            on_batch=lambda b: progress.update(task, advance=b),
+            on_batch=progress.advance,
+            binary=binary,
+            overwrite=overwrite,
+            extra={"model": str(model)},
         )
-    table = Table(title=f"{data.name}: {result.n_shots} shots")
-    table.add_column("class")
+    assert result.space is not None
+    out = Console()
+    table = Table(title=f"{data.name}: {result.n_shots} shots ({result.space.name})")
+    table.add_column("answer")
     table.add_column("shots", justify="right")
     table.add_column("fraction", justify="right")
     for name, count in result.counts.items():
         table.add_row(name, str(count), f"{count / max(result.n_shots, 1):.1%}")
-    Console().print(table)
-    if result.accuracy is not None:
-        click.echo(f"accuracy against the labels: {result.accuracy:.3f}")
+    out.print(table)
+    if result.n_support:
+        click.echo(f"{result.n_support} shots of {data.name} are support shots: marked in the CSV, never scored")
+    if result.n_invalid:
+        click.echo(f"{result.n_invalid} shots have no finite pixel where the model looks: 'invalid', never scored")
+    s = result.summary
+    if s is not None:
+        click.echo(f"scored against the labels: {s.headline()}")
+        if s.n:
+            header, rows = s.confusion_rows()
+            cm = Table(title=f"confusion matrix, n = {s.n}")
+            for i, h in enumerate(header):
+                cm.add_column(h, justify="left" if i == 0 else "right")
+            for row in rows:
+                cm.add_row(*row)
+            out.print(cm)
     if output is not None:
-        click.echo(f"predictions: {output}")
+        click.echo(f"predictions: {output}; summary: {result.summary_path}")

@@ -18,8 +18,12 @@ Example usage:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from spinet.study import StudyResults
 
 
 @click.command(name="evaluate", help=__doc__)
@@ -65,11 +69,29 @@ def command(study: Path, out: Path, params: tuple[str, ...], device: str | None,
         results = runner.run()
         progress.update(task, description="writing the report")
         written = write_report(results, out)
-    machines = (r for r in results.records if r.sweep_key is None and r.kind != "human")
-    best = max(machines, key=lambda r: r.metrics.accuracy, default=None)
     click.echo(f"spi evaluate: {len(results.records)} scores of {len(spec.models)} models in {results.seconds:.0f} s; "
                f"report in {written['report.md'].parent}")
-    if best is not None:
-        k = f", k={best.k}" if best.k is not None else ""
-        click.echo(f"best single score: {best.model} trained on {best.source}, tested on {best.test}{k}: "
-                   f"accuracy {best.metrics.accuracy:.3f}")
+    for line in headlines(results):
+        click.echo(line)
+
+
+def headlines(results: StudyResults) -> list[str]:
+    """One line per unperturbed test: its best model (mean accuracy over seeds), in the test's label space, with
+    the number of scored shots and the single-hit precision and recall."""
+    from spinet.report import summarize
+    from spinet.study import HUMAN_KIND
+
+    plain = [v.name for v in results.study.plain_variants()]
+    rows = [r for r in summarize(results.records) if r["test"] in plain and r["kind"] != HUMAN_KIND]
+    out = []
+    for test in plain:
+        here = [r for r in rows if r["test"] == test and r["accuracy"].n]
+        if not here:
+            continue
+        best = max(here, key=lambda r: r["accuracy"].mean)
+        space = "single / not_single" if best["label_space"] == "binary" else best["label_space"]
+        k = f", k={best['k']}" if best["k"] is not None else ""
+        out.append(f"test {test} ({space}, n = {best['n_test']} shots): best {best['model']} trained on "
+                   f"{best['source']}{k}: accuracy {best['accuracy'].format()}, single precision "
+                   f"{best['single_precision'].format()}, single recall {best['single_recall'].format()}")
+    return out

@@ -3,11 +3,14 @@
 Settings come from a YAML config (every key with its default: docs/spinet.md), then from the options
 below, then from --set KEY=VALUE (any config key, the value read as YAML). The run folder (--out) gets
 config.yaml, last.pt, best.pt (the model for spi classify), log.csv and tensorboard/. Each epoch ends
-with the few-shot validation accuracy (supports from the training set); training stops early when it
-has not improved for train.patience epochs. --resume continues an interrupted run exactly.
+with the few-shot validation accuracy and the number of validation shots it was measured on (supports
+from the training set); training stops early when it has not improved for train.patience epochs. A class
+with fewer than 2 training shots gets a warning (a triplet needs two shots of a class). --resume continues
+an interrupted run exactly.
 
 A training source is a CXI/HDF5 file, given as PATH[,labels=LABELS][,weight=W][,max_shots=N]: simulated
-files carry their labels; real data need a label file (CSV index,label or HDF5). Several sources mix by
+files carry their labels; real data need a label file (CSV index,label or HDF5) whose names are the four hit
+types, not_single (a run labelled single vs rest) or those of data.classes. Several sources mix by
 their weights, e.g. a large simulated set and a few real labelled shots. --simulate MANIFEST[,weight=W]
 streams freshly simulated shots instead of (or besides) files.
 
@@ -234,9 +237,12 @@ def command(
     result = train(cfg, resume=resume, console=Console(stderr=True))
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    best = "n/a" if result.best_epoch < 0 or result.best_accuracy == float("-inf") else f"{result.best_accuracy:.3f}"
+    if result.best_epoch < 0 or result.best_accuracy == float("-inf") or result.n_val == 0:
+        best = "best validation accuracy n/a (no validation shots)"
+    else:
+        best = f"best validation accuracy {result.best_accuracy:.3f} (n = {result.n_val}, epoch {result.best_epoch})"
     click.echo(
-        f"spi train: {result.epochs_run} epochs in {result.out}; best validation accuracy {best} "
-        f"(epoch {result.best_epoch}){'; stopped early' if result.stopped_early else ''}"
+        f"spi train: {result.epochs_run} epochs in {result.out}; {best}"
+        f"{'; stopped early' if result.stopped_early else ''}"
     )
     click.echo(f"model: {result.out / 'best.pt'}")

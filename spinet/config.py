@@ -220,7 +220,8 @@ class DataConfig:
         validation: validation sources; empty: ``val_fraction`` of each training file is held out.
         val_fraction: fraction of each training file's labelled shots held out for validation.
         label: ``hit_type`` or ``structure_hit_type`` (class ``<structure>/<hit type>``; ``no_hit`` alone).
-        classes: class names in order; null: every class found (known hit types first, then sorted).
+        classes: class names in order (label files may also use these names); null: every class found (known
+            hit types first, then the rest sorted, not_single last).
         m_per_class: shots of each class in a batch (batch size = m_per_class × classes per batch).
         classes_per_batch: classes in each batch; null: all.
         batches_per_epoch: null: one pass over the training shots' worth of batches.

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
 
-from spisim.cxi import HIT_TYPES, CXIReader
+from spisim.cxi import HIT_TYPES, LABEL_CLASSES, NOT_SINGLE, CXIReader
 from spisim.errors import ConfigError, InputFileError
-from spisim.labels import read_label_file
+from spisim.labels import LabelNames, read_label_file
 
 from .augment import ShotTransform
 
@@ -40,11 +40,12 @@ UNKNOWN = "unknown"
 
 
 def order_classes(names: Iterable[str]) -> list[str]:
-    """Class names in a stable order: known hit types first (in code order), then the rest sorted."""
+    """Class names in a stable order: known hit types first (in code order), then the rest sorted, then
+    ``not_single`` (the class of a run labelled single vs rest)."""
     found = set(names)
     known = [n for n in HIT_TYPES if n in found]
-    rest = sorted(found - set(known))
-    return known + rest
+    rest = sorted(found - set(known) - {NOT_SINGLE})
+    return known + rest + ([NOT_SINGLE] if NOT_SINGLE in found else [])
 
 
 def structure_hit_label(hit_type: str, structures: Sequence[str]) -> str:
@@ -55,8 +56,17 @@ def structure_hit_label(hit_type: str, structures: Sequence[str]) -> str:
     return f"{'+'.join(sorted(set(structures)))}/{hit_type}"
 
 
+def label_names_for(mode: str = "hit_type", extra: Iterable[str] = ()) -> LabelNames:
+    """The class names a label file may use for ``mode``: :data:`spisim.cxi.LABEL_CLASSES`, ``extra`` (e.g. the
+    classes of a config or a model) and, for ``structure_hit_type``, any ``STRUCTURE/HIT_TYPE`` name."""
+    return LabelNames([*LABEL_CLASSES, *extra], structure_hit_types=mode == "structure_hit_type")
+
+
 def file_labels(
-    reader: CXIReader, mode: str = "hit_type", label_file: str | Path | None = None
+    reader: CXIReader,
+    mode: str = "hit_type",
+    label_file: str | Path | None = None,
+    class_names: Sequence[str] | LabelNames | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Labelled shots of a file.
 
@@ -64,12 +74,14 @@ def file_labels(
         reader: an open file.
         mode: ``hit_type`` or ``structure_hit_type`` (needs the file's own labels).
         label_file: labels by name for this file (real data); None: the file's ``/entry_1/labels``.
+        class_names: the names ``label_file`` may use; None: :func:`label_names_for` ``(mode)``.
 
     Returns:
         (indices (n,) int64 sorted, class names (n,)).
     """
     if label_file is not None:
-        labels = read_label_file(label_file, n_shots=len(reader))
+        allowed = label_names_for(mode) if class_names is None else class_names
+        labels = read_label_file(label_file, n_shots=len(reader), class_names=allowed)
         idx = np.array(sorted(labels), dtype=np.int64)
         return idx, [labels[int(i)] for i in idx]
     if not reader.has_labels:

@@ -157,7 +157,17 @@ def fewshot_accuracy(
     rule: str = "mean",
     device: torch.device | str = "cpu",
 ) -> float:
-    """Accuracy on ``query`` (images, class ids) with ``support`` (images, class ids)."""
-    clf = FewShotClassifier(embed_images(model, support[0], device=device), support[1], class_names, rule)
-    pred, _ = clf.predict(embed_images(model, query[0], device=device))
+    """Accuracy on ``query`` (images, class ids) with ``support`` (images, class ids).
+
+    Only the classes among the supports can be answered (a class of ``class_names`` without supports, e.g.
+    ``not_single`` in a run trained on simulated 4-class data, is left out); a query of such a class counts
+    as wrong."""
+    s_cls = torch.as_tensor(support[1], dtype=torch.int64)
+    present = torch.unique(s_cls)
+    remap = torch.full((len(class_names),), -1, dtype=torch.int64)
+    remap[present] = torch.arange(len(present))
+    clf = FewShotClassifier(embed_images(model, support[0], device=device), remap[s_cls],
+                            [class_names[int(i)] for i in present], rule)
+    local, _ = clf.predict(embed_images(model, query[0], device=device))
+    pred = torch.where(local < 0, local, present[local.clamp(min=0)])
     return accuracy(pred, query[1])

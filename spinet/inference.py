@@ -1,37 +1,54 @@
 """Embed and classify whole files in batches with a trained model (what ``spi classify`` runs).
 
-The support set defines the classes: a labelled file (all its labelled shots), or k shots per class
-drawn from a labelled dataset. Shots are read, preprocessed and embedded ``batch_size`` at a time, so
-files of any size stream through in constant memory.
+The support set defines the classes: one or more labelled files (:class:`SupportSpec`: all labelled shots of
+a file, or k per class drawn at random), each with its own labels; the classes are the union of theirs, so a
+simulated 4-class support and a real support labelled single / not_single can be used together. Shots are
+read, preprocessed and embedded ``batch_size`` at a time, so files of any size stream through in constant
+memory.
+
+What is scored (:func:`classify_file`): every shot of the data file that has a truth label, is not itself a
+support shot (same file, same index) and has a finite pixel where the model looks. Answers and the summary
+are in one label space (:mod:`spinet.labelspace`): the truth labels' (binary for single / not_single labels),
+or binary when asked. The predictions CSV and its JSON summary are written under temporary names and renamed
+when complete; existing outputs are replaced only with ``overwrite``.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from spisim.cxi import CXIReader
-from spisim.errors import InputFileError
+from spisim.errors import InputFileError, OutputFileError
 
 from .checkpoint import ModelBundle
-from .data import UNKNOWN, file_labels, order_classes, pick_per_class
-from .export import inference_module
+from .data import UNKNOWN, file_labels, label_names_for, order_classes, pick_per_class
 from .fewshot import FewShotClassifier
+from .labelspace import INVALID, LabelSpace, Summary, choose_label_space, class_counts_text, score
+
+# ------------------------------------------------------------------------------------------------ embedding
 
 
-def iter_embeddings(
+def embed_batches(
     bundle: ModelBundle,
     reader: CXIReader,
     indices: np.ndarray | None = None,
     batch_size: int = 256,
     on_batch: Callable[[int], None] | None = None,
-) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """Yield (shot indices (b,), embeddings (b, D) on CPU) batch by batch.
+) -> Iterator[tuple[np.ndarray, torch.Tensor, np.ndarray]]:
+    """Yield (shot indices (b,), embeddings (b, D) on CPU, valid (b,) bool) batch by batch.
+
+    A shot is invalid when its frame has no finite unmasked pixel inside the crop the model sees
+    (:meth:`spinet.preprocess.Preprocessor.has_data`); its embedding is that of an empty image and must not
+    be given a class.
 
     Args:
         bundle: the trained model.
@@ -42,28 +59,80 @@ def iter_embeddings(
     """
     idx = np.arange(len(reader)) if indices is None else np.asarray(indices, dtype=np.int64)
     pre = bundle.preprocessor_for(reader.frame_shape, reader.pixel_position, reader.mask).to(bundle.device)
-    module = inference_module(bundle, pre)
+    model = bundle.model.eval()
     with torch.no_grad():
         for start in range(0, len(idx), batch_size):
             sel = idx[start : start + batch_size]
             frames = torch.from_numpy(reader.frames(sel)).to(bundle.device)
-            yield sel, module(frames).cpu()
+            img, valid = pre.assemble_valid(frames)  # one pass: the same as inference_module(bundle, pre)(frames)
+            emb = model(pre.normalise(img, valid))
+            yield sel, emb.cpu(), valid.flatten(1).any(dim=1).cpu().numpy()
             if on_batch is not None:
                 on_batch(len(sel))
 
 
+def iter_embeddings(
+    bundle: ModelBundle,
+    reader: CXIReader,
+    indices: np.ndarray | None = None,
+    batch_size: int = 256,
+    on_batch: Callable[[int], None] | None = None,
+) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """Yield (shot indices (b,), embeddings (b, D) on CPU) batch by batch (:func:`embed_batches` without the
+    validity; an invalid frame's embedding is that of an empty image)."""
+    for sel, emb, _ in embed_batches(bundle, reader, indices, batch_size, on_batch):
+        yield sel, emb
+
+
+# ------------------------------------------------------------------------------------------------ supports
+
+
+@dataclass(frozen=True)
+class SupportSpec:
+    """One labelled support file: ``path``, its label file (None: labels inside), ``k`` shots per class drawn
+    with ``seed`` (None: every labelled shot)."""
+
+    path: Path
+    labels: Path | None = None
+    k: int | None = None
+    seed: int = 0
+
+    def describe(self) -> str:
+        opts = [f"labels={self.labels}"] if self.labels else []
+        opts += [f"k={self.k}", f"seed={self.seed}"] if self.k is not None else []
+        return ",".join([str(self.path), *opts])
+
+
 @dataclass
 class SupportSet:
-    """Support embeddings (n, D), class ids (n,), class names, and where they came from."""
+    """Support embeddings (n, D), class ids (n,), class names, and where they came from.
+
+    Attributes:
+        members: resolved file path → sorted file indices of the shots used as supports (never scored).
+        parts: one dict per support file: path, labels, k, seed, counts per class.
+    """
 
     embeddings: torch.Tensor
     classes: torch.Tensor
     class_names: list[str]
     source: str
+    members: dict[str, np.ndarray] = field(default_factory=dict)
+    parts: list[dict] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         c = torch.bincount(self.classes, minlength=len(self.class_names))
         return {n: int(c[i]) for i, n in enumerate(self.class_names)}
+
+    def is_member(self, path: str | Path, indices: np.ndarray) -> np.ndarray:
+        """(n,) bool: which shots ``indices`` of file ``path`` are support shots."""
+        own = self.members.get(_key(path))
+        if own is None:
+            return np.zeros(len(indices), dtype=bool)
+        return np.isin(np.asarray(indices, dtype=np.int64), own)
+
+
+def _key(path: str | Path) -> str:
+    return str(Path(path).resolve())
 
 
 def build_support(
@@ -75,39 +144,153 @@ def build_support(
     seed: int = 0,
     label_mode: str = "hit_type",
     batch_size: int = 256,
+    class_names: Sequence[str] | None = None,
 ) -> SupportSet:
-    """Embed a support set from a labelled file.
+    """Embed a support set from one labelled file.
 
     Args:
         bundle: the trained model.
         path: CXI/HDF5 file with labels inside or with ``labels``.
         labels: label file for ``path`` (CSV or HDF5), for real data.
-        k: shots per class drawn at random (seeded); None: every labelled shot.
+        k: shots per class drawn at random (seeded); None: every labelled shot. Must not exceed what the
+            smallest class holds (InputFileError naming each class's count).
         seed: seed of that draw.
         label_mode: ``hit_type`` or ``structure_hit_type``.
+        class_names: names ``labels`` may use besides :data:`spisim.cxi.LABEL_CLASSES` (default: the model's).
+
+    Raises:
+        InputFileError: no labelled shot, k too large, or a support frame without a finite pixel.
     """
+    allowed = label_names_for(label_mode, bundle.class_names if class_names is None else class_names)
     with CXIReader(path) as reader:
-        idx, names = file_labels(reader, label_mode, labels)
+        idx, names = file_labels(reader, label_mode, labels, class_names=allowed)
         if len(idx) == 0:
             raise InputFileError(f"{path}: no labelled shots for the support set")
-        class_names = order_classes(names)
-        cls = np.array([class_names.index(n) for n in names], dtype=np.int64)
+        found = order_classes(names)
+        cls = np.array([found.index(n) for n in names], dtype=np.int64)
+        have = {n: int(c) for n, c in zip(found, np.bincount(cls, minlength=len(found)), strict=True)}
         if k is not None:
+            if k > min(have.values()):
+                raise InputFileError(f"{path}: k = {k} supports per class is more than its labelled shots hold "
+                                     f"({class_counts_text(have)}): give k <= {min(have.values())}")
             sel = pick_per_class(cls, k, seed)
             idx, cls = idx[sel], cls[sel]
         order = np.argsort(idx, kind="stable")
-        emb = torch.cat([e for _, e in iter_embeddings(bundle, reader, idx[order], batch_size)])
-    return SupportSet(emb, torch.from_numpy(cls[order]), class_names, str(path))
+        idx, cls = idx[order], cls[order]
+        embs = []
+        for sel, emb, valid in embed_batches(bundle, reader, idx, batch_size):
+            if not valid.all():
+                bad = int(sel[~valid][0])
+                raise InputFileError(f"{path}: support shot {bad} ({found[int(cls[np.searchsorted(idx, bad)])]}) "
+                                     "has no finite pixel where the model looks: drop it from the support labels")
+            embs.append(emb)
+    counts = {n: int(c) for n, c in zip(found, np.bincount(cls, minlength=len(found)), strict=True)}
+    part = {"path": str(path), "labels": None if labels is None else str(labels), "k": k, "seed": seed,
+            "counts": counts}
+    return SupportSet(torch.cat(embs), torch.from_numpy(cls), found, str(path), {_key(path): idx.copy()}, [part])
+
+
+def merge_supports(supports: Sequence[SupportSet]) -> SupportSet:
+    """One support set of several: the classes are the union of theirs (:func:`spinet.data.order_classes`)."""
+    if not supports:
+        raise ValueError("no support sets to merge")
+    if len(supports) == 1:
+        return supports[0]
+    names = order_classes(n for s in supports for n in s.class_names)
+    embs, cls = [], []
+    members: dict[str, np.ndarray] = {}
+    for s in supports:
+        remap = torch.tensor([names.index(n) for n in s.class_names], dtype=torch.int64)
+        embs.append(s.embeddings)
+        cls.append(remap[s.classes])
+        for key, idx in s.members.items():
+            members[key] = np.union1d(members.get(key, np.zeros(0, np.int64)), idx)
+    return SupportSet(torch.cat(embs), torch.cat(cls), names, " + ".join(s.source for s in supports), members,
+                      [p for s in supports for p in s.parts])
+
+
+def build_supports(
+    bundle: ModelBundle,
+    specs: Sequence[SupportSpec],
+    *,
+    label_mode: str = "hit_type",
+    batch_size: int = 256,
+    class_names: Sequence[str] | None = None,
+) -> SupportSet:
+    """Embed every support file (each with its own labels, k and seed) and merge them (:func:`merge_supports`)."""
+    return merge_supports([
+        build_support(bundle, s.path, labels=s.labels, k=s.k, seed=s.seed, label_mode=label_mode,
+                      batch_size=batch_size, class_names=class_names)
+        for s in specs
+    ])
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+
+
+def summary_path_for(output: str | Path) -> Path:
+    """Where the JSON summary of a predictions CSV goes: ``predictions.csv`` → ``predictions.summary.json``."""
+    out = Path(output)
+    return out.with_name(out.stem + ".summary.json")
+
+
+def check_outputs(output: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
+    """Check, before any work, that the predictions CSV and its summary can be written.
+
+    Returns:
+        (CSV path, summary JSON path).
+
+    Raises:
+        OutputFileError: no such folder, a folder that cannot be written, an output that is a folder, or an
+            existing output without ``overwrite``.
+    """
+    out = Path(output)
+    summary = summary_path_for(out)
+    folder = out.parent
+    if not folder.is_dir():
+        raise OutputFileError(f"cannot write {out}: no folder {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputFileError(f"cannot write {out}: folder {folder} is not writable")
+    for p in (out, summary):
+        if p.is_dir():
+            raise OutputFileError(f"cannot write {p}: it is a folder")
+        if p.exists() and not overwrite:
+            raise OutputFileError(f"{p} exists: give --overwrite to replace it, or another -o")
+    return out, summary
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
+
+
+# ------------------------------------------------------------------------------------------------ classify
 
 
 @dataclass
 class ClassifyResult:
-    """Predictions of a file."""
+    """Predictions of a file.
+
+    Attributes:
+        n_shots: shots in the file (all of them get a row).
+        counts: answers per class of the label space over every shot, ``unknown`` and ``invalid`` included.
+        accuracy: of the scored shots (None: none scored).
+        output: the predictions CSV, or None.
+        space: the label space of the answers.
+        summary: the scored shots' summary (None without truth labels).
+        n_support: shots of the file that are support shots.
+        n_invalid: shots without a finite pixel where the model looks (label ``invalid``).
+        summary_path: the JSON summary beside the CSV, or None.
+    """
 
     n_shots: int
     counts: dict[str, int]
     accuracy: float | None
     output: Path | None
+    space: LabelSpace | None = None
+    summary: Summary | None = None
+    n_support: int = 0
+    n_invalid: int = 0
+    summary_path: Path | None = None
 
 
 def classify_file(
@@ -123,50 +306,106 @@ def classify_file(
     truth_labels: str | Path | None = None,
     label_mode: str = "hit_type",
     on_batch: Callable[[int], None] | None = None,
+    binary: bool | None = None,
+    overwrite: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> ClassifyResult:
-    """Classify every shot of ``path`` against ``support``; write ``output`` CSV when given.
+    """Classify every shot of ``path`` against ``support``; write ``output`` CSV (and its JSON summary) when given.
 
-    The CSV has one row per shot: ``index,label,distance_<class>...`` (squared embedding distances under
-    the rule), plus ``truth`` where the file has labels (or ``truth_labels`` is given). ``threshold`` and
-    ``min_ratio`` answer "unknown" as in :class:`spinet.fewshot.FewShotClassifier`.
+    The CSV has one row per shot: ``index,label,support`` (1 for a support shot), ``class`` (the support class
+    before mapping, binary space only), ``distance_<class>...`` (squared embedding distances under the rule,
+    empty for an invalid frame), and ``truth`` (in the label space) where the file has labels or
+    ``truth_labels`` is given. ``label`` is the answer in the label space, ``unknown`` (``threshold``,
+    ``min_ratio``, as in :class:`spinet.fewshot.FewShotClassifier`) or ``invalid`` (no finite pixel).
+    The summary JSON (:func:`summary_path_for`) holds the label space, the counts, the supports and, with
+    truth labels, :meth:`spinet.labelspace.Summary.to_dict` plus ``extra``.
+
+    Args:
+        binary: True: answer single / not_single; False: the support classes; None: binary when the truth
+            labels (or, without any, the supports) are only single / not_single.
+        overwrite: replace existing outputs (else OutputFileError, raised before any work).
     """
+    out = summary_out = None
+    if output is not None:
+        out, summary_out = check_outputs(output, overwrite)
     clf = FewShotClassifier(support.embeddings, support.classes, support.class_names, rule, threshold,
                             min_ratio=min_ratio)
     names = support.class_names
-    counts = {n: 0 for n in names}
-    if threshold is not None or (min_ratio is not None and min_ratio > 1):
-        counts[UNKNOWN] = 0
+    allowed = label_names_for(label_mode, [*bundle.class_names, *names])
     with CXIReader(path) as reader:
         truth: dict[int, str] | None = None
         if truth_labels is not None or reader.has_labels:
-            tidx, tnames = file_labels(reader, label_mode, truth_labels)
+            tidx, tnames = file_labels(reader, label_mode, truth_labels, class_names=allowed)
             truth = {int(i): n for i, n in zip(tidx, tnames, strict=True)}
-        correct = judged = 0
-        writer = fh = None
-        if output is not None:
-            fh = open(output, "w", newline="", encoding="utf-8")
-            writer = csv.writer(fh)
-            writer.writerow(
-                ["index", "label", *(f"distance_{n}" for n in names), *(["truth"] if truth is not None else [])]
-            )
+        space = choose_label_space(None if truth is None else truth.values(), names, binary)
+        counts = dict.fromkeys(space.classes, 0)
+        if threshold is not None or (min_ratio is not None and min_ratio > 1):
+            counts[UNKNOWN] = 0
+        counts[INVALID] = 0
+        scored_truth: list[str] = []
+        scored_pred: list[str] = []
+        left_out = {"support": 0, "invalid": 0, "unlabelled": 0}
+        n_support = n_invalid = n_shots = 0
+        fh = writer = None
+        tmp = None if out is None else _tmp(out)
         try:
-            n_shots = 0
-            for sel, emb in iter_embeddings(bundle, reader, None, batch_size, on_batch):
+            if tmp is not None:
+                fh = open(tmp, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed in finally
+                writer = csv.writer(fh)
+                writer.writerow(["index", "label", "support", *(["class"] if space.binary else []),
+                                 *(f"distance_{n}" for n in names), *(["truth"] if truth is not None else [])])
+            for sel, emb, valid in embed_batches(bundle, reader, None, batch_size, on_batch):
                 pred, dist = clf.predict(emb)
-                for i, p, drow in zip(sel, pred.tolist(), dist.numpy(), strict=True):
-                    label = UNKNOWN if p < 0 else names[p]
-                    counts[label] += 1
-                    t = truth.get(int(i)) if truth is not None else None
-                    if t is not None:
-                        judged += 1
-                        correct += int(t == label)
+                member = support.is_member(path, sel)
+                for i, p, drow, ok, sup in zip(sel.tolist(), pred.tolist(), dist.numpy(), valid, member, strict=True):
+                    raw = INVALID if not ok else (UNKNOWN if p < 0 else names[p])
+                    label = space.map(raw)
+                    counts[label] = counts.get(label, 0) + 1
+                    n_support += int(sup)
+                    n_invalid += int(not ok)
+                    t = truth.get(i) if truth is not None else None
+                    if t is None:
+                        left_out["unlabelled"] += 1
+                    elif sup:
+                        left_out["support"] += 1
+                    elif not ok:
+                        left_out["invalid"] += 1
+                    else:
+                        scored_truth.append(t)
+                        scored_pred.append(raw)
                     if writer is not None:
-                        writer.writerow(
-                            [int(i), label, *(f"{v:.6g}" for v in drow), *([t or ""] if truth is not None else [])]
-                        )
+                        dcells = [f"{v:.6g}" for v in drow] if ok else [""] * len(names)
+                        writer.writerow([i, label, int(sup), *([raw] if space.binary else []), *dcells,
+                                         *([space.map(t) if t else ""] if truth is not None else [])])
                 n_shots += len(sel)
-        finally:
+            if fh is not None:
+                fh.flush()
+                os.fsync(fh.fileno())
+                fh.close()
+        except BaseException:
             if fh is not None:
                 fh.close()
-    acc = correct / judged if judged else None
-    return ClassifyResult(n_shots, counts, acc, None if output is None else Path(output))
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            raise
+    summary = None
+    if truth is not None:
+        summary = Summary(space, score(scored_truth, scored_pred, space), left_out)
+    result = ClassifyResult(n_shots, counts, None if summary is None or summary.n == 0 else summary.metrics.accuracy,
+                            out, space, summary, n_support, n_invalid, summary_out)
+    if out is not None and summary_out is not None and tmp is not None:
+        doc = {"data": str(path), "predictions": out.name, **(extra or {}), "rule": rule, "min_ratio": min_ratio,
+               "unknown_threshold": threshold, "supports": support.parts, "support_classes": names,
+               "label_space": space.to_dict(), "n_shots": n_shots, "n_support_shots": n_support,
+               "n_invalid": n_invalid, "counts": counts,
+               "summary": None if summary is None else summary.to_dict()}
+        jtmp = _tmp(summary_out)
+        try:
+            jtmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        except BaseException:
+            jtmp.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, out)
+        os.replace(jtmp, summary_out)
+    return result

@@ -2,11 +2,13 @@
 
 Steps (each set in :class:`spinet.config.PreprocessConfig`):
 
-1. divide by ``photon_scale`` (ADU → photons); non-finite values count as 0;
+1. divide by ``photon_scale`` (ADU → photons);
 2. assemble the panels into one image: every raw pixel goes to the output pixel that contains its centre
    (nearest-pixel binning), with ``bin × bin`` assembled pixels per output pixel, around the beam centre,
-   cropped to ``S × S``. Masked raw pixels are left out; an output pixel is the mean of its valid raw
-   pixels and is *invalid* when it has none (gaps, beamstop, outside the detector);
+   cropped to ``S × S``. Masked raw pixels are left out, and so are non-finite values (NaN, ±inf) frame by
+   frame; an output pixel is the mean of its valid raw pixels and is *invalid* in a frame when it has none
+   (gaps, beamstop, outside the detector, or only non-finite values). A frame with no valid pixel at all is
+   invalid (:meth:`Preprocessor.has_data`) and must not be classified;
 3. clip at 0 and scale (``log(1 + x)``, ``sqrt`` or none);
 4. z-score over the valid pixels of each image; invalid pixels become 0.
 
@@ -253,24 +255,52 @@ class Preprocessor(nn.Module):
 
     # ------------------------------------------------------------------------------------- running
 
-    def _gather(self, flat: torch.Tensor) -> torch.Tensor:
-        """(B, n_raw) → (B, S*S) sums over each output pixel's raw pixels; non-finite values count as 0.
+    def _gather(self, flat: torch.Tensor, weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, n_raw) → (sums (B, S*S), weights (B, S*S)) over each output pixel's raw pixels.
 
-        Only the table's pixels are read (the cost follows the crop, not the frame size)."""
+        A non-finite raw value (NaN, ±inf) is left out like a masked pixel: it adds nothing to the sum and
+        nothing to the weight, so an output pixel whose raw pixels are all non-finite is invalid in that frame.
+        ``weight`` (B, n_raw) in [0, 1] weights each raw pixel (None: 1). Only the table's pixels are read
+        (the cost follows the crop, not the frame size)."""
         g = torch.index_select(flat, 1, self.index).reshape(-1, self.size * self.size, self.k)
-        g = torch.where(torch.isnan(g) | torch.isinf(g), torch.zeros_like(g), g)
-        return (g * self.entry_weight).sum(dim=2)
+        # 1 where finite, 0 where NaN or ±inf: g − g is 0 or NaN (cheaper than isfinite, and exportable)
+        finite = torch.nan_to_num((g - g) + 1.0, nan=0.0, posinf=0.0, neginf=0.0)
+        w = finite * self.entry_weight
+        if weight is not None:
+            w = w * torch.index_select(weight, 1, self.index).reshape(-1, self.size * self.size, self.k)
+        g = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
+        return (g * w).sum(dim=2), w.sum(dim=2)
 
     def _flat(self, frames: torch.Tensor) -> torch.Tensor:
         return frames.reshape(-1, self.n_raw).to(torch.float32)
 
+    def assemble_valid(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean photons per output pixel over its finite unmasked raw pixels, and where there are any.
+
+        Args:
+            frames: (B, M, SS, FS).
+
+        Returns:
+            (images (B, S, S) photons, 0 where invalid; valid (B, S, S) bool: the pixel has at least one finite
+            unmasked raw pixel in that frame).
+        """
+        num, den = self._gather(self._flat(frames))
+        inv = torch.where(den > 0, 1.0 / den.clamp(min=1.0), torch.zeros_like(den))
+        img = num * (inv / self.photon_scale)
+        return img.reshape(-1, self.size, self.size), (den > 0).reshape(-1, self.size, self.size)
+
     def assemble(self, frames: torch.Tensor) -> torch.Tensor:
         """Mean photons per output pixel (0 where invalid): (B, M, SS, FS) → (B, S, S)."""
-        img = self._gather(self._flat(frames)) * (self.inv_count / self.photon_scale)
-        return img.reshape(-1, self.size, self.size)
+        return self.assemble_valid(frames)[0]
+
+    def has_data(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B,) bool: the frame has at least one finite unmasked pixel inside the crop (what the network sees);
+        a frame without any is invalid and must not be given a class."""
+        _, den = self._gather(self._flat(frames))
+        return (den > 0).any(dim=1)
 
     def assemble_weighted(self, frames: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """As :meth:`assemble` with per-shot raw pixel weights (0 = drop, e.g. a missing panel).
+        """As :meth:`assemble_valid` with per-shot raw pixel weights (0 = drop, e.g. a missing panel).
 
         Args:
             frames: (B, M, SS, FS).
@@ -280,8 +310,7 @@ class Preprocessor(nn.Module):
             (images (B, S, S), valid (B, S, S) bool).
         """
         w = weight.reshape(-1, self.n_raw).to(torch.float32)
-        num = self._gather(self._flat(frames) * w)
-        den = self._gather(w)
+        num, den = self._gather(self._flat(frames), w)
         img = torch.where(den > 0, num / (den.clamp(min=1e-12) * self.photon_scale), torch.zeros_like(num))
         return img.reshape(-1, self.size, self.size), (den > 0).reshape(-1, self.size, self.size)
 
@@ -301,8 +330,9 @@ class Preprocessor(nn.Module):
         return (x * v).unsqueeze(1)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B, M, SS, FS) photons (or ADU with photon_scale) → (B, 1, S, S) network input."""
-        return self.normalise(self.assemble(frames), self.valid)
+        """(B, M, SS, FS) photons (or ADU with photon_scale) → (B, 1, S, S) network input; pixels invalid in a
+        frame (masked, outside the detector, or non-finite in that frame) are 0 and left out of its z-score."""
+        return self.normalise(*self.assemble_valid(frames))
 
     def __repr__(self) -> str:
         return (

@@ -45,6 +45,18 @@ FIGURES = ("accuracy_vs_k", "confusion", "embedding", "pr", "sweep")
 # ================================================================================== aggregation
 
 
+def asked_ks(row: dict[str, Any]) -> list[int]:
+    """The study's k values a summary row answers (its k unless a pool held fewer shots; [] without k)."""
+    if row.get("k_asked"):
+        return list(row["k_asked"])
+    return [] if row.get("k") is None else [row["k"]]
+
+
+def at_k(row: dict[str, Any], k: int) -> bool:
+    """True for a summary row without k, or one that answers the study's k value ``k``."""
+    return row.get("k") is None or k in asked_ks(row)
+
+
 def _group(records: Sequence[RunRecord]) -> dict[tuple, list[RunRecord]]:
     groups: dict[tuple, list[RunRecord]] = defaultdict(list)
     for r in records:
@@ -55,7 +67,8 @@ def _group(records: Sequence[RunRecord]) -> dict[tuple, list[RunRecord]]:
 def summarize(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
     """Mean ± spread over seeds per (model, source, test, k), in the order the runs were made.
 
-    Each row: model, kind, source, test, test_base, sweep_key, sweep_value, k, seeds, n_test, and for
+    Each row: model, kind, source, test, test_base, sweep_key, sweep_value, k (really used), k_asked (the
+    study's k values it answers when they differ from k, else None), label_space, seeds, n_test, and for
     accuracy, macro_f1, single_precision, single_recall, answered, single_recall_at_98 a
     :class:`spinet.metrics.Spread` (the last over the seeds whose predictions have a single-hit score).
     """
@@ -64,7 +77,8 @@ def summarize(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
         r0 = rs[0]
         row: dict[str, Any] = {"model": model, "kind": r0.kind, "source": source, "test": test,
                                "test_base": r0.test_base, "sweep_key": r0.sweep_key, "sweep_value": r0.sweep_value,
-                               "k": k, "seeds": len(rs), "n_test": r0.metrics.n}
+                               "k": k, "k_asked": list(r0.asked) if r0.k_asked else None,
+                               "label_space": r0.label_space, "seeds": len(rs), "n_test": r0.metrics.n}
         for key in ("accuracy", "macro_f1", "single_precision", "single_recall", "answered"):
             row[key] = spread([getattr(r.metrics, key) for r in rs])
         row["single_recall_at_98"] = spread([r.single_recall_at_98 for r in rs])
@@ -73,11 +87,13 @@ def summarize(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
 
 
 def per_class_summary(records: Sequence[RunRecord], classes: Sequence[str]) -> list[dict[str, Any]]:
-    """Per (model, source, test, k) and class: precision and recall Spreads over seeds, and the support."""
+    """Per (model, source, test, k) and class of its label space (the study's ``classes``, or single /
+    not_single for a test labelled so): precision and recall Spreads over seeds, and the support."""
     rows = []
     for (model, source, test, k), rs in _group(records).items():
-        for c in classes:
-            rows.append({"model": model, "source": source, "test": test, "k": k, "class": c,
+        for c in rs[0].metrics.class_names:
+            rows.append({"model": model, "source": source, "test": test, "k": k,
+                         "k_asked": list(rs[0].asked) if rs[0].k_asked else None, "class": c,
                          "support": rs[0].metrics.support.get(c, 0),
                          "precision": spread([r.metrics.precision[c] for r in rs]),
                          "recall": spread([r.metrics.recall[c] for r in rs])})
@@ -95,7 +111,7 @@ def per_structure_summary(records: Sequence[RunRecord], classes: Sequence[str], 
     sums: dict[tuple, np.ndarray] = {}
     for r in records:
         neutral = Perturbation(r.sweep_key, r.sweep_value).neutral
-        if r.by_structure is None or not neutral or r.k not in (None, plot_k):
+        if r.by_structure is None or not neutral or not r.at_k(plot_k) or r.metrics.class_names != list(classes):
             continue
         for structure, cm in r.by_structure.items():
             key = (r.model, r.source, r.test, structure)
@@ -138,7 +154,15 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
         w = csv.DictWriter(f, fieldnames=fields or ["empty"])
         w.writeheader()
         for r in rows:
-            w.writerow({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in r.items()})
+            w.writerow({k: _cell(v) for k, v in r.items()})
+
+
+def _cell(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, list | tuple):
+        return ";".join(str(x) for x in v)
+    return v
 
 
 def _slug(text: str) -> str:
@@ -196,6 +220,7 @@ def _metrics_json(results: StudyResults, summary: list[dict], per_class: list[di
                   "definition": s.raw},
         "spi_version": __version__, "created": results.created, "device": results.device,
         "seconds": round(results.seconds, 2), "classes": results.classes, "datasets": results.datasets,
+        "notes": results.notes,
         "runs": [{**r.row(), "confusion": r.metrics.confusion} for r in results.records],
         "summary": [spreads(r) for r in summary],
         "per_class": [spreads(r) for r in per_class],
@@ -295,14 +320,14 @@ def _plot_accuracy_vs_k(results: StudyResults, summary: list[dict], styles: dict
     rows = [r for r in summary if r["test"] in tests]
     if not rows:
         return None
-    ks = results.study.k_shots
     n = len(tests)
     cols = min(n, 2)
     nrows = math.ceil(n / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(5.6 * cols, 4.2 * nrows), squeeze=False)
-    chance = 1.0 / max(len(results.classes), 1)
     for ax, test in zip(axes.flat, tests, strict=False):
         here = [r for r in rows if r["test"] == test]
+        ks = sorted({r["k"] for r in here if r["k"] is not None}) or list(results.study.k_shots)
+        chance = 1.0 / max(len(test_classes(results, test)), 1)
         for key in dict.fromkeys((r["model"], r["source"]) for r in here):
             st = styles[key]
             rs = [r for r in here if (r["model"], r["source"]) == key]
@@ -329,9 +354,9 @@ def _plot_accuracy_vs_k(results: StudyResults, summary: list[dict], styles: dict
         ax.set_xlim(ks[0] / 1.3, ks[-1] * 1.3)
         lows = [r["accuracy"].mean - (0 if math.isnan(r["accuracy"].std) else r["accuracy"].std) for r in here]
         ax.set_ylim(max(0.0, min([chance, *lows]) - 0.05), 1.02)
-        ax.set_xlabel("k (labelled shots per class)")
-        ax.set_ylabel("accuracy")
-        ax.set_title(f"test: {test}", fontsize=10)
+        ax.set_xlabel("k (labelled shots per class, as drawn)")
+        ax.set_ylabel(f"accuracy ({_space_text(results, test)})")
+        ax.set_title(f"test: {test} ({_n_text(here)})", fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
@@ -347,6 +372,34 @@ def _plot_accuracy_vs_k(results: StudyResults, summary: list[dict], styles: dict
                   "dash-dot); dotted: chance. Colour: model; line style: training source.")
 
 
+def test_classes(results: StudyResults, test: str) -> list[str]:
+    """The label space of a test's scores: its records' class names (the study's classes, or single /
+    not_single for a test labelled single vs rest)."""
+    for r in results.records:
+        if r.test == test and r.kind != HUMAN_KIND:
+            return list(r.metrics.class_names)
+    return list(results.classes)
+
+
+def _space_text(results: StudyResults, test: str) -> str:
+    names = test_classes(results, test)
+    return "single / not_single" if names == ["single", "not_single"] else f"{len(names)} classes"
+
+
+def _n_text(rows: Sequence[dict]) -> str:
+    ns = sorted({r["n_test"] for r in rows if r["kind"] != HUMAN_KIND}) or sorted({r["n_test"] for r in rows})
+    return "n = " + "/".join(map(str, ns)) + " shots"
+
+
+def _k_text(results: StudyResults, ks: set) -> str:
+    """``k = 20``, or ``k = 10 (asked 20)`` where a pool held fewer shots."""
+    plot_k = results.study.plot_k
+    real = sorted(k for k in ks if k is not None)
+    if not real or real == [plot_k]:
+        return f"k = {plot_k}"
+    return f"k = {'/'.join(map(str, real))} (asked {plot_k})"
+
+
 def _predictions_at(results: StudyResults, test: str) -> dict[tuple, Any]:
     return {(m, s): p for (m, s, t, _k), p in results.predictions.items() if t == test}
 
@@ -355,7 +408,7 @@ def _records_at(results: StudyResults, test: str) -> dict[tuple, list[RunRecord]
     k = results.study.plot_k
     out: dict[tuple, list[RunRecord]] = defaultdict(list)
     for r in results.records:
-        if r.test == test and (r.k is None or r.k == k) and r.kind != HUMAN_KIND:
+        if r.test == test and r.at_k(k) and r.kind != HUMAN_KIND:
             out[(r.model, r.source)].append(r)
     return out
 
@@ -370,7 +423,7 @@ def _plot_confusion(results: StudyResults, test: str, styles: dict, path: Path) 
     groups = _records_at(results, test)
     if not groups:
         return None
-    classes = results.classes
+    classes = test_classes(results, test)
     c = len(classes)
     n = len(groups)
     cols = min(n, 4)
@@ -398,16 +451,18 @@ def _plot_confusion(results: StudyResults, test: str, styles: dict, path: Path) 
         ks = {r.k for r in rs}
         kk = f", k={next(iter(ks))}" if ks != {None} else ""
         acc = spread([r.metrics.accuracy for r in rs])
-        ax.set_title(f"{_label(model, source)}{kk}\naccuracy {acc.format()}", fontsize=9)
+        ax.set_title(f"{_label(model, source)}{kk}\naccuracy {acc.format()} (n = {rs[0].metrics.n})", fontsize=9)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     seeds = "one seed" if len(results.study.seeds) == 1 else f"summed over {_seeds(results)}"
-    fig.suptitle(f"confusion matrices on {test} ({seeds})", fontsize=10)
+    fig.suptitle(f"confusion matrices on {test}, {_space_text(results, test)} ({seeds})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return path, (f"Confusion matrices on {test} at k = {results.study.plot_k} for models with supports: counts "
-                  "summed over seeds, colour and percentage normalised per true class (row).")
+    ks = {r.k for rs in groups.values() for r in rs}
+    return path, (f"Confusion matrices on {test} ({_space_text(results, test)}) at {_k_text(results, ks)} for models "
+                  "with supports: counts summed over seeds, colour and percentage normalised per true class (row); "
+                  "n: shots scored per seed.")
 
 
 def _project(x: np.ndarray, method: str, seed: int = 0) -> tuple[np.ndarray, str]:
@@ -431,7 +486,7 @@ def _plot_embedding(results: StudyResults, test: str, styles: dict, path: Path) 
     preds = {k: p for k, p in _predictions_at(results, test).items() if p.embeddings is not None}
     if not preds:
         return None
-    classes = results.classes
+    classes = test_classes(results, test)
     cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
     n = len(preds)
     cols = min(n, 3)
@@ -454,7 +509,7 @@ def _plot_embedding(results: StudyResults, test: str, styles: dict, path: Path) 
                 ax.scatter(ys[sel, 0], ys[sel, 1], s=80, marker="*", color=cmap(int(c)), edgecolor="black", lw=0.7,
                            alpha=0.8, zorder=2)
         ax.scatter([], [], s=70, marker="*", color="white", edgecolor="black", lw=0.7, label="supports")
-        ax.set_title(f"{_label(model, source)}, k={results.study.plot_k}", fontsize=9)
+        ax.set_title(f"{_label(model, source)}, k={p.k}", fontsize=9)
         ax.set_xlabel(f"{used} 1")
         ax.set_ylabel(f"{used} 2")
         ax.legend(fontsize=7, markerscale=1.2, loc="best")
@@ -464,20 +519,22 @@ def _plot_embedding(results: StudyResults, test: str, styles: dict, path: Path) 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return path, (f"{used} projection of the Siamese embeddings of the {test} shots coloured by true class; stars: "
-                  f"the k = {results.study.plot_k} supports per class.")
+    ks = {p.k for p in preds.values()}
+    return path, (f"{used} projection of the Siamese embeddings of the {test} shots coloured by true class "
+                  f"({_space_text(results, test)}); stars: the {_k_text(results, ks)} supports per class.")
 
 
 def _plot_pr(results: StudyResults, test: str, styles: dict, path: Path) -> tuple[Path, str] | None:
     import matplotlib.pyplot as plt
 
-    if not any(is_single_class(c) for c in results.classes):
+    classes = test_classes(results, test)
+    if not any(is_single_class(c) for c in classes):
         return None
     curves = []
     for key, p in _predictions_at(results, test).items():
         if p.single_score is None:
             continue
-        curve = single_hit_pr_curve(p.truth, p.single_score, results.classes)
+        curve = single_hit_pr_curve(p.truth, p.single_score, p.class_names or results.classes)
         if curve is not None:
             curves.append((key, p, curve))
     if not curves:
@@ -485,7 +542,6 @@ def _plot_pr(results: StudyResults, test: str, styles: dict, path: Path) -> tupl
     sources = list(dict.fromkeys(key[1] for key, _, _ in curves))
     n = len(sources)
     fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4.2), squeeze=False, sharey=True)
-    single = np.array([is_single_class(c) for c in results.classes])
     low = min(float(c.precision.min()) for _, _, c in curves)
     # a ratio-test model ranks shots as its rule does, so its curve lies on that rule's: dashed, to show both
     ratio_test = {m.name for m in results.study.models if m.min_ratio is not None}
@@ -496,6 +552,7 @@ def _plot_pr(results: StudyResults, test: str, styles: dict, path: Path) -> tupl
             st = styles.get((model, src), {})
             ax.step(curve.recall, curve.precision, where="post", color=st.get("color"), lw=1.6,
                     ls="--" if model in ratio_test else "-", label=f"{model} (AP {curve.average_precision:.3f})")
+            single = np.array([is_single_class(c) for c in (p.class_names or results.classes)])
             t = single[p.truth]
             pr = (p.pred >= 0) & single[np.clip(p.pred, 0, None)]
             if pr.any() and t.any():
@@ -511,7 +568,9 @@ def _plot_pr(results: StudyResults, test: str, styles: dict, path: Path) -> tupl
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="lower left")
     axes.flat[0].set_ylabel("single-hit precision")
-    fig.suptitle(f"single hits on {test} (first seed, k = {results.study.plot_k} where k applies)", fontsize=11)
+    ks = {p.k for _, p, _ in curves}
+    fig.suptitle(f"single hits on {test} (first seed, {_k_text(results, ks)} where k applies, "
+                 f"n = {len(curves[0][1].truth)} shots)", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -527,7 +586,7 @@ def _plot_sweep(results: StudyResults, summary: list[dict], test_base: str, styl
     import matplotlib.pyplot as plt
 
     k = results.study.plot_k
-    rows = [r for r in summary if r["test_base"] == test_base and r["sweep_key"] is not None and r["k"] in (None, k)]
+    rows = [r for r in summary if r["test_base"] == test_base and r["sweep_key"] is not None and at_k(r, k)]
     if not rows:
         return None
     key = rows[0]["sweep_key"]
@@ -550,7 +609,7 @@ def _plot_sweep(results: StudyResults, summary: list[dict], test_base: str, styl
     ax.set_xticks(values)
     ax.set_xticklabels([f"{v:g}" for v in values])
     ax.minorticks_off()
-    ax.axhline(1.0 / len(results.classes), color="0.55", ls=":", lw=1)
+    ax.axhline(1.0 / len(test_classes(results, rows[0]["test"])), color="0.55", ls=":", lw=1)
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("accuracy")
     ax.set_title(f"robustness on {test_base} ({_spread_note(results)})", fontsize=10)
@@ -567,6 +626,10 @@ def _plot_sweep(results: StudyResults, summary: list[dict], test_base: str, styl
 # ================================================================================== documents
 
 
+def _space_label(name: str) -> str:
+    return "single / not_single" if name == "binary" else name
+
+
 def _fmt_k(k: int | None) -> str:
     return "—" if k is None else str(k)
 
@@ -579,18 +642,19 @@ def _targets(results: StudyResults, summary: list[dict]) -> list[list[str]]:
     kt = max(k20)
     rows = []
     for r in summary:
-        if r["kind"] != "siamese" or r["k"] != kt or r["sweep_key"] is not None:
+        if (r["kind"] != "siamese" or not at_k(r, kt) or r["k"] is None or r["sweep_key"] is not None
+                or r["label_space"] == "binary"):  # the targets are four-class ones
             continue
         cnn = [c for c in summary if c["kind"] == "cnn" and c["source"] == r["source"] and c["test"] == r["test"]]
         beats = "—"
         if cnn:
             mine = {x["k"]: x["accuracy"].mean for x in summary if (x["model"], x["source"], x["test"]) ==
-                    (r["model"], r["source"], r["test"]) and x["k"] in k20}
+                    (r["model"], r["source"], r["test"]) and any(k in k20 for k in asked_ks(x))}
             ref = {c["k"]: c["accuracy"].mean for c in cnn}
             ok = all(v > (ref[None] if None in ref else ref.get(k, float("nan"))) for k, v in mine.items())
             beats = "yes" if ok else "no"
         acc, sp = r["accuracy"], r["single_precision"]
-        rows.append([r["model"], r["source"], r["test"], str(kt), acc.format(percent=True),
+        rows.append([r["model"], r["source"], r["test"], str(r["k"]), acc.format(percent=True),
                      "yes" if acc.mean >= 0.95 else "no", sp.format(percent=True),
                      "yes" if (not math.isnan(sp.mean) and sp.mean >= SINGLE_PRECISION_TARGET) else "no",
                      r["single_recall_at_98"].format(percent=True), beats])
@@ -609,7 +673,8 @@ def _blocks(results: StudyResults, summary: list[dict], per_class: list[dict], f
     b.append(("list", [f"study file: {s.source}", f"created {results.created} by spi {__version__} on "
                        f"{results.device}, in {results.seconds:.0f} s",
                        f"classes: {', '.join(results.classes)}", f"seeds: {', '.join(map(str, s.seeds))}; "
-                       f"k (supports per class): {', '.join(map(str, s.k_shots))}; plots at k = {s.plot_k}",
+                       f"k (supports per class): {', '.join(map(str, s.k_shots))}; plots at k = {s.plot_k} (where a "
+                       "pool holds fewer shots of a class, the k really drawn: see the notes under Results)",
                        f"parameters: {params}",
                        "numbers are mean ± sample standard deviation over seeds"]))
     b.append(("h2", "Datasets"))
@@ -622,8 +687,12 @@ def _blocks(results: StudyResults, summary: list[dict], per_class: list[dict], f
         human = (" Rows with training — are human baselines: a person's labels from spi label --game, scored against "
                  "the truth of the shots played (one person, so seeds = 1).")
     b.append(("p", "Accuracy, macro F1 and single-hit precision and recall of every model (k: supports per class for "
-                   "the Siamese models, or shots per class of the training source; — where k does not apply)."
-              + human))
+                   "the Siamese models, or shots per class of the training source, as really drawn; — where k does "
+                   "not apply). Labels: the label space of the test's labels (the study's classes, or single / "
+                   "not_single for a test labelled single vs rest, where every other answer counts as not_single); "
+                   "shots: the shots scored per seed." + human))
+    for note in results.notes:
+        b.append(("p", f"Note: {note}."))
     # "answered" (shots given a class) only where some model may answer "unknown" (min_ratio)
     unknowns = any(m.min_ratio is not None for m in results.study.models)
     if unknowns:
@@ -631,11 +700,12 @@ def _blocks(results: StudyResults, summary: list[dict], per_class: list[dict], f
                        "answers \"unknown\" where it is unsure, which counts as wrong in the accuracy and is never a "
                        "single-hit prediction, so its single precision is that of the shots it keeps."))
     b.append(("table", ["model", "training", "test", "k", "accuracy", "macro F1", "single precision",
-                        "single recall", *(["answered"] if unknowns else []), "seeds"],
+                        "single recall", *(["answered"] if unknowns else []), "seeds", "labels", "shots"],
               [[r["model"], r["source"], r["test"], _fmt_k(r["k"]), r["accuracy"].format(percent=True),
                 r["macro_f1"].format(), r["single_precision"].format(percent=True),
                 r["single_recall"].format(percent=True),
-                *([r["answered"].format(percent=True)] if unknowns else []), str(r["seeds"])] for r in summary]))
+                *([r["answered"].format(percent=True)] if unknowns else []), str(r["seeds"]),
+                _space_label(r["label_space"]), str(r["n_test"])] for r in summary]))
     targets = _targets(results, summary)
     if targets:
         b.append(("h2", "Targets"))
@@ -652,7 +722,7 @@ def _blocks(results: StudyResults, summary: list[dict], per_class: list[dict], f
     if any(t.sweep_key for t in s.tests.values()):
         b.append(("p", "A swept test at its unperturbed point (fluence × 1, nothing missing); the sweep itself is "
                        "in the results table, per_class.csv and the sweep figures."))
-    pc = [r for r in per_class if r["k"] in (None, s.plot_k) and r["test"] in plain]
+    pc = [r for r in per_class if at_k(r, s.plot_k) and r["test"] in plain]
     b.append(("table", ["model", "training", "test", "class", "shots", "precision", "recall"],
               [[r["model"], r["source"], r["test"], r["class"], str(r["support"]),
                 r["precision"].format(percent=True), r["recall"].format(percent=True)] for r in pc]))

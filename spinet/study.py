@@ -11,7 +11,10 @@ mistake raises :class:`spisim.errors.ConfigError` naming the key). :class:`Study
    **seed**, and cached in ``REPORT_DIR/cache/models``;
 3. every trained model is scored on every **test set** (with a few-shot support set of k shots per
    class drawn from the test set's ``support`` part for the Siamese models), including the variants of
-   a robustness ``sweep`` (fluence scale, missing detector area);
+   a robustness ``sweep`` (fluence scale, missing detector area). Scores are in the label space of the test
+   labels (single / not_single for a test labelled so, :mod:`spinet.labelspace`); support shots and frames
+   without a finite pixel are never scored; a k beyond what a pool's smallest class holds is drawn as that
+   class allows, recorded as the k really drawn (``RunRecord.k_asked`` keeps the asked values) and noted;
 4. human baselines (``human``: the results files of ``spi label --game``) become records of kind ``human``;
 5. the records go to :mod:`spinet.report`.
 
@@ -31,7 +34,7 @@ import pickle
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +46,9 @@ from spisim.cxi import CXIReader
 from spisim.errors import ConfigError, InputFileError
 
 from .config import AugmentConfig, Config, PreprocessConfig
-from .data import file_labels, order_classes, pick_per_class, stratified_split
+from .data import file_labels, label_names_for, order_classes, pick_per_class, stratified_split
 from .fewshot import RULES
+from .labelspace import BINARY_CLASSES, LabelSpace, class_counts_text, is_binary_names
 from .metrics import ClassificationMetrics, classification_metrics, confusion_by_group, is_single_class
 
 MODEL_KINDS = ("siamese", "cnn", "resnet", "classical")
@@ -915,6 +919,7 @@ class DataRegistry:
         self._structures: dict[str, np.ndarray | None] = {}
         self._geometry: dict[Path, Geometry] = {}
         self._images: dict[tuple, tuple[torch.Tensor, np.ndarray]] = {}
+        self._has_data: dict[tuple, np.ndarray] = {}
         self._features: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self.classes: list[str] = []
 
@@ -993,8 +998,9 @@ class DataRegistry:
         """(file indices, class names) of the labelled shots of a dataset, before the class filter."""
         if name not in self._raw_labels:
             spec = self.study.datasets[name]
+            allowed = label_names_for(self.study.label, [*(self.study.classes or []), *spec.rename])
             with CXIReader(self.file(name)) as r:
-                idx, names = file_labels(r, self.study.label, spec.labels)
+                idx, names = file_labels(r, self.study.label, spec.labels, class_names=allowed)
             if spec.max_shots is not None:
                 idx, names = idx[: spec.max_shots], names[: spec.max_shots]
             if spec.rename:
@@ -1042,6 +1048,27 @@ class DataRegistry:
 
     def labelled(self, name: str) -> Labelled:
         return self._labelled[name]
+
+    def label_space(self, name: str) -> LabelSpace:
+        """The label space a dataset's truth labels are scored in: binary (single / not_single) when its labels
+        are only single and not_single (a real run labelled single vs rest), else the study's classes."""
+        lab = self._labelled[name]
+        present = [self.classes[int(c)] for c in np.unique(lab.classes)]
+        if is_binary_names(present):
+            return LabelSpace.make_binary()
+        return LabelSpace(tuple(self.classes), False)
+
+    def pool_counts(self, ref: PartRef) -> dict[str, int]:
+        """Shots per class (classes present only) of a dataset part: what a k-shot draw from it can take."""
+        lab = self._labelled[ref.dataset]
+        counts = np.bincount(lab.classes[self.part(ref)], minlength=len(self.classes))
+        return {self.classes[i]: int(n) for i, n in enumerate(counts) if n}
+
+    def key_indices(self, ref: PartRef) -> set[tuple[str, int]]:
+        """(resolved file, shot index) of every shot of a part (to tell the same shot in two datasets)."""
+        lab = self._labelled[ref.dataset]
+        path = str(self.file(ref.dataset).resolve())
+        return {(path, int(i)) for i in lab.indices[self.part(ref)]}
 
     def part(self, ref: PartRef) -> np.ndarray:
         """Positions (into the dataset's labelled shots) of a part."""
@@ -1102,12 +1129,22 @@ class DataRegistry:
                 with torch.no_grad():
                     x = torch.from_numpy(frames)
                     if weight is None:
-                        img = pre(x)
+                        raw, valid = pre.assemble_valid(x)
                     else:
-                        img = pre.normalise(*pre.assemble_weighted(x, torch.from_numpy(weight)))
+                        raw, valid = pre.assemble_weighted(x, torch.from_numpy(weight))
+                    img = pre.normalise(raw, valid)
                 store[torch.from_numpy(chunk)] = img
+                self._has_data.setdefault(key, np.ones(len(lab.indices), bool))[chunk] = (
+                    valid.flatten(1).any(dim=1).numpy())
                 done[chunk] = True
         return store[torch.from_numpy(np.asarray(positions, dtype=np.int64))]
+
+    def has_data(self, name: str, positions: np.ndarray, perturb: Perturbation | None = None) -> np.ndarray:
+        """(n,) bool: the shot has a finite unmasked pixel where the network looks (else it is invalid: never
+        given a class, never scored). Computed with the images."""
+        perturb = perturb or Perturbation()
+        self.images(name, positions, perturb)
+        return self._has_data[(name, perturb)][np.asarray(positions, dtype=np.int64)]
 
     def features(self, name: str, positions: np.ndarray, perturb: Perturbation, classifier: Any) -> np.ndarray:
         """Classical features (n, F) of labelled shots ``positions`` with ``classifier``'s ring edges."""
@@ -1201,7 +1238,14 @@ class TrainJob:
 
 @dataclass
 class RunRecord:
-    """The scores of one trained model on one test variant with one k (None for models without supports)."""
+    """The scores of one trained model on one test variant with one k (None for models without supports).
+
+    ``k`` is the number of shots per class really used (supports, or training shots of a ``per_class: k``
+    source); ``k_asked`` the study's k values this record stands for, when they differ from ``k`` (a pool
+    held fewer shots of a class than asked: the draws of those k values are the same shots). The metrics are
+    in the label space of the test labels (``metrics.class_names``: the study's classes, or single /
+    not_single for a test labelled single vs rest).
+    """
 
     model: str
     kind: str
@@ -1217,13 +1261,31 @@ class RunRecord:
     train_seconds: float
     by_structure: dict[str, list[list[int]]] | None = None
     single_recall_at_98: float = float("nan")
+    k_asked: list[int] = field(default_factory=list)
+
+    @property
+    def asked(self) -> tuple[int, ...]:
+        """The study's k values this record answers (``(k,)`` when nothing was capped; () without k)."""
+        if self.k_asked:
+            return tuple(self.k_asked)
+        return () if self.k is None else (self.k,)
+
+    def at_k(self, k: int) -> bool:
+        """True for a record without k, or one that answers the study's k value ``k``."""
+        return self.k is None or k in self.asked
+
+    @property
+    def label_space(self) -> str:
+        """``binary`` (single / not_single) or ``N classes``."""
+        return label_space_name(self.metrics.class_names)
 
     def row(self) -> dict[str, Any]:
         """A flat row for CSV and JSON."""
         m = self.metrics
         out = {"model": self.model, "kind": self.kind, "source": self.source, "test": self.test,
                "test_base": self.test_base, "sweep_key": self.sweep_key, "sweep_value": self.sweep_value,
-               "k": self.k, "seed": self.seed, "n_test": m.n, "n_train": self.n_train,
+               "k": self.k, "k_asked": list(self.asked) if self.k_asked else None, "seed": self.seed,
+               "label_space": self.label_space, "n_test": m.n, "n_train": self.n_train,
                "train_seconds": round(self.train_seconds, 3), "accuracy": m.accuracy, "macro_f1": m.macro_f1,
                "single_precision": m.single_precision, "single_recall": m.single_recall,
                "single_recall_at_98": self.single_recall_at_98, "answered": m.answered}
@@ -1245,6 +1307,10 @@ class Prediction:
     support_embeddings: np.ndarray | None = None
     support_classes: np.ndarray | None = None
     structure: np.ndarray | None = None
+    class_names: list[str] | None = None
+    """Names of the ids in truth, pred and support_classes (None: the study's classes)."""
+    k: int | None = None
+    """The k really used (supports or training shots per class), as in the record."""
 
 
 @dataclass
@@ -1276,6 +1342,14 @@ class StudyResults:
     seconds: float
     device: str
     created: str
+    notes: list[str] = field(default_factory=list)
+    """Warnings about the runs (k values a pool could not supply), shown in the report."""
+
+
+def label_space_name(class_names: Sequence[str]) -> str:
+    """``binary`` for single / not_single, else ``N classes``."""
+    space = LabelSpace(tuple(class_names), tuple(class_names) == BINARY_CLASSES)
+    return space.name
 
 
 @dataclass
@@ -1321,6 +1395,8 @@ class StudyRunner:
         self.say = say or (lambda msg: None)
         self.fresh = fresh
         self.data = DataRegistry(study, self.cache, self.device, self.progress, self.say)
+        self.invalid: dict[str, int] = {}
+        """Test variant → shots left out of its scores because their frame has no finite pixel."""
 
     # -------------------------------------------------------------------------------- the plan
 
@@ -1384,6 +1460,64 @@ class StudyRunner:
         lines.append(f"{n_train} trainings, {sum(len(self.evaluations(j)) for j in jobs)} evaluations")
         return lines
 
+    # -------------------------------------------------------------------------------- k and its pools
+
+    def _pool_min(self, ref: PartRef) -> int:
+        """The fewest shots any class present in a part holds (the largest k a balanced draw can take)."""
+        return min(self.data.pool_counts(ref).values())
+
+    def job_k(self, job: TrainJob) -> int | None:
+        """Shots per class a ``per_class: k`` source really takes: the asked k, at most what the smallest class
+        of each such part holds (every part takes the same k, so that k stays one number)."""
+        if job.k is None:
+            return None
+        caps = [self._pool_min(c.part) for c in job.source.components if c.per_class == "k"]
+        return min([job.k, *caps])
+
+    def support_k(self, job: TrainJob, v: TestVariant, k: int | None) -> int | None:
+        """Supports per class drawn for a Siamese evaluation at the study's ``k`` (None for other models): k
+        (or the job's real k), at most what the smallest class of the test's support part holds."""
+        if not job.model.fewshot or k is None:
+            return None
+        kk = self.job_k(job) if job.k is not None else k
+        assert v.spec.support is not None and kk is not None
+        return min(kk, self._pool_min(v.spec.support))
+
+    def record_k(self, job: TrainJob, v: TestVariant, k: int | None) -> int | None:
+        """The k a record states: the real training k of a ``per_class: k`` source, else the real support k."""
+        if job.k is not None:
+            return self.job_k(job)
+        return self.support_k(job, v, k)
+
+    def k_notes(self) -> list[str]:
+        """One line per pool that holds fewer shots of a class than a k of the study asks."""
+        s = self.study
+        notes = []
+        seen: set[str] = set()
+        for src in s.sources.values():
+            for c in src.components:
+                if c.per_class != "k" or str(c.part) in seen:
+                    continue
+                seen.add(str(c.part))
+                counts = self.data.pool_counts(c.part)
+                cap = min(counts.values())
+                over = [k for k in s.k_shots if k > cap]
+                if over:
+                    notes.append(f"{c.part} holds {class_counts_text(counts)}: k = {', '.join(map(str, over))} of the "
+                                 f"training sources that take k shots per class is k = {cap} (every class the same)")
+        if any(m.fewshot for m in s.models):
+            for t in s.tests.values():
+                if t.support is None:
+                    continue
+                counts = self.data.pool_counts(t.support)
+                cap = min(counts.values())
+                over = [k for k in s.k_shots if k > cap]
+                if over:
+                    notes.append(f"test {t.name}: its support part {t.support} holds {class_counts_text(counts)}: "
+                                 f"k = {', '.join(map(str, over))} supports per class asked, {cap} drawn and shown "
+                                 f"as k = {cap}")
+        return notes
+
     # -------------------------------------------------------------------------------- training data
 
     def _training_parts(self, job: TrainJob) -> tuple[list[tuple[str, np.ndarray, float]],
@@ -1394,7 +1528,7 @@ class StudyRunner:
         for i, c in enumerate(job.source.components):
             pos = self.data.part(c.part)
             lab = self.data.labelled(c.part.dataset)
-            per = job.k if c.per_class == "k" else c.per_class
+            per = self.job_k(job) if c.per_class == "k" else c.per_class
             if per is not None:
                 pick = pick_per_class(lab.classes[pos], int(per), _seed(job.seed, "kshot", str(c.part)))
                 train.append((c.part.dataset, pos[pick], c.weight))
@@ -1562,7 +1696,14 @@ class StudyRunner:
     # -------------------------------------------------------------------------------- scoring
 
     def _test_positions(self, v: TestVariant) -> np.ndarray:
+        """Positions of the scored shots: the test part without any shot that is also in its support part (the
+        same file and index, e.g. two datasets on one file), at most ``max_test_shots`` of them."""
         pos = self.data.part(v.spec.data)
+        if v.spec.support is not None and v.spec.support.dataset != v.spec.data.dataset:
+            supports = self.data.key_indices(v.spec.support)
+            lab = self.data.labelled(v.spec.data.dataset)
+            path = str(self.data.file(v.spec.data.dataset).resolve())
+            pos = pos[np.array([(path, int(i)) not in supports for i in lab.indices[pos]], dtype=bool)]
         cap = self.study.evaluation.max_test_shots
         if cap is not None and len(pos) > cap:
             rng = np.random.default_rng([0x7E57, len(pos)])
@@ -1571,9 +1712,16 @@ class StudyRunner:
 
     def score(self, trained: Trained, v: TestVariant, k: int | None,
               cache: dict) -> tuple[ClassificationMetrics, Prediction]:
-        """Score a trained model on a test variant with k supports per class (Siamese) and keep its predictions."""
+        """Score a trained model on a test variant with k supports per class (Siamese; k at most what the
+        smallest class of the support part holds, see :meth:`support_k`) and keep its predictions. The metrics
+        are in the label space of the test labels (:meth:`DataRegistry.label_space`): for a test labelled
+        single / not_single every other answer counts as not_single."""
         name = v.spec.data.dataset
         pos = self._test_positions(v)
+        ok = self.data.has_data(name, pos, v.perturb)
+        if not ok.all():
+            self.invalid[v.name] = int((~ok).sum())
+            pos = pos[ok]
         truth = self.data.labelled(name).classes[pos]
         classes = self.data.classes
         single = np.array([is_single_class(c) for c in classes], dtype=bool)
@@ -1590,7 +1738,7 @@ class StudyRunner:
             spos = self.data.part(v.spec.support)
             slab = self.data.labelled(v.spec.support.dataset)
             seed = _seed(trained.job.seed, "kshot", str(v.spec.support))
-            pick = spos[pick_per_class(slab.classes[spos], int(k or 1), seed)]
+            pick = spos[pick_per_class(slab.classes[spos], int(self.support_k(trained.job, v, k) or 1), seed)]
             s_emb = embed_images(model, self.data.images(v.spec.support.dataset, pick, v.perturb), device=self.device)
             s_cls = slab.classes[pick]
             present = np.unique(s_cls)
@@ -1618,6 +1766,14 @@ class StudyRunner:
         structures = self.data.structures(name)
         if structures is not None:
             prediction.structure = structures[pos]
+        space = self.data.label_space(name)
+        if space.binary:
+            prediction.truth = space.map_ids(prediction.truth, classes)
+            prediction.pred = space.map_ids(prediction.pred, classes)
+            if prediction.support_classes is not None:
+                prediction.support_classes = space.map_ids(prediction.support_classes, classes)
+            prediction.class_names = list(space.classes)
+            return classification_metrics(prediction.truth, prediction.pred, list(space.classes)), prediction
         return classification_metrics(truth, pred, classes), prediction
 
     def throughput(self, trained: Trained, v: TestVariant) -> ThroughputRecord | None:
@@ -1651,7 +1807,8 @@ class StudyRunner:
                 assert v.spec.support is not None
                 spos = self.data.part(v.spec.support)
                 slab = self.data.labelled(v.spec.support.dataset)
-                pick = spos[pick_per_class(slab.classes[spos], self.study.plot_k, 0)]
+                pick = spos[pick_per_class(slab.classes[spos], min(self.study.plot_k, self._pool_min(v.spec.support)),
+                                           0)]
                 s_emb = embed_images(model, self.data.images(v.spec.support.dataset, pick), device=self.device)
                 present, s_cls = np.unique(slab.classes[pick], return_inverse=True)
                 clf = FewShotClassifier(s_emb.to(self.device), torch.from_numpy(s_cls), [str(c) for c in present],
@@ -1703,43 +1860,81 @@ class StudyRunner:
         variants = s.variants()
         shared = {m.embedding for m in s.models if m.embedding is not None}
         networks: dict[tuple, Trained] = {}
+        notes = self.k_notes()
+        for line in notes:
+            self.say(f"warning: {line}")
+        done: dict[tuple, RunRecord] = {}
+        asked: dict[tuple, list[int]] = {}
         for job in self.jobs():
+            todo = []
+            evals = self.evaluations(job)
+            for v, k in evals:
+                rk = self.record_k(job, v, k)
+                key = (job.model.name, job.source.name, v.name, rk, job.seed)
+                if key in asked:  # the same shots as an earlier k: that record answers this k too
+                    if k is not None:
+                        asked[key].append(int(k))
+                    continue
+                asked[key] = [] if k is None else [int(k)]
+                todo.append((v, k, rk, key))
+            if not todo:  # every k of this job draws what an earlier job drew: nothing new to train
+                self.progress(f"skipped {job.label}: the same shots as a smaller k", 1 + len(evals))
+                continue
             self.progress(f"training {job.label}", 0)
+            net_key = (job.source.name, job.seed, self.job_k(job))
             if job.model.embedding is not None:
-                ref = networks[(job.model.embedding, job.source.name, job.seed, job.k)]
+                ref = networks[(job.model.embedding, *net_key)]
                 trained = Trained(job, ref.kind, ref.obj, ref.n_train, ref.seconds, ref.log)
             else:
                 trained = self.train(job)
                 if job.model.name in shared:
-                    networks[(job.model.name, job.source.name, job.seed, job.k)] = trained
+                    networks[(job.model.name, *net_key)] = trained
             logs[job.label] = trained.log
-            self.progress(f"trained {job.label}", 1)
+            self.progress(f"trained {job.label}", 1 + len(evals) - len(todo))
             cache: dict = {}
-            for v, k in self.evaluations(job):
-                self.progress(f"scoring {job.model.name}/{job.source.name} on {v.name}" + (f", k={k}" if k else ""), 0)
+            for v, k, rk, key in todo:
+                self.progress(f"scoring {job.model.name}/{job.source.name} on {v.name}"
+                              + (f", k={rk}" if rk else ""), 0)
                 metrics, pred = self.score(trained, v, k, cache)
-                records.append(RunRecord(job.model.name, job.model.kind, job.source.name, v.name, v.spec.name,
-                                         v.perturb.key, v.perturb.value, k, job.seed, metrics, trained.n_train,
-                                         trained.seconds, by_structure=None if pred.structure is None else
-                                         confusion_by_group(pred.structure, pred.truth, pred.pred, len(classes)),
-                                         single_recall_at_98=_recall_at_98(pred, classes)))
-                if job.seed == first_seed and (k is None or k == s.plot_k):
+                names = pred.class_names or classes
+                rec = RunRecord(job.model.name, job.model.kind, job.source.name, v.name, v.spec.name,
+                                v.perturb.key, v.perturb.value, rk, job.seed, metrics, trained.n_train,
+                                trained.seconds, by_structure=None if pred.structure is None else
+                                confusion_by_group(pred.structure, pred.truth, pred.pred, len(names)),
+                                single_recall_at_98=_recall_at_98(pred, names))
+                records.append(rec)
+                done[key] = rec
+                if job.seed == first_seed and (rk is None or rk == self._plot_record_k(job, v)):
                     if trained.kind != "siamese":
                         pred.embeddings = None
-                    predictions[(job.model.name, job.source.name, v.name, k)] = pred
+                    pred.k = rk
+                    predictions[(job.model.name, job.source.name, v.name, rk)] = pred
                 self.progress("scored", 1)
-            if job.seed == first_seed and (job.k is None or job.k == s.plot_k) and variants:
+            plot_job = job.k is None or self.job_k(job) == self.job_k(replace(job, k=s.plot_k))
+            if job.seed == first_seed and plot_job and variants:
                 plain = s.plain_variants() or variants
                 rec = self.throughput(trained, plain[0])
                 if rec is not None and not any(r.model == rec.model and r.source == rec.source for r in throughput):
                     throughput.append(rec)
+        for test, n_bad in self.invalid.items():
+            notes.append(f"test {test}: {n_bad} shots have no finite pixel where the models look: never scored")
+        for key, rec in done.items():
+            ks = asked[key]
+            rec.k_asked = ks if ks != ([] if rec.k is None else [rec.k]) else []
         m_order = {m.name: i for i, m in enumerate(s.models)}
         s_order = {n: i for i, n in enumerate(s.sources)}
         v_order = {v.name: i for i, v in enumerate(variants)}
         records.sort(key=lambda r: (m_order[r.model], s_order[r.source], v_order[r.test], r.k or 0, r.seed))
         records += human
         return StudyResults(s, classes, records, predictions, throughput, self.data.summary(), logs,
-                            time.perf_counter() - t0, self.device, datetime.now(UTC).isoformat(timespec="seconds"))
+                            time.perf_counter() - t0, self.device, datetime.now(UTC).isoformat(timespec="seconds"),
+                            notes)
+
+    def _plot_record_k(self, job: TrainJob, v: TestVariant) -> int | None:
+        """The record k that stands for the study's plot k in a job's evaluations of ``v``."""
+        if job.k is not None:
+            return self.job_k(replace(job, k=self.study.plot_k))
+        return self.support_k(job, v, self.study.plot_k)
 
 
 def _seed(seed: int, *tags: Any) -> int:

@@ -51,6 +51,7 @@ from .data import (
     as_shot_source,
     collect_stream,
     file_labels,
+    label_names_for,
     open_simulator,
     order_classes,
     pick_per_class,
@@ -172,11 +173,18 @@ class PreparedData:
     preprocessor: Preprocessor
     geometry: str
     summary: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def n_val(self) -> int:
+        """Validation shots (0 without validation)."""
+        return 0 if self.val is None else len(self.val)
 
 
 def _file_source(cfg: Config, src: SourceConfig) -> tuple[CXIReader, np.ndarray, list[str]]:
     reader = CXIReader(src.path)
-    idx, names = file_labels(reader, cfg.data.label, src.labels)
+    idx, names = file_labels(reader, cfg.data.label, src.labels, class_names=label_names_for(
+        cfg.data.label, cfg.data.classes or ()))
     if src.max_shots is not None:
         idx, names = idx[: src.max_shots], names[: src.max_shots]
     return reader, idx, names
@@ -267,6 +275,8 @@ def prepare_data(cfg: Config, dist: DistInfo | None = None, simulator: Any = Non
     assert first_pre is not None
 
     train_ds = ShotDataset(train_files) if train_files else None
+    warnings = [] if stream is not None else few_shot_warnings(
+        classes, np.bincount(train_ds.labels, minlength=len(classes)) if train_ds is not None else None)
     val = support = None
     if dist.is_main:
         val_parts, sup_parts = [], []
@@ -301,7 +311,27 @@ def prepare_data(cfg: Config, dist: DistInfo | None = None, simulator: Any = Non
             missing = sorted(set(val.classes.tolist()) - set(support.classes.tolist()))
             if missing:
                 raise ConfigError(f"no training shots of class {classes[missing[0]]} to serve as support")
-    return PreparedData(classes, train_ds, stream, val, support, first_pre[0], first_pre[1], summary)
+    return PreparedData(classes, train_ds, stream, val, support, first_pre[0], first_pre[1], summary, warnings)
+
+
+def few_shot_warnings(classes: list[str], counts: np.ndarray | None) -> list[str]:
+    """Warnings for classes with fewer than 2 training shots: a triplet needs an anchor and a positive of the
+    same class, so such a class is never an anchor (0 shots: never seen at all).
+
+    Args:
+        classes: the C class names.
+        counts: (C,) training shots per class (after the validation split), or None.
+    """
+    if counts is None:
+        return []
+    out = []
+    for name, n in zip(classes, counts.tolist(), strict=True):
+        if n == 0:
+            out.append(f"class {name} has no training shots: the network never sees it")
+        elif n < 2:
+            out.append(f"class {name} has only {n} training shot: triplets need 2 shots of a class (an anchor and "
+                       "a positive), so it is never an anchor; label more shots of it")
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- loop
@@ -317,6 +347,8 @@ class TrainResult:
     epochs_run: int
     stopped_early: bool
     history: list[dict]
+    n_val: int = 0
+    """Validation shots each accuracy was measured on."""
 
 
 def _split_m(m: int, w_file: float, w_stream: float) -> tuple[int, int]:
@@ -444,6 +476,8 @@ def _train(
     class_index = {n: i for i, n in enumerate(data.class_names)}
     for line in data.summary:
         say(line)
+    for line in data.warnings:
+        say(f"[yellow]warning: {line}[/]")
     if data.val is None and dist.is_main:
         say("[yellow]no validation shots (val_fraction 0 and no data.validation): no early stopping[/]")
 
@@ -575,7 +609,7 @@ def _train(
                         tb.flush()
                     say(
                         f"epoch {epoch + 1}: loss {row['train_loss']:.4f}, {triplets} triplets, "
-                        f"val accuracy {acc:.3f}" + (" (best)" if improved else "")
+                        + val_text(acc, data.n_val) + (" (best)" if improved else "")
                     )
                 if progress is not None and task is not None:
                     progress.remove_task(task)
@@ -583,7 +617,7 @@ def _train(
                     stopped = True
                     say(
                         f"early stop: no better validation accuracy for {bad} epochs "
-                        f"(best {best:.3f} at epoch {best_epoch})"
+                        f"(best {best:.3f} (n = {data.n_val}) at epoch {best_epoch})"
                     )
                     break
     finally:
@@ -598,7 +632,14 @@ def _train(
         for fmt in tc.export:
             path = export_model(out / "best.pt", fmt)
             say(f"exported {fmt}: {path}")
-    return TrainResult(out, best, best_epoch, len(history), stopped, history)
+    return TrainResult(out, best, best_epoch, len(history), stopped, history, data.n_val)
+
+
+def val_text(acc: float, n: int) -> str:
+    """``validation accuracy 0.857 (n = 7)``, or ``no validation accuracy`` (NaN)."""
+    if math.isnan(acc) or n == 0:
+        return "no validation accuracy"
+    return f"validation accuracy {acc:.3f} (n = {n})"
 
 
 def _check_in_sync(net: torch.nn.Module, device: torch.device) -> None:

@@ -31,7 +31,7 @@ import json
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +39,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .cxi import HIT_TYPES, LABELS_PATH
+from .cxi import HIT_TYPES, LABEL_CLASSES, LABELS_PATH
 from .errors import InputFileError
 
 HEADER: tuple[str, str, str] = ("index", "label", "time")
@@ -375,24 +375,78 @@ def save_game_report(report: dict, labels_path: str | Path, extra: dict | None =
 # ------------------------------------------------------------------------------------------------ label files
 
 
-def read_label_file(path: str | Path, n_shots: int | None = None) -> dict[int, str]:
+class LabelNames:
+    """The class names a label file may use: a list of names and, optionally, any ``STRUCTURE/HIT_TYPE`` name
+    (the (structure, hit type) classes of ``label: structure_hit_type``, e.g. ``capsid/single``).
+
+    Args:
+        names: the allowed names.
+        structure_hit_types: also allow ``STRUCTURE/HIT_TYPE`` for any structure and a hit type of
+            :data:`spisim.cxi.HIT_TYPES`.
+    """
+
+    def __init__(self, names: Iterable[str] = LABEL_CLASSES, *, structure_hit_types: bool = False) -> None:
+        self.names = tuple(dict.fromkeys(str(n) for n in names))
+        self.structure_hit_types = bool(structure_hit_types)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        if name in self.names:
+            return True
+        if self.structure_hit_types:
+            head, sep, tail = name.rpartition("/")
+            return bool(sep and head.strip() and tail in HIT_TYPES)
+        return False
+
+    def describe(self) -> str:
+        """The allowed names in words, for error messages."""
+        text = ", ".join(self.names)
+        if self.structure_hit_types:
+            text += " or STRUCTURE/HIT_TYPE (e.g. capsid/single)"
+        return text
+
+    def __repr__(self) -> str:
+        return f"LabelNames({self.describe()})"
+
+
+def as_label_names(class_names: Sequence[str] | LabelNames | None) -> LabelNames:
+    """``class_names`` as :class:`LabelNames` (None: :data:`spisim.cxi.LABEL_CLASSES`)."""
+    if class_names is None:
+        return LabelNames(LABEL_CLASSES)
+    if isinstance(class_names, LabelNames):
+        return class_names
+    return LabelNames(class_names)
+
+
+def read_label_file(
+    path: str | Path, n_shots: int | None = None, class_names: Sequence[str] | LabelNames | None = None
+) -> dict[int, str]:
     """Labels by name from a label file: ``{shot index: class name}``.
 
-    Formats: CSV ``index,label`` (a header line is optional; later rows of an index win), the
-    ``index,label,time`` logs of ``spi label`` (replayed with their undos), or HDF5 with datasets
+    Formats: CSV ``index,label`` (a header line is optional; an index may appear twice only with the same
+    label), the ``index,label,time`` logs of ``spi label`` (replayed with their undos), or HDF5 with datasets
     ``index`` (int) and ``label`` (strings), or a CXI file's ``/entry_1/labels/hit_type`` (−1 = none).
 
     Args:
         path: the label file.
         n_shots: when given, indices must lie in [0, n_shots).
+        class_names: the names a label may take (a list, or :class:`LabelNames`); None:
+            :data:`spisim.cxi.LABEL_CLASSES` (the four hit types and ``not_single``).
+
+    Raises:
+        InputFileError: a missing or malformed file, an unknown class name (the message lists the known
+            ones), an index given twice with different labels (the message names both lines), an index out
+            of range. Line numbers are the file's own (header and blank lines counted).
     """
     path = Path(path)
+    allowed = as_label_names(class_names)
     if not path.is_file():
         raise InputFileError(f"no such label file: {path}")
     if h5py.is_hdf5(path):
-        labels = _hdf5_labels(path)
+        labels = _hdf5_labels(path, allowed)
     else:
-        labels = _csv_labels(path)
+        labels = _csv_labels(path, allowed, n_shots)
     if n_shots is not None:
         bad = [i for i in labels if not 0 <= i < n_shots]
         if bad:
@@ -400,34 +454,68 @@ def read_label_file(path: str | Path, n_shots: int | None = None) -> dict[int, s
     return labels
 
 
-def _csv_labels(path: Path) -> dict[int, str]:
+def _numbered_rows(text: str) -> list[tuple[int, list[str]]]:
+    """Non-blank CSV rows with the file line number each ends on (1-based, blank lines counted)."""
+    reader = csv.reader(io.StringIO(text))
+    out = []
+    for cells in reader:
+        if cells and any(c.strip() for c in cells):
+            out.append((reader.line_num, cells))
+    return out
+
+
+def _unknown(path: Path, where: str, label: str, allowed: LabelNames) -> InputFileError:
+    return InputFileError(f"{path}:{where}: unknown class {label!r}: expected one of {allowed.describe()}")
+
+
+def _csv_labels(path: Path, allowed: LabelNames, n_shots: int | None) -> dict[int, str]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputFileError(f"cannot read label file {path}: {exc}") from None
-    rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+    rows = _numbered_rows(text)
     if not rows:
         raise InputFileError(f"label file {path} is empty")
-    header = [c.strip().lower() for c in rows[0]]
+    header = [c.strip().lower() for c in rows[0][1]]
     if header[:3] == ["index", "label", "time"]:
-        names = sorted({r[1].strip() for r in rows[1:] if len(r) > 1 and r[1].strip() != UNDO})
-        return read_labels(path, class_names=names or ["none"])
+        # the log of spi label: check the names here (its own reader knows only the names it is given)
+        found: list[str] = []
+        for lineno, cells in _numbered_rows(_complete_text(path))[1:]:
+            if len(cells) < 2:
+                continue
+            label = cells[1].strip()
+            if label == UNDO:
+                continue
+            if label not in allowed:
+                raise _unknown(path, str(lineno), label, allowed)
+            found.append(label)
+        return read_labels(path, class_names=sorted(set(found)) or ["none"], n_shots=n_shots)
     if header[:2] == ["index", "label"]:
         rows = rows[1:]
     out: dict[int, str] = {}
-    for lineno, r in enumerate(rows, start=1):
+    line_of: dict[int, int] = {}
+    for lineno, r in rows:
         if len(r) < 2:
-            raise InputFileError(f"{path}: line {lineno} is not 'index,label': {','.join(r)!r}")
+            raise InputFileError(f"{path}:{lineno}: expected 'index,label', got {','.join(r)!r}")
         idx, label = r[0].strip(), r[1].strip()
         if not idx.isdigit():
-            raise InputFileError(f"{path}: line {lineno}: shot index {idx!r} is not a non-negative integer")
+            raise InputFileError(f"{path}:{lineno}: shot index {idx!r} is not a non-negative integer")
         if not label:
-            raise InputFileError(f"{path}: line {lineno}: empty label")
-        out[int(idx)] = label
+            raise InputFileError(f"{path}:{lineno}: empty label")
+        if label not in allowed:
+            raise _unknown(path, str(lineno), label, allowed)
+        i = int(idx)
+        if n_shots is not None and i >= n_shots:
+            raise InputFileError(f"{path}:{lineno}: shot index {i} is out of range for a dataset of {n_shots} shots")
+        if i in out and out[i] != label:
+            raise InputFileError(f"{path}: shot {i} is labelled {out[i]!r} on line {line_of[i]} and {label!r} on "
+                                 f"line {lineno}: give each shot one label")
+        if i not in out:
+            out[i], line_of[i] = label, lineno
     return out
 
 
-def _hdf5_labels(path: Path) -> dict[int, str]:
+def _hdf5_labels(path: Path, allowed: LabelNames) -> dict[int, str]:
     with h5py.File(path, "r") as f:
         if "label" in f and "index" in f:
             idx = np.asarray(f["index"][()], dtype=np.int64).reshape(-1)
@@ -435,10 +523,25 @@ def _hdf5_labels(path: Path) -> dict[int, str]:
             names = [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(raw).reshape(-1)]
             if len(names) != len(idx):
                 raise InputFileError(f"{path}: 'index' and 'label' have different lengths")
-            return {int(i): n for i, n in zip(idx, names, strict=True)}
+            out: dict[int, str] = {}
+            entry_of: dict[int, int] = {}
+            for k, (i, n) in enumerate(zip(idx.tolist(), names, strict=True)):
+                if n not in allowed:
+                    raise _unknown(path, f" label[{k}]", n, allowed)
+                if i in out and out[i] != n:
+                    raise InputFileError(f"{path}: shot {i} is labelled {out[i]!r} at entry {entry_of[i]} and {n!r} "
+                                         f"at entry {k} of 'index'/'label': give each shot one label")
+                if i not in out:
+                    out[i], entry_of[i] = n, k
+            return out
         key = f"{LABELS_PATH}/hit_type"
         if key in f:
             codes = np.asarray(f[key][()], dtype=np.int64)
             names = json.loads(f[key].attrs.get("names", json.dumps(list(HIT_TYPES))))
+            for c in np.unique(codes[codes >= 0]):
+                if int(c) >= len(names):
+                    raise InputFileError(f"{path}: {key} has code {int(c)} but only {len(names)} names")
+                if names[int(c)] not in allowed:
+                    raise _unknown(path, f" {key}", names[int(c)], allowed)
             return {int(i): names[c] for i, c in enumerate(codes) if c >= 0}
     raise InputFileError(f"{path}: an HDF5 label file needs datasets 'index' and 'label' (or {key})")

@@ -19,6 +19,7 @@ from spinet.data import (
     SimulatedShotStream,
     StreamBatcher,
     file_labels,
+    label_names_for,
     order_classes,
     pick_per_class,
     read_label_file,
@@ -35,13 +36,14 @@ def toy_file(tmp_path_factory):
 
 
 def test_label_files_csv_log_and_hdf5(tmp_path):
-    (tmp_path / "a.csv").write_text("index,label\n0,single\n3,ice\n1,no_hit\n3,multi\n")
-    assert read_label_file(tmp_path / "a.csv") == {0: "single", 1: "no_hit", 3: "multi"}
+    (tmp_path / "a.csv").write_text("index,label\n0,single\n3,multi\n1,no_hit\n3,multi\n4,not_single\n")
+    assert read_label_file(tmp_path / "a.csv") == {0: "single", 1: "no_hit", 3: "multi", 4: "not_single"}
     (tmp_path / "b.csv").write_text("5,single\n2,droplet\n")
-    assert read_label_file(tmp_path / "b.csv") == {5: "single", 2: "droplet"}
+    assert read_label_file(tmp_path / "b.csv", class_names=["single", "droplet"]) == {5: "single", 2: "droplet"}
     # the append-only log of spi label, with an undo
     (tmp_path / "c.csv").write_text("index,label,time\n0,single,t\n1,multi,t\n1,undo,t\n1,no_hit,t\n2,custom,t\n")
-    assert read_label_file(tmp_path / "c.csv") == {0: "single", 1: "no_hit", 2: "custom"}
+    assert read_label_file(tmp_path / "c.csv", class_names=[*HIT_TYPES, "custom"]) == {
+        0: "single", 1: "no_hit", 2: "custom"}
     with h5py.File(tmp_path / "d.h5", "w") as f:
         f["index"] = np.array([4, 7])
         f["label"] = np.array([b"single", b"multi"])
@@ -53,6 +55,55 @@ def test_label_files_csv_log_and_hdf5(tmp_path):
         read_label_file(tmp_path / "e.csv")
     with pytest.raises(InputFileError, match="no such label file"):
         read_label_file(tmp_path / "missing.csv")
+    # structure_hit_type names pass where the caller allows them
+    (tmp_path / "s.csv").write_text("0,capsid/single\n1,no_hit\n")
+    assert read_label_file(tmp_path / "s.csv", class_names=label_names_for("structure_hit_type")) == {
+        0: "capsid/single", 1: "no_hit"}
+    with pytest.raises(InputFileError, match="unknown class 'capsid/single'"):
+        read_label_file(tmp_path / "s.csv")
+
+
+@pytest.mark.parametrize("text, line", [
+    ("index,label\n0,single\n\n\n1,alien\n", 5),  # header and two blank lines counted
+    ("0,single\n\n1,alien\n", 3),
+    ("index,label,time\n0,single,t\n\n1,alien,t\n", 4),  # the log of spi label
+])
+def test_unknown_class_is_an_error_listing_the_known_ones_with_the_real_line(tmp_path, text, line):
+    (tmp_path / "l.csv").write_text(text)
+    with pytest.raises(InputFileError) as err:
+        read_label_file(tmp_path / "l.csv")
+    msg = str(err.value)
+    assert f"l.csv:{line}: unknown class 'alien'" in msg, msg
+    assert "no_hit, single, multi, unintended, not_single" in msg and "\n" not in msg
+
+
+def test_line_numbers_of_row_errors_count_the_header_and_blank_lines(tmp_path):
+    (tmp_path / "l.csv").write_text("index,label\n\n0,single\n\n\nseven,multi\n")
+    with pytest.raises(InputFileError, match=r"l.csv:6: shot index 'seven' is not a non-negative integer"):
+        read_label_file(tmp_path / "l.csv")
+    (tmp_path / "m.csv").write_text("index,label\n0,single\n1\n")
+    with pytest.raises(InputFileError, match=r"m.csv:3: expected 'index,label'"):
+        read_label_file(tmp_path / "m.csv")
+    (tmp_path / "n.csv").write_text("\n0,single\n9,multi\n")
+    with pytest.raises(InputFileError, match=r"n.csv:3: shot index 9 is out of range for a dataset of 5 shots"):
+        read_label_file(tmp_path / "n.csv", n_shots=5)
+
+
+def test_an_index_given_twice_with_different_labels_is_an_error_naming_both_lines(tmp_path):
+    (tmp_path / "d.csv").write_text("index,label\n0,single\n3,multi\n\n1,no_hit\n3,single\n")
+    with pytest.raises(InputFileError) as err:
+        read_label_file(tmp_path / "d.csv")
+    assert "shot 3 is labelled 'multi' on line 3 and 'single' on line 6" in str(err.value)
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["index"] = np.array([4, 7, 4])
+        f["label"] = np.array([b"single", b"multi", b"no_hit"])
+    with pytest.raises(InputFileError, match=r"shot 4 is labelled 'single' at entry 0 and 'no_hit' at entry 2"):
+        read_label_file(tmp_path / "d.h5")
+    with h5py.File(tmp_path / "u.h5", "w") as f:
+        f["index"] = np.array([0, 1])
+        f["label"] = np.array([b"single", b"alien"])
+    with pytest.raises(InputFileError, match=r"label\[1\]: unknown class 'alien': expected one of no_hit"):
+        read_label_file(tmp_path / "u.h5")
 
 
 def test_file_labels_by_hit_type_structure_and_label_file(toy_file, tmp_path):
@@ -64,9 +115,12 @@ def test_file_labels_by_hit_type_structure_and_label_file(toy_file, tmp_path):
         _, snames = file_labels(r, "structure_hit_type")
         assert set(snames) == {"no_hit", "toy/single", "toy/multi", "unintended"}
         (tmp_path / "l.csv").write_text("index,label\n2,ice\n5,single\n")
-        idx, names = file_labels(r, label_file=tmp_path / "l.csv")
+        idx, names = file_labels(r, label_file=tmp_path / "l.csv", class_names=["ice", "single"])
         assert idx.tolist() == [2, 5] and names == ["ice", "single"]
+        with pytest.raises(InputFileError, match="unknown class 'ice'"):
+            file_labels(r, label_file=tmp_path / "l.csv")
     assert order_classes(["zeta", "multi", "alpha", "no_hit"]) == ["no_hit", "multi", "alpha", "zeta"]
+    assert order_classes(["not_single", "zeta", "single"]) == ["single", "zeta", "not_single"]
 
 
 def test_balanced_sampler_counts_determinism_and_weights():

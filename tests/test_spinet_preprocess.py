@@ -296,3 +296,31 @@ def test_every_config_key_is_documented():
         assert f"### `{section.name}`" in doc
         for f in dataclasses.fields(getattr(cfg, section.name)):
             assert f"| `{f.name}` |" in doc, f"{section.name}.{f.name} missing from docs/spinet.md"
+
+
+def test_non_finite_pixels_are_masked_per_frame(geom):
+    """NaN and ±inf pixels count as masked in their own frame (not as 0): the image equals that of a preprocessor
+    built with those pixels masked; the other frames of the batch are untouched; a frame without any finite
+    pixel has no data."""
+    pos, mask = geom
+    cfg = PreprocessConfig(input_size=16, bin=2)
+    pre = Preprocessor.from_geometry(cfg, mask.shape, pos, mask)
+    rng = np.random.default_rng(5)
+    frames = rng.gamma(2.0, 3.0, size=(3, *mask.shape)).astype(np.float32)
+    bad = rng.random(mask.shape) < 0.3
+    frames[0][bad] = np.nan
+    frames[0][0, 3, 4] = np.inf
+    bad[0, 3, 4] = True
+    frames[2] = np.nan
+    x = torch.from_numpy(frames)
+    out = pre(x)
+    masked = Preprocessor.from_geometry(cfg, mask.shape, pos, mask | bad)
+    ref = masked(torch.from_numpy(np.where(bad, 123.0, frames[0]).astype(np.float32))[None])
+    torch.testing.assert_close(out[0], ref[0], rtol=1e-5, atol=1e-6)
+    img, valid = pre.assemble_valid(x)
+    assert torch.equal(valid[0], masked.valid) and torch.equal(valid[1], pre.valid) and not valid[2].any()
+    assert torch.equal(pre(x[1:2])[0], out[1])  # the other frames are as alone
+    assert pre.has_data(x).tolist() == [True, True, False] and torch.all(out[2] == 0)
+    w = torch.ones_like(x)
+    torch.testing.assert_close(pre.assemble_weighted(x, w)[0], img)
+    assert torch.equal(pre.assemble_weighted(x, w)[1], valid)

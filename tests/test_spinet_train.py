@@ -4,7 +4,9 @@ exports agree, live simulation trains, the CLI commands run, DDP with gloo keeps
 from __future__ import annotations
 
 import csv
+import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +24,7 @@ from spinet.inference import build_support, classify_file
 from spinet.synthetic import ToySimulator, write_toy_dataset
 from spinet.train import _epoch_batches, prepare_data, train
 from spisim.cxi import CXIReader
+from spisim.errors import InputFileError
 
 TINY_MODEL = {"channels": [4, 8], "hidden": 32, "embedding_dim": 16}
 
@@ -82,6 +85,7 @@ def test_short_training_beats_chance_on_held_out_shots(trained, files):
     assert len(rows) == 60 and set(rows[0]) == {
         "index",
         "label",
+        "support",
         "truth",
         "distance_no_hit",
         "distance_single",
@@ -208,7 +212,8 @@ def test_live_simulation_training_and_mixed_batches(files, tmp_path):
 
 def test_real_data_without_geometry_and_label_file(files, tmp_path):
     """A real-style file: (N, SS, FS) frames only, no geometry, no labels inside; labels from a CSV by name
-    (custom class names). Panels are stacked, training runs, classify answers in the label file's names."""
+    (custom class names, allowed by data.classes). Panels are stacked, training runs, classify answers in the label
+    file's names."""
     import h5py
 
     with CXIReader(files["train"]) as r:
@@ -227,14 +232,42 @@ def test_real_data_without_geometry_and_label_file(files, tmp_path):
         data={"batches_per_epoch": 2, "m_per_class": 3},
     )
     cfg = cfg.with_overrides({"data.sources": [{"path": str(real), "labels": str(tmp_path / "labels.csv")}]})
+    with pytest.raises(InputFileError, match="unknown class 'ice'"):  # names beyond the known ones must be listed
+        train(cfg)
+    cfg = cfg.with_overrides({"data.classes": ["dust", "ice", "none", "virus"]})
     res = train(cfg)
     bundle = ModelBundle.load(res.out / "best.pt")
     assert bundle.class_names == ["dust", "ice", "none", "virus"]
     assert bundle.preprocessor.frame_shape == (1, 20, 44)
     support = build_support(bundle, real, labels=tmp_path / "labels.csv", k=2)
     out = classify_file(bundle, real, support, truth_labels=tmp_path / "labels.csv", output=tmp_path / "p.csv")
-    assert out.n_shots == 40 and set(out.counts) == {"dust", "ice", "none", "virus"}
-    assert out.accuracy is not None
+    assert out.n_shots == 40 and set(out.counts) == {"dust", "ice", "none", "virus", "invalid"}
+    assert out.accuracy is not None and out.summary.n == 32 and out.n_support == 8  # the supports are not scored
+
+
+def test_one_shot_class_warns_and_validation_accuracy_states_n(files, tmp_path):
+    """A run labelled single / not_single with a single hit labelled once: the class trains no triplet (a warning
+    says so), not_single is a class, and every validation accuracy comes with its number of shots."""
+    from rich.console import Console
+
+    with CXIReader(files["train"]) as r:
+        codes = r.hit_type[:48]
+    first_single = int(np.nonzero(codes == 1)[0][0])
+    rows = [f"{i},{'single' if i == first_single else 'not_single'}" for i, c in enumerate(codes) if c != 1]
+    rows.append(f"{first_single},single")
+    (tmp_path / "l.csv").write_text("index,label\n" + "\n".join(rows) + "\n")
+    cfg = config(tmp_path / "run", files["train"], model=TINY_MODEL, train={"epochs": 2},
+                 data={"batches_per_epoch": 2, "m_per_class": 3, "support_k": 2})
+    cfg = cfg.with_overrides({"data.sources": [{"path": str(files["train"]), "labels": str(tmp_path / "l.csv")}]})
+    console = Console(file=io.StringIO(), width=300)
+    res = train(cfg, console=console)
+    text = console.file.getvalue()
+    assert ModelBundle.load(res.out / "best.pt").class_names == ["single", "not_single"]
+    assert "warning: class single has only 1 training shot: triplets need 2 shots of a class" in text
+    n_val = res.n_val
+    assert n_val > 0 and text.count("validation accuracy ") == 2, text
+    assert len(re.findall(rf"validation accuracy \d\.\d{{3}} \(n = {n_val}\)", text)) == 2, text
+    assert "class not_single" not in text  # plenty of shots: no warning
 
 
 @pytest.mark.slow
@@ -273,7 +306,9 @@ def test_cli_train_classify_bench(files, tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
-    assert "best validation accuracy" in res.output and (out / "best.onnx").is_file()
+    # held out: 6 of the 40 shots per class of train.h5, and 1 per class of the 20 labelled test.h5 shots
+    assert re.search(r"best validation accuracy \d\.\d{3} \(n = 28, epoch 1\)", res.output), res.output
+    assert (out / "best.onnx").is_file()
     assert "test.h5: 16 training shots" in res.output  # 20 labelled, one per class held out
     pred = tmp_path / "p.csv"
     res = runner.invoke(
@@ -295,11 +330,12 @@ def test_cli_train_classify_bench(files, tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
-    assert "accuracy against the labels" in res.output and "unknown" in res.output
+    assert "scored against the labels: 4 classes" in res.output and "n = 60 scored shots" in res.output
+    assert "unknown" in res.output
     assert len(pred.read_text().splitlines()) == 61
     res = runner.invoke(spi, ["classify", str(out / "best.pt"), str(files["test"]), "--support-from",
                               str(files["train"]), "-k", "3", "--rule", "nearest", "--min-ratio", "1e9",
-                              "-o", str(pred)])
+                              "-o", str(pred), "--overwrite"])  # p.csv exists: replaced only when asked
     assert res.exit_code == 0, res.output
     assert {row.split(",")[1] for row in pred.read_text().splitlines()[1:]} == {"unknown"}  # nothing that sure
     res = runner.invoke(spi, ["classify", str(out / "best.pt"), str(files["test"]), "--support-from",

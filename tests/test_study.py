@@ -529,3 +529,103 @@ def test_every_shipped_study_and_its_manifests_validate(tmp_path):
             if spec.simulated:
                 parse_manifest(spec.manifest or "", source=spec.manifest_source, base_dir=spec.manifest_dir,
                                overrides=spec.overrides)
+
+
+# ------------------------------------------------------------------------------------- label spaces, k pools
+
+
+@pytest.mark.slow
+def test_binary_test_labels_k_beyond_a_pool_and_supports_never_scored(tmp_path):
+    """A "real" run labelled single / not_single beside 4-class simulated data: its tests are scored single vs
+    rest (a 4-class model's other answers count as not_single); k values beyond what a pool holds are drawn as
+    the pool allows, recorded as such (with the asked k) and noted; a test never scores its support shots, even
+    when another dataset names the same file, nor a frame without a finite pixel."""
+    from spinet.report import write_report
+    from spinet.synthetic import write_toy_dataset
+
+    sim = write_toy_dataset(tmp_path / "sim.h5", 48, seed=1)
+    real = write_toy_dataset(tmp_path / "real.h5", 48, seed=2)
+    with CXIReader(real) as r:
+        codes = r.hit_type.copy()
+    with h5py.File(real, "r+") as f:  # two shots lost by the detector: all NaN
+        f["entry_1/data_1/data"][5] = np.nan
+        f["entry_1/data_1/data"][6] = np.nan
+    (tmp_path / "real.csv").write_text("index,label\n" + "".join(
+        f"{i},{'single' if c == 1 else 'not_single'}\n" for i, c in enumerate(codes)))
+    tiny = {"model": {"channels": [4, 8], "hidden": 16, "embedding_dim": 8}, "train": {"epochs": 1},
+            "data": {"m_per_class": 3, "batches_per_epoch": 2}}
+    raw = {
+        "seeds": [0], "k_shots": [2, 50, 60], "preprocess": {"input_size": 16}, "augment": {"enabled": False},
+        "datasets": {"sim": {"path": str(sim), "test_fraction": 0.5},
+                     "real": {"path": str(real), "labels": str(tmp_path / "real.csv"), "test_fraction": 0.5},
+                     "again": {"path": str(real), "labels": str(tmp_path / "real.csv")}},
+        "sources": {"sim": ["sim:train"], "real-k": [{"data": "real:train", "per_class": "k"}]},
+        "tests": {"sim": {"data": "sim:test", "support": "sim:train"},
+                  "real": {"data": "real:test", "support": "real:train"},
+                  "again": {"data": "again", "support": "real:train"}},
+        "models": [{"name": "siamese", "kind": "siamese", "config": tiny},
+                   {"name": "lr", "kind": "classical", "config": {"n_rings": 6}}],
+        "evaluation": {"device": "cpu", "throughput_shots": 0, "plot_k": 50},
+    }
+    study = parse_study(raw, base_dir=tmp_path)
+    runner = StudyRunner(study, tmp_path / "out")
+    res = runner.run()
+    assert res.classes == ["no_hit", "single", "multi", "unintended", "not_single"]
+    pool = runner.data.pool_counts(study.tests["real"].support)
+    assert set(pool) == {"single", "not_single"}
+    cap = min(pool.values())
+    assert 2 < cap < 50
+    sim_cap = min(runner.data.pool_counts(study.tests["sim"].support).values())
+    by = {(r.model, r.source, r.test, r.k): r for r in res.records}
+    assert len(by) == len(res.records)  # one record per (model, source, test, k): 50 and 60 drew the same shots
+    # the Siamese model trained on simulated shots, with real supports: binary, k as really drawn
+    assert sorted(k for (m, s, t, k) in by if (m, s, t) == ("siamese", "sim", "real")) == [2, cap]
+    rec = by[("siamese", "sim", "real", cap)]
+    assert rec.k_asked == [50, 60] and rec.asked == (50, 60) and rec.at_k(50) and not rec.at_k(2)
+    assert by[("siamese", "sim", "sim", sim_cap)].k_asked == [50, 60]
+    for r in res.records:
+        names = r.metrics.class_names
+        cm = np.array(r.metrics.confusion)
+        assert cm.sum() == r.metrics.n and r.metrics.accuracy == pytest.approx(np.trace(cm[:, :-1]) / cm.sum())
+        if r.test_base == "sim":
+            assert names == res.classes and r.label_space == "5 classes"
+        else:
+            assert names == ["single", "not_single"] and r.label_space == "binary"
+    # the 4-class logistic regression trained on simulated shots answers single vs rest on the real test
+    lr = by[("lr", "sim", "real", None)]
+    truth = codes[runner.data.labelled("real").indices[runner.data.part(study.tests["real"].data)]]
+    assert lr.metrics.support == {"single": int((truth == 1).sum()), "not_single": int((truth != 1).sum())}
+    # real-k takes k per class of real:train: k = 50 and 60 train on the same shots (k = cap), trained once
+    assert sorted(k for (m, s, t, k) in by if (m, s, t) == ("lr", "real-k", "real")) == [2, cap]
+    assert sum(1 for label in res.train_logs if label.startswith("siamese on real-k")) == 2
+    # supports never scored: "again" is the whole real file, its support part real:train is left out
+    n_labelled = len(codes)
+    support_idx = set(runner.data.labelled("real").indices[runner.data.part(study.tests["real"].support)].tolist())
+    n_support = sum(pool.values())
+    assert len(support_idx) == n_support
+    n_bad = len({5, 6} - support_idx)
+    assert {r.metrics.n for r in res.records if r.test == "again"} == {n_labelled - n_support - n_bad}
+    test_idx = set(runner.data.labelled("real").indices[runner.data.part(study.tests["real"].data)].tolist())
+    n_bad_test = len({5, 6} & test_idx)
+    assert {r.metrics.n for r in res.records if r.test == "real"} == {len(test_idx) - n_bad_test}
+    if n_bad:
+        assert any(f"test again: {n_bad} shots have no finite pixel" in n for n in res.notes), res.notes
+    assert any("real:train holds single" in n and "k = 50, 60" in n for n in res.notes), res.notes
+    # the report states the label space, the shots, the real k and the note
+    out = tmp_path / "report"
+    write_report(res, out)
+    md = (out / "report.md").read_text()
+    assert "| labels | shots |" in md and "| single / not_single |" in md and "Note: test real:" in md
+    per_class = list(csv.DictReader(open(out / "per_class.csv")))
+    assert {row["class"] for row in per_class if row["test"] == "real"} == {"single", "not_single"}
+    summary = {(row["model"], row["source"], row["test"], row["k"]): row
+               for row in csv.DictReader(open(out / "summary.csv"))}
+    assert summary[("siamese", "sim", "real", str(cap))]["k_asked"] == "50;60"
+    assert summary[("siamese", "sim", "real", str(cap))]["label_space"] == "binary"
+    from cli.evaluate import headlines
+
+    lines = headlines(res)
+    real_line = next(line for line in lines if line.startswith("test real "))
+    n_real = len(test_idx) - n_bad_test
+    assert f"(single / not_single, n = {n_real} shots)" in real_line
+    assert _is_png(out / "plots" / "confusion_real.png")[0] > 100
