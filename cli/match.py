@@ -57,7 +57,7 @@ def _radius_range(ctx: click.Context, param: click.Parameter, value: str | None)
               help="The matched manifest (YAML); NAME.detector.h5 is written beside it.")
 @click.option("--report", "report", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the realism report (report.md, metrics.json, PNG figures).  [default: none]")
-@click.option("--report-shots", type=click.IntRange(min=3), default=100, show_default=True,
+@click.option("--report-shots", type=click.IntRange(min=3), default=200, show_default=True,
               help="Simulated single hits the report compares with the run's.")
 @click.option("--density", default="0.43", show_default=True, callback=_quantity("electron_density", "e/A^3",
               "--density"), help="Electron density of the particle (e/Å³ for a bare number); photon counts fix "
@@ -79,13 +79,16 @@ def _radius_range(ctx: click.Context, param: click.Parameter, value: str | None)
 @click.option("--oversample", type=click.IntRange(min=1, max=8), default=None,
               help="Sub-pixels per pixel side of the manifest (pixel-area integration).  [default: chosen from "
               "the pixel size against the ring period]")
+@click.option("--aspect-sd", type=click.FloatRange(min=0, max=1), default=None,
+              help="rms stretch of the particles (the manifest's aspect_sd).  [default: calibrated so that simulated "
+              "single hits have the run's ring depth]")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the manifest "
               "(and of the report's simulation).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT and its companion file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 def command(real: Path, output: Path, report: Path | None, report_shots: int, density: float, focus: float,
             jitter: float, min_quality: float, radius_range: tuple[float, float] | None, max_frames: int,
-            oversample: int | None, seed: int, overwrite: bool, quiet: bool) -> None:
+            oversample: int | None, aspect_sd: float | None, seed: int, overwrite: bool, quiet: bool) -> None:
     from cli.progress import Progress
     from spisim.errors import OutputFileError
     from spisim.realrun.match import MatchOptions, companion_path, match_run, write_match, write_report
@@ -98,7 +101,8 @@ def command(real: Path, output: Path, report: Path | None, report_shots: int, de
     if report is not None and report.exists() and not report.is_dir():
         raise OutputFileError(f"--report {report} is a file, not a folder")
     options = MatchOptions(density=density, focus_fwhm=focus, jitter=jitter, min_quality=min_quality,
-                           max_frames=max_frames, radius_range=radius_range, oversample=oversample, seed=seed)
+                           max_frames=max_frames, radius_range=radius_range, oversample=oversample,
+                           aspect_sd=aspect_sd, seed=seed)
     from spisim.cxi import CXIReader
 
     with CXIReader(real) as r:
@@ -109,7 +113,7 @@ def command(real: Path, output: Path, report: Path | None, report_shots: int, de
     click.echo(f"single-like hits: {len(result.single)} of {len(result.analysis.indices)} frames "
                f"({'labelled' if result.single_source == 'labels' else 'by sphere fit'})")
     click.echo(f"particle radius: {result.radius * 1e9:.2f} nm, spread {result.size_sd:.3f} (relative rms), "
-               f"ring visibility {result.visibility:.2f}")
+               f"ring visibility {result.visibility:.2f}, stretch spread {result.aspect_sd:.3f}")
     click.echo(f"peak fluence: {result.peak_fluence * 1e-12:.3g} photons/um^2, hit radius "
                f"{result.hit_radius * 1e6:.3g} um (focus FWHM {focus * 1e6:.3g} um assumed)")
     click.echo(f"background: {result.background_photons:.4g} photons per shot ({result.background_method})")

@@ -8,8 +8,8 @@ From the run's frames alone (its labels where it has them), :func:`match_run` fi
 * the beam: the fluence each single hit saw, from its photons and size, read as a Gaussian focus sampled over a
   disk (:func:`spisim.realrun.fit.hit_spread`) → ``beam.fluence`` (peak), ``beam.hit_radius``;
 * the background: the mean of the run's no-hit frames (labelled, or the weakest frames when they hold under a
-  tenth of a single hit's photons); in a run of hits only, the part of the single hits' profiles beyond
-  their spheres' rings, in the high-q tail where the sample's own rings have faded (a radial template);
+  tenth of a single hit's photons); in a run of hits only, read off the single hits where their spheres scatter
+  least: the level at their ring minima extrapolated to no particle, and the high-q tail (a radial template);
 * the detector: the run's own geometry and mask, the read noise it was imported with, and pixel-area
   integration (``detector.oversample``) where a pixel is not small against a ring period;
 * non-single hits: aggregates of the fitted particle, droplets sized from the run's non-single hits.
@@ -38,6 +38,7 @@ from ..constants import EV, wavelength_angstrom
 from ..cxi import DETECTOR_PATH, SOURCE_PATH, CXIReader
 from ..errors import InputFileError, OutputFileError, SpiError
 from .fit import (
+    SPHERE_MINIMA,
     SphereFit,
     fit_spheres,
     fluence_from_amplitude,
@@ -46,13 +47,13 @@ from .fit import (
     smeared_phi2,
     sphere_phi2,
 )
-from .profiles import RadialBins, photon_totals
+from .profiles import RadialBins, first_minimum_contrast, photon_totals
 
 RADIUS_CLUSTER = 0.15
 """Single-like hits found by fit lie within this relative distance of the median fitted radius."""
 
 WEAK_FRACTION = 0.1
-"""Frames with fewer photons than this share of the median single hit count as no-hit frames."""
+"""No-hit frames hold fewer photons than this share of the median single hit (and at most 3x the weakest frames)."""
 
 MIN_WEAK_FRAMES = 3
 """No-hit frames needed for a per-pixel background template (else the radial tail method)."""
@@ -75,6 +76,9 @@ class MatchOptions:
         max_frames: frames analysed at most (evenly spread over the run).
         radius_range: (low, high) m searched by the sphere fits; None: all the detector can measure.
         oversample: pixel-area integration of the manifest; None: chosen from the ratio of pixel to ring period.
+        aspect_sd: the particles' rms stretch (``aspect_sd`` of the manifest); None: calibrated so that simulated
+            single hits have the run's median ring visibility (:func:`calibrate_aspect`).
+        calibration_shots: simulated single hits per trial of that calibration.
         seed: the manifest's seed.
     """
 
@@ -85,6 +89,8 @@ class MatchOptions:
     max_frames: int = 2000
     radius_range: tuple[float, float] | None = None
     oversample: int | None = None
+    aspect_sd: float | None = None
+    calibration_shots: int = 160
     seed: int = 0
 
 
@@ -147,6 +153,8 @@ class MatchResult:
     background_method: str
     droplet_radius: tuple[float, float]  # m
     oversample: int
+    aspect_sd: float = 0.0
+    aspect_source: str = "assumed"
     notes: list[str] = field(default_factory=list)
     manifest_text: str = ""
 
@@ -268,10 +276,13 @@ def _background(analysis: RunAnalysis, single: np.ndarray, radius: float) -> tup
     if len(no_hit) >= MIN_WEAK_FRAMES:
         chosen, how = no_hit, f"mean of the {len(no_hit)} frames labelled no_hit"
     else:
-        weak = np.flatnonzero(analysis.totals < WEAK_FRACTION * median_single)
+        # the weakest population: under a tenth of a single hit, and within 3x the run's weakest frames (an empty
+        # frame's photons vary only with the pulse; weak blobs of debris lie far above them)
+        floor = float(np.percentile(analysis.totals, 5))
+        weak = np.flatnonzero((analysis.totals < WEAK_FRACTION * median_single) & (analysis.totals <= 3.0 * floor))
         chosen = weak if len(weak) >= MIN_WEAK_FRAMES else None
-        how = (f"mean of the {len(weak)} weakest frames (under {WEAK_FRACTION:.0%} of a single hit's photons)"
-               if chosen is not None else "")
+        how = (f"mean of the {len(weak)} weakest frames (under {WEAK_FRACTION:.0%} of a single hit's photons and "
+               "within 3x the weakest)" if chosen is not None else "")
     if chosen is not None:
         with CXIReader(analysis.path) as reader:
             total = np.zeros(reader.frame_shape)
@@ -280,26 +291,57 @@ def _background(analysis: RunAnalysis, single: np.ndarray, radius: float) -> tup
                 total += np.where(np.isfinite(frames), frames, 0.0).sum(axis=0)
         template = np.where(analysis.valid, np.maximum(total / len(chosen), 0.0), 0.0)
         return template, how
-    # a run of hits only: what the sphere fits leave in the tail, beyond the third minimum
+    # a run of hits only: no frame shows the background alone, so it is read off the single hits where their
+    # spheres scatter least. At ring minimum n of hit i (q = x_n / R_i) the level is B_n + c_n·A_i over the hits:
+    # the intercept B_n is what is there without the particle, the slope what the particle itself fills in.
+    # Beyond the third minimum the rings have faded and what the fits leave is taken as it is.
     bins = analysis.bins
     residual = []
     for pos in single:
         f = analysis.fits[pos]
         x = bins.q * f.radius
-        sharp = f.amplitude * f.visibility * sphere_phi2(x)
-        smeared = f.amplitude * (1.0 - f.visibility) * smeared_phi2(x)
-        residual.append(np.maximum(analysis.profiles[pos] - bins.weight * (sharp + smeared), 0.0))
-    level = np.median(np.array(residual), axis=0)
-    tail = bins.q * radius * 1e10 >= 10.9041
+        model = f.amplitude * (f.visibility * sphere_phi2(x) + (1.0 - f.visibility) * smeared_phi2(x))
+        residual.append(np.maximum(analysis.profiles[pos] - bins.weight * model, 0.0))
+    level = _smooth(np.median(np.array(residual), axis=0), 11)
+    q_tail = SPHERE_MINIMA[2] / (radius * 1e10)
+    points_q, points_b = [], []
+    for x_min in SPHERE_MINIMA[:2]:
+        qs, values, amps = [], [], []
+        for pos in single:
+            f = analysis.fits[pos]
+            sel = np.abs(bins.q * f.radius - x_min) <= 0.15
+            if sel.any():
+                qs.append(x_min / f.radius)
+                values.append(float(np.mean(analysis.profiles[pos][sel])))
+                amps.append(f.amplitude)
+        if not values:
+            continue
+        if len(values) >= 3 and np.ptp(amps) > 0:
+            intercept = float(np.polyfit(amps, values, 1)[1])
+            b = min(max(intercept, 0.0), min(values))
+        else:
+            b = min(values)
+        points_q.append(float(np.median(qs)))
+        points_b.append(b)
+    tail = bins.q >= q_tail
     if not tail.any():
         tail = np.arange(bins.n_shells) >= bins.n_shells * 3 // 4
-    profile = np.where(tail, level, float(np.median(level[tail])))
-    # smooth over ±5 shells
-    kernel = np.ones(11) / 11
-    padded = np.pad(profile, 5, mode="edge")
-    profile = np.convolve(padded, kernel, mode="valid")
-    return bins.expand(profile), ("the median, over the single-like hits, of what their sphere fits leave beyond the "
-                                  "third ring minimum, flat below it (no no-hit frames in the run)")
+    start = int(np.flatnonzero(tail)[0])
+    points_q.append(float(bins.q[start]))
+    points_b.append(float(level[start]))
+    order = np.argsort(points_q)
+    pq, pb = np.log(np.array(points_q)[order]), np.log(np.maximum(np.array(points_b)[order], 1e-6))
+    inner = np.exp(np.interp(np.log(bins.q), pq, pb))  # constant below the first point
+    profile = np.where(tail, level, inner)
+    return bins.expand(profile), ("from the single hits (no no-hit frames in the run): at their first two ring "
+                                  "minima the level a hit without particle would have (intercept against the hit's "
+                                  "brightness), beyond the third what their sphere fits leave; log-log interpolated")
+
+
+def _smooth(values: np.ndarray, width: int) -> np.ndarray:
+    """Running mean over ``width`` (odd) neighbours, the ends padded with their edge values."""
+    half = width // 2
+    return np.convolve(np.pad(values, half, mode="edge"), np.ones(width) / width, mode="valid")
 
 
 def choose_oversample(bins: RadialBins, radius_m: float) -> int:
@@ -340,8 +382,95 @@ def match_run(path: str | Path, options: MatchOptions = MatchOptions(),
                          size_sd=size_sd, visibility=visibility, peak_fluence=spread.peak_fluence,
                          hit_radius=spread.hit_radius, background=background, background_method=how,
                          droplet_radius=droplet, oversample=oversample, notes=notes)
+    if options.aspect_sd is not None:
+        result.aspect_sd, result.aspect_source = options.aspect_sd, "given (--aspect-sd)"
+    else:
+        result.aspect_sd, real_depth, sim_depth = calibrate_aspect(result)
+        result.aspect_source = (f"fitted: simulated rings as deep as the run's (first minimum / next maximum "
+                                f"{real_depth:.2f} real, {sim_depth:.2f} simulated)")
     result.manifest_text = manifest_text(result, companion="MATCHED.detector.h5")
     return result
+
+
+ASPECT_TRIALS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+"""rms stretches tried by :func:`calibrate_aspect` (the manifest's ``aspect_sd`` allows up to 1)."""
+
+
+def simulate_single(result: MatchResult, shots: int, *, aspect_sd: float | None = None,
+                    progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """``shots`` single hits (n, M, SS, FS) photons of the matched manifest (optionally another ``aspect_sd``)."""
+    import tempfile
+
+    from ..generate import Simulator
+    from ..manifest import parse_manifest
+
+    saved = result.aspect_sd
+    if aspect_sd is not None:
+        result.aspect_sd = aspect_sd
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            companion = Path(tmp) / "trial.detector.h5"
+            write_companion(result, companion)
+            text = manifest_text(result, companion.name)
+            m = parse_manifest(text, source="<matched>", base_dir=Path(tmp),
+                               overrides={"shots": shots, "hits": {"single": 1.0}})
+            sim = Simulator(m).prepare()
+            frames = np.empty((shots, *sim.shape), dtype=np.float32)
+            for i in range(shots):
+                frames[i], _ = sim.shot(i)
+                if progress is not None:
+                    progress(1)
+    finally:
+        result.aspect_sd = saved
+    return frames
+
+
+def median_contrast(profiles: np.ndarray, fits: list[SphereFit], q: np.ndarray) -> float:
+    """Median over shots of the first-minimum contrast (minimum over next maximum) at each shot's fitted radius."""
+    values = [first_minimum_contrast(p, q, f.radius) for p, f in zip(profiles, fits, strict=True)
+              if math.isfinite(f.radius)]
+    values = [v for v in values if math.isfinite(v)]
+    return float(np.median(values)) if values else math.nan
+
+
+def calibrate_aspect(result: MatchResult) -> tuple[float, float, float]:
+    """The ``aspect_sd`` whose simulated single hits have the run's ring depth.
+
+    Real particles are not perfect spheres: their rings, averaged round the beam, are shallower. A spread of
+    stretches along a random axis does the same to simulated spheres (an exact spheroid per shot). Each value of
+    :data:`ASPECT_TRIALS` is simulated (``calibration_shots`` single hits with the matched noise and background),
+    fitted like the run, and the median first-minimum contrast (minimum over next maximum) interpolated to the
+    run's.
+
+    Returns:
+        (aspect_sd, the run's median contrast, the simulated one at that setting).
+    """
+    a = result.analysis
+    target = median_contrast(a.profiles[result.single], [a.fits[i] for i in result.single], a.bins.q)
+    if not math.isfinite(target):
+        result.notes.append("the first ring minimum is not on the detector: aspect_sd left at 0")
+        return 0.0, target, math.nan
+    radius_range = (0.7 * result.radius * 1e10, 1.4 * result.radius * 1e10)
+    seen = []
+    for sd in ASPECT_TRIALS:
+        frames = simulate_single(result, result.options.calibration_shots, aspect_sd=sd)
+        profiles = a.bins.profiles(frames)
+        fits = fit_spheres(profiles, a.bins, radius_range=radius_range, pixel_noise=a.read_noise)
+        seen.append(median_contrast(profiles, fits, a.bins.q))
+        if seen[-1] >= target:
+            break
+    trials = np.array(ASPECT_TRIALS[: len(seen)])
+    depth = np.array(seen)
+    if target <= depth[0]:
+        return 0.0, target, float(depth[0])
+    if target > depth[-1]:
+        result.notes.append(f"the run's first ring minimum ({target:.2f} of the next maximum) is shallower than the "
+                            f"largest stretch tried gives ({depth[-1]:.2f}); aspect_sd set to {trials[-1]}")
+        return float(trials[-1]), target, float(depth[-1])
+    # the contrast rises with the stretch: interpolate between the two trials that bracket the target
+    k = int(np.flatnonzero(depth >= target)[0])
+    t = (target - depth[k - 1]) / (depth[k] - depth[k - 1]) if depth[k] != depth[k - 1] else 1.0
+    return float(trials[k - 1] + t * (trials[k] - trials[k - 1])), target, target
 
 
 # ----------------------------------------------------------------------------------------------------- writing
@@ -389,6 +518,7 @@ def manifest_text(result: MatchResult, companion: str) -> str:
         "    model: continuum",
         f"    radius: {_fmt(radius_nm)} nm              # fitted: mean of the single-like hits",
         f"    size_sd: {_fmt(result.size_sd)}                # fitted: their relative spread",
+        f"    aspect_sd: {_fmt(result.aspect_sd)}              # {result.aspect_source}",
         f"    density: {_fmt(o.density)} e/A^3          # assumed (photon counts fix fluence x density^2)",
         "",
         "hits: balanced",
@@ -432,6 +562,25 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
             tmp.unlink()
 
 
+def write_companion(result: MatchResult, path: Path) -> None:
+    """The detector (pixel positions, mask), photon energy and background template of a match, as HDF5."""
+    a = result.analysis
+    with h5py.File(path, "w") as f:
+        det = f.require_group(DETECTOR_PATH)
+        det.create_dataset("pixel_position", data=a.pixel_position, compression="gzip", shuffle=True)
+        det.create_dataset("mask", data=a.mask.astype(np.uint8), compression="gzip", shuffle=True)
+        det.create_dataset("distance", data=float(np.nanmean(a.pixel_position[..., 2])))
+        src = f.require_group(SOURCE_PATH)
+        src.create_dataset("energy", data=a.photon_energy_ev * EV)
+        src["energy"].attrs["photon_energy_ev"] = a.photon_energy_ev
+        bg = f.create_dataset(BACKGROUND_NAME, data=result.background, compression="gzip", shuffle=True)
+        bg.attrs["units"] = "photons per pixel per shot at the nominal pulse energy"
+        bg.attrs["method"] = result.background_method
+        f.attrs["spi_version"] = __version__
+        f.attrs["spi_match"] = json.dumps({"run": str(a.path), "frames_analysed": int(len(a.indices)),
+                                           "single_like": int(len(result.single))})
+
+
 def write_match(result: MatchResult, out: str | Path, *, overwrite: bool = False) -> tuple[Path, Path]:
     """Write the manifest ``out`` (YAML) and its companion ``NAME.detector.h5``; returns both paths."""
     out = Path(out)
@@ -441,27 +590,10 @@ def write_match(result: MatchResult, out: str | Path, *, overwrite: bool = False
     for p in (out, companion):
         if p.exists() and not overwrite:
             raise OutputFileError(f"{p} exists: use --overwrite to replace it")
-    a = result.analysis
     result.manifest_text = manifest_text(result, companion.name)
 
-    def geometry(tmp: Path) -> None:
-        with h5py.File(tmp, "w") as f:
-            det = f.require_group(DETECTOR_PATH)
-            det.create_dataset("pixel_position", data=a.pixel_position, compression="gzip", shuffle=True)
-            det.create_dataset("mask", data=a.mask.astype(np.uint8), compression="gzip", shuffle=True)
-            det.create_dataset("distance", data=float(np.nanmean(a.pixel_position[..., 2])))
-            src = f.require_group(SOURCE_PATH)
-            src.create_dataset("energy", data=a.photon_energy_ev * EV)
-            src["energy"].attrs["photon_energy_ev"] = a.photon_energy_ev
-            bg = f.create_dataset(BACKGROUND_NAME, data=result.background, compression="gzip", shuffle=True)
-            bg.attrs["units"] = "photons per pixel per shot at the nominal pulse energy"
-            bg.attrs["method"] = result.background_method
-            f.attrs["spi_version"] = __version__
-            f.attrs["spi_match"] = json.dumps({"run": str(a.path), "frames_analysed": int(len(a.indices)),
-                                               "single_like": int(len(result.single))})
-
     try:
-        _atomic(companion, geometry)
+        _atomic(companion, lambda tmp: write_companion(result, tmp))
         _atomic(out, lambda tmp: tmp.write_text(result.manifest_text, encoding="utf-8"))
     except OSError as exc:
         from ..errors import os_error_message
@@ -481,20 +613,12 @@ def write_report(result: MatchResult, manifest: str | Path, folder: str | Path, 
     figures of :func:`spisim.realrun.realism.write_figures`. Returns the metrics.
     """
     from ..detector import Detector
-    from ..generate import Simulator
-    from ..manifest import load_manifest
     from .realism import ShotSet, compare, write_figures
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     a = result.analysis
-    m = load_manifest(manifest, overrides={"shots": shots, "hits": {"single": 1.0}})
-    sim = Simulator(m).prepare()
-    frames = np.empty((shots, *sim.shape), dtype=np.float32)
-    for i in range(shots):
-        frames[i], _ = sim.shot(i)
-        if progress is not None:
-            progress(1)
+    frames = simulate_single(result, shots, progress=progress)
     with CXIReader(a.path) as reader:
         real_frames = reader.frames(a.indices[result.single])
     radius_range = (0.5 * result.radius * 1e10, 2.0 * result.radius * 1e10)
