@@ -59,6 +59,9 @@ def _radius_range(ctx: click.Context, param: click.Parameter, value: str | None)
               help="Folder for the realism report (report.md, metrics.json, PNG figures).  [default: none]")
 @click.option("--report-shots", type=click.IntRange(min=3), default=200, show_default=True,
               help="Simulated single hits the report compares with the run's.")
+@click.option("--shape", type=click.Choice(["sphere", "icosahedron"]), default="sphere", show_default=True,
+              help="The manifest's particle, a continuum body: a sphere of the fitted radius, or an icosahedron whose "
+              "rings match it (circumradius = fitted radius / 0.847; PR772 is icosahedral).")
 @click.option("--density", default="0.43", show_default=True, callback=_quantity("electron_density", "e/A^3",
               "--density"), help="Electron density of the particle (e/Å³ for a bare number); photon counts fix "
               "fluence x density², so this is assumed. 0.43: protein.")
@@ -86,7 +89,7 @@ def _radius_range(ctx: click.Context, param: click.Parameter, value: str | None)
               "(and of the report's simulation).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT and its companion file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
-def command(real: Path, output: Path, report: Path | None, report_shots: int, density: float, focus: float,
+def command(real: Path, output: Path, report: Path | None, report_shots: int, shape: str, density: float, focus: float,
             jitter: float, min_quality: float, radius_range: tuple[float, float] | None, max_frames: int,
             oversample: int | None, aspect_sd: float | None, seed: int, overwrite: bool, quiet: bool) -> None:
     from cli.progress import Progress
@@ -100,7 +103,7 @@ def command(real: Path, output: Path, report: Path | None, report_shots: int, de
         raise OutputFileError(f"output folder {output.parent} does not exist")
     if report is not None and report.exists() and not report.is_dir():
         raise OutputFileError(f"--report {report} is a file, not a folder")
-    options = MatchOptions(density=density, focus_fwhm=focus, jitter=jitter, min_quality=min_quality,
+    options = MatchOptions(shape=shape, density=density, focus_fwhm=focus, jitter=jitter, min_quality=min_quality,
                            max_frames=max_frames, radius_range=radius_range, oversample=oversample,
                            aspect_sd=aspect_sd, seed=seed)
     from spisim.cxi import CXIReader
