@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("cli.train", "Train a Siamese embedding network with a triplet loss."),
     "classify": ("cli.classify", "Classify shots few-shot against a labelled support set."),
     "evaluate": ("cli.evaluate", "Run an evaluation study: models, baselines, reports."),
+    "match": ("cli.match", "Write a manifest whose simulation looks like a real run, and a realism report."),
     "label": ("cli.label", "Label shots by eye in a local web page (and play the hit game)."),
     "bench": ("cli.bench", "Measure classifier inference speed (shots/s, latency per batch)."),
     "stream": ("cli.stream", "Classify a live detector stream (Karabo bridge, ZeroMQ, file replay) in real time."),

@@ -371,8 +371,11 @@ HIT_MIXES: dict[str, dict[str, float]] = {
 
 DETECTOR_PRESETS = ("pnccd", "jungfrau4m", "epix10k2m", "agipd1m", "square")
 SHAPES = ("sphere", "spheroid", "icosahedron", "shell", "lobed")
-ATOMS_ONLY_SHAPES = ("icosahedron", "lobed")
+ATOMS_ONLY_SHAPES = ("lobed",)
 """Built-in shapes with no analytic form factor (always filled with atoms)."""
+
+AUTO_ATOMS_SHAPES = ("icosahedron", "lobed")
+"""Built-in shapes that ``model: auto`` fills with atoms (the icosahedron's continuum model must be asked for)."""
 
 
 @dataclass(frozen=True)
@@ -467,7 +470,8 @@ class ParticleSpec:
                           doc="seed of a built-in atomistic shape: atom positions and the lobed layout")
     model: str = key("auto", kind="choice", choices=("auto", "atoms", "continuum"),
                      doc="shapes: atoms (filled with protein-like atoms) or continuum (analytic form factor); "
-                     "auto: continuum where one exists (not for the icosahedron or the lobed shape)")
+                     "auto: continuum where one exists, but atoms for the icosahedron (its continuum model, an "
+                     "analytic polyhedron, must be asked for) and the lobed shape (atoms only)")
     density: float = key(PROTEIN_DENSITY, kind="qty", dim="electron_density", unit="e/A^3", minimum=0,
                          exclusive=True, doc="electron density of a continuum shape (shell: of the shell)")
     core_density: float | None = key(None, kind="qty", dim="electron_density", unit="e/A^3", minimum=0,
@@ -532,7 +536,9 @@ class ParticleSpec:
     @property
     def continuum(self) -> bool:
         """True when this particle uses an analytic form factor."""
-        return self.shape is not None and self.model != "atoms" and self.shape not in ATOMS_ONLY_SHAPES
+        if self.shape is None or self.model == "atoms":
+            return False
+        return self.model == "continuum" or self.shape not in AUTO_ATOMS_SHAPES
 
 
 @dataclass(frozen=True)

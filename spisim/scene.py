@@ -39,7 +39,7 @@ from .cxi import HIT_TYPES
 from .manifest import DebrisSpec, MultiSpec, UnintendedSpec
 from .noise import get_array_module
 from .orientation import quaternion_to_matrix, random_quaternions
-from .particles import ContinuumParticle, UniformSphere, UniformSpheroid
+from .particles import ContinuumParticle, UniformPolyhedron, UniformSphere, UniformSpheroid, polyhedron_amplitude
 from .photons import expected_photons
 
 
@@ -94,6 +94,8 @@ def continuum_form_factor(particle: ContinuumParticle, q: Any) -> Any:
         v_out = 4.0 / 3.0 * math.pi * particle.outer**3
         inner = 4.0 / 3.0 * math.pi * particle.inner**3 * phi(qn * particle.inner)
         amp = particle.electron_density * (v_out * phi(qn * particle.outer) - inner) + particle.core_density * inner
+    elif isinstance(particle, UniformPolyhedron):
+        return polyhedron_amplitude(q, particle.vertices, particle.faces, particle.electron_density)
     else:
         raise TypeError(f"no array-generic form factor for {type(particle).__name__}")
     return amp.astype(xp.complex128)

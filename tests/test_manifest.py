@@ -165,8 +165,6 @@ def test_particle_checks():
     twice = MINIMAL.replace("[{shape: sphere, radius: 20 nm}]", "[{shape: sphere, radius: 20 nm, name: a}, "
                             "{shape: sphere, radius: 30 nm, name: a}]")
     assert "'a' is used twice" in _error(twice)
-    ico = MINIMAL.replace("{shape: sphere, radius: 20 nm}", "{shape: icosahedron, radius: 5 nm, model: continuum}")
-    assert "no continuum model" in _error(ico)
     lobed = MINIMAL.replace("{shape: sphere, radius: 20 nm}", "{shape: lobed, radius: 5 nm, lobes: 0}")
     assert "lobes" in _error(lobed)
     lobed = MINIMAL.replace("{shape: sphere, radius: 20 nm}", "{shape: lobed, radius: 5 nm, model: continuum}")

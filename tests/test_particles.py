@@ -314,7 +314,6 @@ def test_make_particle_builds_both_models():
         ({"shape": "sphere", "radius_nm": -2}, "positive"),
         ({"shape": "sphere", "radius_nm": 3, "seed": -1}, "seed"),
         ({"shape": "shell", "outer_radius_nm": 3, "thickness_nm": 4}, "exceeds"),
-        ({"shape": "icosahedron", "radius_nm": 3, "model": "continuum"}, "no continuum model"),
         ({"shape": "lobed", "radius_nm": 3, "lobes": 2, "model": "continuum"}, "no continuum model"),
         ({"shape": "lobed", "radius_nm": 3}, "needs lobes"),
         ({"shape": "lobed", "radius_nm": 3, "lobes": 0}, "lobes must be a positive integer"),

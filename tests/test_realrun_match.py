@@ -1,0 +1,148 @@
+"""spi match end to end on runs made here with known physics: fitted settings, the manifest, the report."""
+
+from __future__ import annotations
+
+import math
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli.main import spi
+from spisim.constants import EV, wavelength_angstrom
+from spisim.detector import Detector
+from spisim.manifest import load_manifest
+from spisim.particles import UniformSphere
+from spisim.photons import expected_photons
+from spisim.realrun.match import MatchOptions, companion_path, match_run, write_match
+
+ENERGY = 1600.0
+RADIUS_NM = 35.0
+
+
+def _write_run(path, *, n_single=12, n_blob=4, n_empty=6, background=0.05, seed=0, labels=False):
+    """A run in photons on a 96 x 96 detector of 600 um pixels at 0.58 m: sphere hits of radius 35 nm +- 3 %,
+    fluences from a Gaussian focus sampled over a disk, featureless blobs (not single) and empty frames."""
+    rng = np.random.default_rng(seed)
+    det = Detector.square(96, 600e-6, 0.58)
+    mask = np.zeros(det.shape, bool)
+    mask[0, 47:49, :] = True
+    det = det.with_mask(mask)
+    q = det.q_vectors(wavelength_angstrom(ENERGY))
+    qa = np.linalg.norm(q, axis=-1)
+    omega, pol = det.solid_angles(), det.polarization_factor("horizontal")
+    frames, names, truth_r, truth_j = [], [], [], []
+    j0, w, h = 3e23, 1.5e-6, 1.0e-6
+    sigma = w / (2 * math.sqrt(2 * math.log(2)))
+    for _ in range(n_single):
+        r = RADIUS_NM * (1 + 0.03 * rng.standard_normal())
+        j = j0 * math.exp(-(h * math.sqrt(rng.random())) ** 2 / (2 * sigma**2))
+        f = UniformSphere(r * 10, 0.43).form_factor(q.reshape(-1, 3)).reshape(det.shape)
+        frames.append(rng.poisson(expected_photons(f, j, omega, pol) + background))
+        names.append("single")
+        truth_r.append(r)
+        truth_j.append(j)
+    for _ in range(n_blob):
+        lam = 3e3 * omega / omega.max() / (1 + (qa / 0.003) ** 2) ** 2 + background
+        frames.append(rng.poisson(lam))
+        names.append("not_single")
+    for _ in range(n_empty):
+        frames.append(rng.poisson(np.full(det.shape, background)))
+        names.append("not_single")
+    frames = np.array(frames, dtype=np.float32)
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("/entry_1/data_1/data", data=frames)
+        d.attrs["units"] = "photons"
+        f["/entry_1/instrument_1/detector_1/pixel_position"] = det.pixel_positions
+        f["/entry_1/instrument_1/detector_1/mask"] = det.mask.astype(np.uint8)
+        f["/entry_1/instrument_1/source_1/energy"] = ENERGY * EV
+        if labels:
+            from spisim.cxi import LABEL_CLASSES
+
+            codes = np.array([LABEL_CLASSES.index(n) for n in names], dtype=np.int8)
+            ds = f.create_dataset("/entry_1/labels/hit_type", data=codes)
+            import json
+
+            ds.attrs["names"] = json.dumps(list(LABEL_CLASSES))
+    return np.array(truth_r), np.array(truth_j), names
+
+
+def test_match_recovers_size_and_photons_and_finds_the_single_hits(tmp_path):
+    run = tmp_path / "run.cxi"
+    radii, fluences, names = _write_run(run)
+    result = match_run(run, MatchOptions(aspect_sd=0.0))
+    single = result.analysis.indices[result.single]
+    assert set(single) == {i for i, n in enumerate(names) if n == "single"}
+    assert result.single_source == "fit"
+    assert result.radius * 1e9 == pytest.approx(radii.mean(), rel=0.01)
+    assert result.size_sd == pytest.approx(radii.std(ddof=1) / radii.mean(), abs=0.01)
+    # the empty frames hold a tenth of a hit's photons at most: the background comes from them
+    assert "weakest frames" in result.background_method
+    assert result.background_photons == pytest.approx(0.05 * result.analysis.valid.sum(), rel=0.1)
+    assert result.peak_fluence == pytest.approx(fluences.max(), rel=0.25)
+
+
+def test_matched_manifest_simulates_shots_like_the_run(tmp_path):
+    run = tmp_path / "run.cxi"
+    _write_run(run, n_single=16, seed=1)
+    result = match_run(run, MatchOptions(aspect_sd=0.0))
+    manifest, companion = write_match(result, tmp_path / "matched.yaml")
+    assert companion == companion_path(manifest) and companion.is_file()
+    m = load_manifest(manifest)
+    assert m.spec.particles[0].radius == pytest.approx(result.radius, rel=1e-3)
+    metrics = __import__("spisim.realrun.match", fromlist=["write_report"]).write_report(
+        result, manifest, tmp_path / "report", shots=40)
+    assert metrics["radius_ratio"] == pytest.approx(1.0, abs=0.02)  # ring positions within 2 %
+    assert metrics["photons_ratio"] == pytest.approx(1.0, abs=0.25)
+    for name in ("report.md", "metrics.json", "montage.png", "profiles.png", "distributions.png"):
+        assert (tmp_path / "report" / name).is_file()
+
+
+def test_labels_choose_the_single_hits(tmp_path):
+    run = tmp_path / "run.cxi"
+    _write_run(run, n_single=6, labels=True, seed=2)
+    result = match_run(run, MatchOptions(aspect_sd=0.0))
+    assert result.single_source == "labels" and len(result.single) == 6
+
+
+def test_aspect_calibration_makes_rings_shallower_when_the_run_is(tmp_path):
+    from spisim.realrun.match import calibrate_aspect
+
+    run = tmp_path / "run.cxi"
+    _write_run(run, n_single=8, seed=3)
+    result = match_run(run, MatchOptions(aspect_sd=0.0, calibration_shots=24))
+    sd, real_depth, sim_depth = calibrate_aspect(result)
+    # spheres made the run: no stretch is needed to match its ring depth
+    assert sd <= 0.1
+    assert real_depth < 0.3
+
+
+def test_cli_match_writes_manifest_and_refuses_to_overwrite(tmp_path):
+    run = tmp_path / "run.cxi"
+    _write_run(run, seed=4)
+    out = tmp_path / "m.yaml"
+    args = ["match", str(run), "-o", str(out), "--aspect-sd", "0", "-q"]
+    res = CliRunner().invoke(spi, args)
+    assert res.exit_code == 0, res.output
+    assert "particle radius: 3" in res.output and out.is_file() and companion_path(out).is_file()
+    res = CliRunner().invoke(spi, args)
+    assert res.exit_code != 0 and "--overwrite" in res.output
+
+
+@pytest.mark.parametrize("problem", ["adu", "no_energy", "no_geometry", "missing"])
+def test_cli_match_bad_runs_are_one_line_errors(tmp_path, problem):
+    run = tmp_path / "run.cxi"
+    _write_run(run, n_single=3, n_blob=0, n_empty=0, seed=5)
+    with h5py.File(run, "a") as f:
+        if problem == "adu":
+            f["/entry_1/data_1/data"].attrs["units"] = "adu"
+        elif problem == "no_energy":
+            del f["/entry_1/instrument_1/source_1/energy"]
+        elif problem == "no_geometry":
+            del f["/entry_1/instrument_1/detector_1/pixel_position"]
+    target = tmp_path / "nothing.cxi" if problem == "missing" else run
+    res = CliRunner().invoke(spi, ["match", str(target), "-o", str(tmp_path / "m.yaml"), "-q"])
+    assert res.exit_code == 1
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "m.yaml").exists()
