@@ -275,7 +275,7 @@ def test_classifier_takes_integer_and_half_frames_and_onnx_agrees(toy):
     full = pre(torch.from_numpy(photons.astype(np.float32)))
     cut = flat[:, used].reshape(16, 1, 1, -1)
     assert torch.allclose(reduced(cut), full, atol=1e-5)
-    cut[:, 0, 0, :5] = float("nan")  # non-finite pixels count as 0 in both
+    cut[:, 0, 0, :5] = float("nan")  # non-finite pixels are left out (masked in that frame) in both
     full_nan = flat.clone()
     full_nan[:, used[:5]] = float("nan")
     assert torch.allclose(reduced(cut), pre(full_nan.reshape(photons.shape)), atol=1e-5)

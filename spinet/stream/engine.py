@@ -105,8 +105,8 @@ class SubsetPreprocessor(Preprocessor):
     """The preprocessing of :class:`spinet.preprocess.Preprocessor` for frames cut down to the P raw pixels it
     reads (frames (B, 1, 1, P)), with the assembly done as one pass over those pixels: each raw pixel goes to
     exactly one output pixel (nearest-pixel binning), so the gather-and-sum of the K-wide table is an
-    ``index_add`` of the pixels into their output pixels (non-finite values count as 0, as there). The
-    images equal the full preprocessing's to float rounding (the sums run in the same order).
+    ``index_add`` of the pixels into their output pixels (a non-finite value is left out of its pixel, as
+    there). The images equal the full preprocessing's to float rounding (the sums run in the same order).
 
     Args:
         base: the full preprocessing.
@@ -125,10 +125,15 @@ class SubsetPreprocessor(Preprocessor):
         target[remapped[real]] = rows[real]
         self.register_buffer("target", torch.from_numpy(target))
 
-    def _gather(self, flat: torch.Tensor) -> torch.Tensor:
-        flat = torch.nan_to_num(flat, nan=0.0, posinf=0.0, neginf=0.0)
-        out = flat.new_zeros(flat.shape[0], self.size * self.size)
-        return out.index_add_(1, self.target, flat)
+    def _gather(self, flat: torch.Tensor, weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, P) → (sums (B, S*S), weights (B, S*S)), as :meth:`Preprocessor._gather`: a non-finite value is
+        left out like a masked pixel (weight 0); ``weight`` (B, P) in [0, 1] weights each pixel."""
+        finite = torch.nan_to_num((flat - flat) + 1.0, nan=0.0, posinf=0.0, neginf=0.0)
+        w = finite if weight is None else finite * weight
+        values = torch.nan_to_num(flat, nan=0.0, posinf=0.0, neginf=0.0) * w
+        num = flat.new_zeros(flat.shape[0], self.size * self.size).index_add_(1, self.target, values)
+        den = flat.new_zeros(flat.shape[0], self.size * self.size).index_add_(1, self.target, w)
+        return num, den
 
 
 def pixel_subset(pre: Preprocessor) -> tuple[np.ndarray, SubsetPreprocessor]:
