@@ -43,6 +43,10 @@ BOOTSTRAP = 40
 SCALE_VALUES = 2_000_000
 """Pixel values kept to place the histogram bins before counting starts."""
 
+TAIL_RATIO = 2.0 / 3.0
+"""Height of the unfitted 3-photon peak (whose tail reaches the fitted range) as TAIL_RATIO·A₂²/A₁: the
+Poisson ratios P(3)/P(2) = (2/3)·P(2)/P(1) for a single mean count."""
+
 BINS_PER_SIGMA = 8
 """Histogram bins per read-noise σ (at least 1 ADU wide for integer data)."""
 
@@ -103,9 +107,9 @@ class GainFit:
 
     def summary(self) -> str:
         """One line for people: gain ± sd, offset and read noise in ADU and photons."""
-        return (f"gain {self.gain:.3f} ± {self.gain_sd:.3f} ADU/photon ({self.sd_method}); zero peak at "
-                f"{self.offset:+.3f} ADU ({self.offset_photons:+.4f} photons); read noise {self.read_noise:.3f} ADU "
-                f"({self.read_noise_photons:.4f} photons)")
+        return (f"gain {self.gain:.4g} ± {self.gain_sd:.2g} ADU/photon ({self.sd_method}); zero peak at "
+                f"{self.offset:+.3g} ADU ({self.offset_photons:+.3g} photons); read noise {self.read_noise:.3g} ADU "
+                f"({self.read_noise_photons:.3g} photons)")
 
 
 def zero_peak(values: np.ndarray) -> tuple[float, float]:
@@ -160,8 +164,11 @@ def _peak_model(params: np.ndarray, edges: np.ndarray) -> np.ndarray:
     from scipy.special import ndtr
 
     offset, gain, sigma = params[:3]
+    amps = list(params[3:])
+    if len(amps) == N_PEAKS and amps[1] > 0:
+        amps.append(TAIL_RATIO * amps[2] ** 2 / amps[1])  # the next peak's tail, tied to the last two
     out = np.zeros(len(edges) - 1)
-    for k, amp in enumerate(params[3:]):
+    for k, amp in enumerate(amps):
         cdf = ndtr((edges - offset - k * gain) / sigma)
         out += amp * np.diff(cdf)
     return out
