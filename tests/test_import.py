@@ -430,3 +430,22 @@ def test_provenance_lists_every_option(tmp_path):
     assert prov["options"]["distance_m"] == pytest.approx(0.2) and prov["geometry"]["bin"] == 2
     for key in ("source", "frames", "gain", "centre", "mask", "geometry", "labels", "time", "spi_version"):
         assert key in prov
+
+
+def test_threaded_gzip_writer_stores_the_bytes_hdf5_would(tmp_path):
+    from spisim.cxi import FrameBlockWriter, create_frames
+
+    rng = np.random.default_rng(9)
+    frames = (rng.normal(0, 1, size=(5, 2, 9, 11)) + rng.poisson(0.3, size=(5, 2, 9, 11))).astype(np.float32)
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        plain = create_frames(f, 5, (2, 9, 11), compression="gzip")
+        plain[...] = frames
+        threaded = f.create_dataset("threaded", shape=plain.shape, dtype=plain.dtype, chunks=plain.chunks,
+                                    compression="gzip", compression_opts=4, shuffle=True)
+        with FrameBlockWriter(threaded, "gzip", threads=2) as w:
+            assert w.direct
+            w.write(0, frames[:3])
+            w.write(3, frames[3:])
+        for i in range(5):
+            assert plain.id.read_direct_chunk((i, 0, 0, 0)) == threaded.id.read_direct_chunk((i, 0, 0, 0))
+        np.testing.assert_array_equal(threaded[...], frames)

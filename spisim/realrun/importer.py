@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 
 from .. import __version__
-from ..cxi import DETECTOR_PATH, LABEL_CLASSES, LABELS_PATH, create_frames, write_instrument
+from ..cxi import DETECTOR_PATH, LABEL_CLASSES, LABELS_PATH, FrameBlockWriter, create_frames, write_instrument
 from ..detector import Detector, Panel
 from ..detector.binning import bin_mask, bin_sum
 from ..errors import ConfigError, InputFileError, OutputFileError, os_error_message
@@ -169,6 +169,93 @@ def _cropped(shape: tuple[int, int, int], n: int) -> tuple[int, int]:
     return shape[1] - shape[1] % n, shape[2] - shape[2] % n
 
 
+def _first_pass(src: FrameSource, selected: range, user_mask: np.ndarray, opts: ImportOptions,
+                advance: Callable[[int], None], start_phase: Callable[[str, int], None], tell: Callable[[str], None]
+                ) -> tuple[GainFit | None, CentreFit | None, dict]:
+    """Gain fit and/or centre fit from at most ``opts.first_pass_frames`` evenly spaced frames.
+
+    Frames without any finite good pixel are skipped; a pixel non-finite in some frame is left out of the
+    mean pattern (and the gain histogram leaves out non-finite values).
+    """
+    shape = src.frame_shape
+    indices = _first_pass_indices(selected, int(opts.first_pass_frames))
+    start_phase("first pass (gain, centre)", len(indices))
+    acc = GainAccumulator(user_mask, integer=src.is_integer) if opts.gain == "auto" else None
+    want_centre = opts.centre == "auto"
+    total = np.zeros(shape, dtype=np.float64) if want_centre else None
+    count = np.zeros(shape, dtype=np.int32) if want_centre else None
+    used = 0
+    for _, frame in _iter_frames(src, indices, _block_frames(shape, opts.block_mb)):
+        finite = np.isfinite(frame)
+        if finite[~user_mask].any():
+            used += 1
+            if acc is not None:
+                acc.add(frame)
+            if total is not None and count is not None:
+                total += np.where(finite, frame, 0.0)
+                count += finite
+        advance(1)
+    facts = {"frames": int(len(indices)), "frames_used": used,
+             "spacing": "all" if len(indices) == len(selected) else "evenly spaced"}
+    if used == 0:
+        raise InputFileError(f"{src.path}: no frame of the first pass has a finite good pixel")
+    gain_fit = centre_fit = None
+    if acc is not None:
+        gain_fit = acc.fit()
+        tell(gain_fit.summary())
+    if total is not None and count is not None:
+        bad = user_mask | (count < used)
+        mean = np.where(bad, 0.0, total / np.maximum(count, 1))
+        if gain_fit is not None:
+            mean /= gain_fit.gain
+        centre_fit = fit_centre(mean[0], bad[0])
+        tell(f"beam centre X = {centre_fit.col:.2f} ± {centre_fit.col_sd:.2f} px (fast scan), "
+             f"Y = {centre_fit.row:.2f} ± {centre_fit.row_sd:.2f} px (slow scan), from the mean of {used} frames")
+    return gain_fit, centre_fit, facts
+
+
+@dataclass
+class FrameStats:
+    """What the main pass found: pixels non-finite in some frame (M, SS, FS) bool, how many values, in how
+    many frames, and the source indices of frames without any finite good pixel (written as NaN)."""
+
+    nonfinite_pixels: np.ndarray
+    nonfinite_values: int = 0
+    frames_with_nonfinite: int = 0
+    nan_frames: list[int] = field(default_factory=list)
+
+
+def _write_frames(data: h5py.Dataset, src: FrameSource, selected: range, user_mask: np.ndarray, *,
+                  gain: float | None, crop: tuple[int, int], bin_n: int, compression: str | None, block_mb: float,
+                  advance: Callable[[int], None]) -> FrameStats:
+    """The main pass: read the selection in blocks, clean, convert, crop, bin and write it into ``data``."""
+    stats = FrameStats(np.zeros(src.frame_shape, dtype=bool))
+    ss_c, fs_c = crop
+    with FrameBlockWriter(data, compression) as writer:
+        for j, a, b, step in _blocks(selected, _block_frames(src.frame_shape, block_mb)):
+            frames = src.read(a, b, step)
+            finite = np.isfinite(frames)
+            ok = (finite & ~user_mask).reshape(len(frames), -1).any(axis=1)
+            stats.nan_frames.extend(int(selected[j + k]) for k in np.nonzero(~ok)[0])
+            bad_values = ~finite
+            del finite
+            bad_values[~ok] = False  # a frame without any finite good pixel is not its pixels' fault
+            if bad_values.any():
+                stats.nonfinite_values += int(bad_values.sum())
+                stats.frames_with_nonfinite += int(bad_values.reshape(len(frames), -1).any(axis=1).sum())
+                stats.nonfinite_pixels |= bad_values.any(axis=0)
+                frames[bad_values] = 0.0
+            del bad_values
+            if not ok.all():
+                frames[~ok] = np.nan
+            if gain is not None:
+                np.divide(frames, np.float32(gain), out=frames)
+            frames = frames[..., :ss_c, :fs_c]
+            writer.write(j, bin_sum(frames, bin_n) if bin_n > 1 else frames)
+            advance(len(frames))
+    return stats
+
+
 def run_import(opts: ImportOptions, *, progress: Callable[[int], None] | None = None,
                phase: Callable[[str, int], None] | None = None, say: Callable[[str], None] | None = None
                ) -> ImportResult:
@@ -244,38 +331,7 @@ def run_import(opts: ImportOptions, *, progress: Callable[[int], None] | None = 
         centre_fit: CentreFit | None = None
         first_pass: dict = {}
         if opts.gain == "auto" or opts.centre == "auto":
-            indices = _first_pass_indices(selected, int(opts.first_pass_frames))
-            start_phase("first pass (gain, centre)", len(indices))
-            acc = GainAccumulator(user_mask, integer=src.is_integer) if opts.gain == "auto" else None
-            total = np.zeros(shape, dtype=np.float64) if opts.centre == "auto" else None
-            count = np.zeros(shape, dtype=np.int32) if opts.centre == "auto" else None
-            used = 0
-            for _, frame in _iter_frames(src, indices, _block_frames(shape, opts.block_mb)):
-                finite = np.isfinite(frame)
-                if finite[~user_mask].any():
-                    used += 1
-                    if acc is not None:
-                        acc.add(frame)
-                    if total is not None and count is not None:
-                        total += np.where(finite, frame, 0.0)
-                        count += finite
-                advance(1)
-            first_pass = {"frames": int(len(indices)), "frames_used": used,
-                          "spacing": "all" if len(indices) == len(selected) else "evenly spaced"}
-            if used == 0:
-                raise InputFileError(f"{src.path}: no frame of the first pass has a finite good pixel")
-            if acc is not None:
-                gain_fit = acc.fit()
-                tell(gain_fit.summary())
-            if total is not None and count is not None:
-                bad = user_mask | (count < used)
-                mean = np.where(bad, 0.0, total / np.maximum(count, 1))
-                if gain_fit is not None:
-                    mean /= gain_fit.gain
-                centre_fit = fit_centre(mean[0], bad[0])
-                tell(f"beam centre X = {centre_fit.col:.2f} ± {centre_fit.col_sd:.2f} px (fast scan), "
-                     f"Y = {centre_fit.row:.2f} ± {centre_fit.row_sd:.2f} px (slow scan), from the mean of {used} "
-                     f"frames")
+            gain_fit, centre_fit, first_pass = _first_pass(src, selected, user_mask, opts, advance, start_phase, tell)
 
         gain: float | None = gain_fit.gain if gain_fit is not None else (
             float(opts.gain) if isinstance(opts.gain, float) else None)
@@ -298,10 +354,6 @@ def run_import(opts: ImportOptions, *, progress: Callable[[int], None] | None = 
 
         # ---- main pass
         tmp = _temporary_name(out)
-        nonfinite_px = np.zeros(shape, dtype=bool)
-        n_nonfinite_values = 0
-        frames_with_nonfinite = 0
-        nan_frames: list[int] = []
         try:
             with h5py.File(tmp, "w", libver=("earliest", "v110")) as f:
                 data = create_frames(f, len(selected), out_shape, dtype="float32", units="photons",
@@ -310,30 +362,13 @@ def run_import(opts: ImportOptions, *, progress: Callable[[int], None] | None = 
                     lab = f.require_group(LABELS_PATH)
                     ds = lab.create_dataset("hit_type", data=codes.astype(np.int8))
                     ds.attrs["names"] = json.dumps(list(LABEL_CLASSES))
-                block = _block_frames(shape, opts.block_mb)
                 start_phase("importing", len(selected))
-                for j, a, b, step in _blocks(selected, block):
-                    frames = src.read(a, b, step)
-                    finite = np.isfinite(frames)
-                    good_finite = (finite & ~user_mask).reshape(len(frames), -1).any(axis=1)
-                    for k in np.nonzero(~good_finite)[0]:
-                        nan_frames.append(int(selected[j + k]))
-                    ok = good_finite
-                    bad_values = ~finite
-                    bad_values[~ok] = False  # a frame without any finite good pixel is not the pixels' fault
-                    if bad_values.any():
-                        n_nonfinite_values += int(bad_values.sum())
-                        frames_with_nonfinite += int(bad_values.reshape(len(frames), -1).any(axis=1).sum())
-                        nonfinite_px |= bad_values.any(axis=0)
-                        frames[bad_values] = 0.0
-                    if not ok.all():
-                        frames[~ok] = np.nan
-                    if gain is not None:
-                        np.divide(frames, np.float32(gain), out=frames)
-                    frames = frames[..., :ss_c, :fs_c]
-                    data[j : j + len(frames)] = bin_sum(frames, n) if n > 1 else frames
-                    advance(len(frames))
-                    del frames, finite
+                stats = _write_frames(data, src, selected, user_mask, gain=gain, crop=(ss_c, fs_c), bin_n=n,
+                                      compression=opts.compression, block_mb=opts.block_mb, advance=advance)
+                nonfinite_px = stats.nonfinite_pixels
+                n_nonfinite_values = stats.nonfinite_values
+                frames_with_nonfinite = stats.frames_with_nonfinite
+                nan_frames = stats.nan_frames
 
                 bad = user_mask | nonfinite_px
                 if geo_det is not None:
