@@ -152,6 +152,7 @@ def test_centre_auto_through_the_importer_finds_the_pattern_centre(tmp_path):
     with CXIReader(out) as r:
         c = r.import_provenance["centre"]
         assert abs(c["x_px"] - true[1]) < 0.3 and abs(c["y_px"] - true[0]) < 0.3
+        assert c["sd_method"] == "jackknife over 6 frame groups" and 0 < c["x_sd_px"] < 0.3 and 0 < c["y_sd_px"] < 0.3
         pos = r.pixel_position[0]
         assert abs(pos[30, 38, 0] - (38 - c["x_px"]) * 1e-4) < 1e-12
         np.testing.assert_array_equal(r.frames(np.arange(6))[:, 0], frames)  # no gain: frames are photons

@@ -9,10 +9,10 @@
 See ``docs/real-data.md``.
 """
 
-from .centre import CentreFit, fit_centre
+from .centre import CentreFit, fit_centre, fit_centre_groups
 from .gain import GainAccumulator, GainFit, estimate_gain
 from .importer import ImportResult, flat_panel, run_import
 from .options import ImportOptions
 
 __all__ = ["CentreFit", "GainAccumulator", "GainFit", "ImportOptions", "ImportResult", "estimate_gain", "fit_centre",
-           "flat_panel", "run_import"]
+           "fit_centre_groups", "flat_panel", "run_import"]

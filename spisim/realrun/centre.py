@@ -45,8 +45,10 @@ class CentreFit:
         col: fast-scan coordinate X of the centre (px).
         row_sd: standard error of ``row`` (px).
         col_sd: standard error of ``col`` (px).
-        n_pairs: pixel pairs (p, 2c − p) compared in the refinement.
+        n_pairs: pixel pairs (p, 2c − p) compared.
         mismatch: relative mismatch R at the fitted centre (0 = perfectly centrosymmetric).
+        sd_method: ``fit`` (shot noise of the pattern, from the residuals) or ``jackknife over G frame
+            groups`` (:func:`fit_centre_groups`: also what varies from frame to frame).
     """
 
     row: float
@@ -55,10 +57,11 @@ class CentreFit:
     col_sd: float
     n_pairs: int = 0
     mismatch: float = math.nan
+    sd_method: str = "fit"
 
     def as_dict(self) -> dict:
         return {"row": self.row, "col": self.col, "row_sd": self.row_sd, "col_sd": self.col_sd,
-                "n_pairs": self.n_pairs, "mismatch": self.mismatch}
+                "n_pairs": self.n_pairs, "mismatch": self.mismatch, "sd_method": self.sd_method}
 
 
 def _prepare(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -196,3 +199,41 @@ def fit_centre(image: np.ndarray, mask: np.ndarray, guess: tuple[float, float] |
     sd = np.hypot(sd, vertex_sd)
     return CentreFit(row=float(centre[0]), col=float(centre[1]), row_sd=float(sd[0]), col_sd=float(sd[1]),
                      n_pairs=int(n // 2), mismatch=float(grid[s]))
+
+
+def fit_centre_groups(sums: np.ndarray, counts: np.ndarray, mask: np.ndarray) -> CentreFit:
+    """The centre of the mean pattern of several frame groups, with jackknife standard errors.
+
+    The fit on the mean of all groups is :func:`fit_centre`'s; its errors come from the spread of the
+    fits that leave one group out (jackknife: sd² = (G − 1)/G Σ (c₋ᵢ − c̄)²), which also counts what
+    changes from frame to frame (particles, background), unlike the shot-noise errors of one fit. With
+    fewer than 3 groups the fit's own errors are kept.
+
+    Args:
+        sums: (G, SS, FS) sum of the frames of each group (any intensity unit).
+        counts: (G, SS, FS) frames that added a finite value to each pixel of each group.
+        mask: (SS, FS) bool, True = bad.
+    """
+    sums = np.asarray(sums, dtype=np.float64)
+    counts = np.asarray(counts, dtype=np.float64)
+    if sums.ndim != 3 or counts.shape != sums.shape:
+        raise ConfigError(f"fit_centre_groups: sums {sums.shape} and counts {counts.shape} must be equal (G, SS, FS)")
+    groups = [g for g in range(sums.shape[0]) if counts[g].any()]
+    total, count = sums.sum(axis=0), counts.sum(axis=0)
+    bad = np.asarray(mask, dtype=bool) | (count == 0)
+    fit = fit_centre(np.where(bad, 0.0, total / np.maximum(count, 1)), bad)
+    if len(groups) < 3:
+        return fit
+    rows, cols = [], []
+    for g in groups:
+        rest = count - counts[g]
+        bad_g = bad | (rest == 0)
+        f = fit_centre(np.where(bad_g, 0.0, (total - sums[g]) / np.maximum(rest, 1)), bad_g,
+                       guess=(fit.row, fit.col), search_radius=8.0)
+        rows.append(f.row)
+        cols.append(f.col)
+    k = len(groups)
+    row_sd = math.sqrt((k - 1) / k * float(np.sum((np.array(rows) - np.mean(rows)) ** 2)))
+    col_sd = math.sqrt((k - 1) / k * float(np.sum((np.array(cols) - np.mean(cols)) ** 2)))
+    return CentreFit(row=fit.row, col=fit.col, row_sd=max(row_sd, fit.row_sd), col_sd=max(col_sd, fit.col_sd),
+                     n_pairs=fit.n_pairs, mismatch=fit.mismatch, sd_method=f"jackknife over {k} frame groups")

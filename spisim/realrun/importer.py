@@ -34,7 +34,7 @@ from ..cxi import DETECTOR_PATH, LABEL_CLASSES, LABELS_PATH, FrameBlockWriter, c
 from ..detector import Detector, Panel
 from ..detector.binning import bin_mask, bin_sum
 from ..errors import ConfigError, InputFileError, OutputFileError, os_error_message
-from .centre import CentreFit, fit_centre
+from .centre import CentreFit, fit_centre_groups
 from .gain import GainAccumulator, GainFit
 from .options import ImportOptions
 from .source import FrameSource, file_facts, load_labels, load_mask, open_source
@@ -103,6 +103,10 @@ def check_import_output(out: str | Path, *, overwrite: bool, source: Path | None
     if path.exists() and not overwrite:
         raise OutputFileError(f"{path} exists: use --overwrite to replace it")
     return path
+
+
+CENTRE_GROUPS = 8
+"""Frame groups of the first pass whose leave-one-out fits give the centre's jackknife errors."""
 
 
 def _temporary_name(out: Path) -> Path:
@@ -182,18 +186,20 @@ def _first_pass(src: FrameSource, selected: range, user_mask: np.ndarray, opts: 
     start_phase("first pass (gain, centre)", len(indices))
     acc = GainAccumulator(user_mask, integer=src.is_integer) if opts.gain == "auto" else None
     want_centre = opts.centre == "auto"
-    total = np.zeros(shape, dtype=np.float64) if want_centre else None
-    count = np.zeros(shape, dtype=np.int32) if want_centre else None
+    # module 0's sum and count per frame group (frame k of the pass in group k mod CENTRE_GROUPS)
+    sums = np.zeros((CENTRE_GROUPS, *shape[1:]), dtype=np.float64) if want_centre else None
+    counts = np.zeros((CENTRE_GROUPS, *shape[1:]), dtype=np.int32) if want_centre else None
     used = 0
     for _, frame in _iter_frames(src, indices, _block_frames(shape, opts.block_mb)):
         finite = np.isfinite(frame)
         if finite[~user_mask].any():
-            used += 1
             if acc is not None:
                 acc.add(frame)
-            if total is not None and count is not None:
-                total += np.where(finite, frame, 0.0)
-                count += finite
+            if sums is not None and counts is not None:
+                g = used % CENTRE_GROUPS
+                sums[g] += np.where(finite[0], frame[0], 0.0)
+                counts[g] += finite[0]
+            used += 1
         advance(1)
     facts = {"frames": int(len(indices)), "frames_used": used,
              "spacing": "all" if len(indices) == len(selected) else "evenly spaced"}
@@ -203,14 +209,12 @@ def _first_pass(src: FrameSource, selected: range, user_mask: np.ndarray, opts: 
     if acc is not None:
         gain_fit = acc.fit()
         tell(gain_fit.summary())
-    if total is not None and count is not None:
-        bad = user_mask | (count < used)
-        mean = np.where(bad, 0.0, total / np.maximum(count, 1))
-        if gain_fit is not None:
-            mean /= gain_fit.gain
-        centre_fit = fit_centre(mean[0], bad[0])
+    if sums is not None and counts is not None:
+        bad = user_mask[0] | (counts.sum(axis=0) < used)  # pixels non-finite in some frame are left out
+        centre_fit = fit_centre_groups(sums, counts, bad)
         tell(f"beam centre X = {centre_fit.col:.2f} ± {centre_fit.col_sd:.2f} px (fast scan), "
-             f"Y = {centre_fit.row:.2f} ± {centre_fit.row_sd:.2f} px (slow scan), from the mean of {used} frames")
+             f"Y = {centre_fit.row:.2f} ± {centre_fit.row_sd:.2f} px (slow scan), from the mean of {used} frames "
+             f"({centre_fit.sd_method})")
     return gain_fit, centre_fit, facts
 
 
@@ -447,7 +451,8 @@ def _centre_facts(opts: ImportOptions, flat: bool, centre_xy: tuple[float, float
     x, y = centre_xy
     facts = {"mode": mode, "x_px": x, "y_px": y, "binned_x_px": (x + 0.5) / n - 0.5, "binned_y_px": (y + 0.5) / n - 0.5}
     if fit is not None:
-        facts.update({"x_sd_px": fit.col_sd, "y_sd_px": fit.row_sd, "pairs": fit.n_pairs, "mismatch": fit.mismatch})
+        facts.update({"x_sd_px": fit.col_sd, "y_sd_px": fit.row_sd, "sd_method": fit.sd_method, "pairs": fit.n_pairs,
+                      "mismatch": fit.mismatch})
     return facts
 
 
