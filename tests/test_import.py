@@ -141,6 +141,16 @@ def test_fit_centre_on_a_noisy_sphere_pattern_with_a_gap(seed):
     assert abs(guided.row - fit.row) < 1e-9 and abs(guided.col - fit.col) < 1e-9
 
 
+def test_fit_centre_is_not_fooled_by_flat_background():
+    # noise-free: far from the centre the pattern is nearly flat, which a plain difference finds "symmetric"
+    shape = (300, 280)
+    true = (151.3, 137.8)
+    r = np.hypot(*(np.indices(shape) - np.array(true)[:, None, None]))
+    image = 50 * sphere_form_factor_shape(0.05 * r) ** 2 + 0.05
+    fit = fit_centre(image, np.zeros(shape, bool))
+    assert abs(fit.row - true[0]) < 0.05 and abs(fit.col - true[1]) < 0.05
+
+
 def test_centre_auto_through_the_importer_finds_the_pattern_centre(tmp_path):
     rng = np.random.default_rng(4)
     shape = (64, 70)
