@@ -105,27 +105,41 @@ def _mismatch_grid(root: np.ndarray, good: np.ndarray, guess: tuple[float, float
     """R at every 2c on the integer grid, (2·SS − 1, 2·FS − 1); +inf where not a candidate."""
     from scipy import fft
 
+    shape = [fft.next_fast_len(2 * n - 1, real=True) for n in good.shape]
+    out = tuple(slice(0, 2 * n - 1) for n in good.shape)
+
+    def correlate(fa: np.ndarray, fb: np.ndarray) -> np.ndarray:
+        full = fft.irfft2(fa * fb, shape, workers=-1)
+        return np.ascontiguousarray(full[out])  # the padded transform is freed here
+
+    # memory: about ten arrays of (2·SS − 1) × (2·FS − 1) float64 at the peak
     w = good.astype(np.float64)
-    wj = w * root
-    shape = [fft.next_fast_len(2 * n - 1, real=True) for n in w.shape]
-    out = tuple(slice(0, 2 * n - 1) for n in w.shape)
     f_w = fft.rfft2(w, shape, workers=-1)
-    f_wj = fft.rfft2(wj, shape, workers=-1)
-    f_wj2 = fft.rfft2(wj * root, shape, workers=-1)
-    overlap = fft.irfft2(f_w * f_w, shape, workers=-1)[out]       # Σ w(p) w(s − p)
-    n_pairs = np.maximum(overlap, 1.0)
-    mean = fft.irfft2(f_wj * f_w, shape, workers=-1)[out] / n_pairs         # ⟨J⟩ over the pairs
-    second = fft.irfft2(f_wj2 * f_w, shape, workers=-1)[out] / n_pairs      # ⟨J²⟩
-    product = fft.irfft2(f_wj * f_wj, shape, workers=-1)[out] / n_pairs     # ⟨J J′⟩
+    f_wj = fft.rfft2(w * root, shape, workers=-1)
+    n_good = float(w.sum())
+    del w
+    overlap = correlate(f_w, f_w)                                  # Σ w(p) w(s − p)
+    ok = overlap >= MIN_OVERLAP * n_good - 0.5
+    np.maximum(overlap, 1.0, out=overlap)
+    product = correlate(f_wj, f_wj)                                # Σ wJ wJ′
+    product /= overlap                                             # ⟨J J′⟩
+    mean = correlate(f_wj, f_w)
+    mean /= overlap                                                # ⟨J⟩
+    del f_wj
+    second = correlate(fft.rfft2(np.where(good, root * root, 0.0), shape, workers=-1), f_w)
+    del f_w
+    second /= overlap                                              # ⟨J²⟩
+    del overlap
     variance = second - mean**2
-    ok = (overlap >= MIN_OVERLAP * w.sum() - 0.5) & (variance > MIN_STRUCTURE * float(np.var(root[good])))
+    del mean
+    ok &= variance > MIN_STRUCTURE * float(np.var(root[good]))
     if guess is not None:
         radius = search_radius if search_radius is not None else max(8.0, min(root.shape) / 8.0)
-        s_row, s_col = np.indices(overlap.shape)
+        s_row, s_col = np.ogrid[: ok.shape[0], : ok.shape[1]]
         ok &= (s_row / 2.0 - guess[0]) ** 2 + (s_col / 2.0 - guess[1]) ** 2 <= radius**2
     elif search_radius is not None:
         raise ConfigError("fit_centre: search_radius needs a guess")
-    mismatch = np.full(overlap.shape, np.inf)
+    mismatch = np.full(ok.shape, np.inf)
     mismatch[ok] = (second[ok] - product[ok]) / variance[ok]
     return mismatch
 
@@ -246,12 +260,11 @@ def fit_centre_groups(sums: np.ndarray, counts: np.ndarray, mask: np.ndarray) ->
         counts: (G, SS, FS) frames that added a finite value to each pixel of each group.
         mask: (SS, FS) bool, True = bad.
     """
-    sums = np.asarray(sums, dtype=np.float64)
-    counts = np.asarray(counts, dtype=np.float64)
+    sums, counts = np.asarray(sums), np.asarray(counts)
     if sums.ndim != 3 or counts.shape != sums.shape:
         raise ConfigError(f"fit_centre_groups: sums {sums.shape} and counts {counts.shape} must be equal (G, SS, FS)")
     groups = [g for g in range(sums.shape[0]) if counts[g].any()]
-    total, count = sums.sum(axis=0), counts.sum(axis=0)
+    total, count = sums.sum(axis=0, dtype=np.float64), counts.sum(axis=0, dtype=np.float64)
     bad = np.asarray(mask, dtype=bool) | (count == 0)
     fit = fit_centre(np.where(bad, 0.0, total / np.maximum(count, 1)), bad)
     if len(groups) < 3:
