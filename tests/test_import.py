@@ -205,6 +205,16 @@ def test_plain_hdf5_with_root_frames_mask_and_numeric_labels(tmp_path):
         assert prov["labels"]["counts"] == {"single": n_single, "not_single": 8 - n_single}
 
 
+def test_frames_with_a_step_and_negative_start(tmp_path):
+    src = tmp_path / "run.h5"
+    frames, _, _ = _plain_run(src)
+    for spec, expected in (("1:12:4", frames[1:12:4]), ("-3:", frames[-3:]), (":2", frames[:2])):
+        out = tmp_path / "o.cxi"
+        _ok(src, "-o", out, "--frames", spec, "--overwrite")
+        with CXIReader(out) as r:
+            np.testing.assert_array_equal(r.frames(np.arange(len(r)))[:, 0], expected)
+
+
 def test_label_file_indices_are_source_indices(tmp_path):
     src = tmp_path / "run.h5"
     _plain_run(src)

@@ -141,14 +141,13 @@ def zero_peak(values: np.ndarray) -> tuple[float, float]:
     return float(mode), sigma
 
 
-def histogram_edges(mode: float, sigma: float, *, integer: bool, top: float | None = None) -> np.ndarray:
-    """Bin edges for the pixel histogram: from mode − 8σ to mode + 400σ (or ``top``), σ/8 wide.
+def histogram_edges(mode: float, sigma: float, *, integer: bool) -> np.ndarray:
+    """Bin edges for the pixel histogram: from mode − 8σ to mode + 400σ, σ/8 wide (about 3300 bins).
 
     Integer data get bins a whole number of ADU wide with edges at half-integers (no aliasing).
     """
     lo = mode - RANGE_SIGMAS[0] * sigma
-    hi = mode + RANGE_SIGMAS[1] * sigma if top is None else min(mode + RANGE_SIGMAS[1] * sigma, top)
-    hi = max(hi, mode + 20 * sigma)
+    hi = mode + RANGE_SIGMAS[1] * sigma
     width = sigma / BINS_PER_SIGMA
     if integer:
         width = max(1.0, float(round(width)))
@@ -317,8 +316,7 @@ class GainAccumulator:
     def _start(self) -> None:
         sample = np.concatenate(self._pending) if self._pending else np.zeros(0, np.float32)
         self.scale = zero_peak(sample)
-        top = float(sample.max()) if sample.size else None
-        self.edges = histogram_edges(*self.scale, integer=self.integer, top=top)
+        self.edges = histogram_edges(*self.scale, integer=self.integer)
         self.counts = np.zeros((N_GROUPS, len(self.edges) - 1), dtype=np.int64)
         for values, group in zip(self._pending, self._pending_frames, strict=True):
             self._count(values, group)
