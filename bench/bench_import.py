@@ -73,9 +73,10 @@ def child(args: argparse.Namespace) -> None:
     starts = sorted(times.items(), key=lambda kv: kv[1])
     phases = {name: (starts[i + 1][1] if i + 1 < len(starts) else end) - t for i, (name, t) in enumerate(starts)}
     peak = tracemalloc.get_traced_memory()[1] if args.tracemalloc else None
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"seconds": end - t0, "phases": phases, "gain": result.gain.gain if result.gain else None,
                       "centre": result.centre_xy, "peak_traced_mb": None if peak is None else peak / 2**20,
-                      "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "maxrss_mb": usage.ru_maxrss / 1024, "cpu_s": usage.ru_utime + usage.ru_stime}))
 
 
 def main() -> None:
@@ -86,6 +87,7 @@ def main() -> None:
     p.add_argument("--first-pass", type=int, default=2000, help="frames of the first pass [2000]")
     p.add_argument("--tracemalloc", action="store_true", help="also trace allocations (slower)")
     p.add_argument("--workdir", help="folder for the run and the output [a temporary folder]")
+    p.add_argument("--run", help="synthetic run file to reuse (written there first if absent) [in the workdir]")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--src", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -94,11 +96,18 @@ def main() -> None:
         child(args)
         return
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        src, out = Path(tmp) / "run.h5", Path(tmp) / "run.cxi"
-        t_write = write_run(src, args.frames, args.pixels)
+        src, out = Path(args.run) if args.run else Path(tmp) / "run.h5", Path(tmp) / "run.cxi"
+        if src.exists():
+            import h5py
+
+            with h5py.File(src, "r") as f:
+                args.frames, args.pixels = f["frames"].shape[0], f["frames"].shape[1]
+            print(f"synthetic run {src} reused")
+        else:
+            t_write = write_run(src, args.frames, args.pixels)
+            print(f"synthetic run written in {t_write:.1f} s")
         size_mb = src.stat().st_size / 2**20
-        print(f"synthetic run: {args.frames} frames of {args.pixels} x {args.pixels} int16 ADU, {size_mb:.0f} MB "
-              f"gzip, written in {t_write:.1f} s")
+        print(f"synthetic run: {args.frames} frames of {args.pixels} x {args.pixels} int16 ADU, {size_mb:.0f} MB gzip")
         cmd = [sys.executable, __file__, "--child", "--src", str(src), "--out", str(out), "--compression",
                args.compression, "--first-pass", str(args.first_pass)] + (["--tracemalloc"] if args.tracemalloc else [])
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -110,6 +119,7 @@ def main() -> None:
         rate = args.frames / fig["seconds"]
         print(f"import --gain auto --centre auto --compression {args.compression}: {fig['seconds']:.1f} s, "
               f"{rate:.1f} frames/s, {rate * args.pixels**2 * 2 / 2**20:.0f} MB/s of raw int16 ADU")
+        print(f"  CPU time {fig['cpu_s']:.1f} s (user + system, all threads)")
         for name, sec in fig["phases"].items():
             print(f"  {name}: {sec:.1f} s")
         print(f"  gain {fig['gain']:.3f} ADU/photon (true 7.6); centre {fig['centre']}")

@@ -23,9 +23,11 @@ reflection:
    difference, so that a flat region (a far-off centre whose pairs all see background) does not look
    symmetric: candidates whose pairs vary less than 5 % of the image's variance, or keep fewer than
    :data:`MIN_OVERLAP` of the good pixels, are not considered;
-3. a 2-D quadratic through the 5 × 5 values of R around the best half-pixel centre: its vertex is the
-   sub-pixel centre. Pixels are never interpolated (interpolation smooths the mirror side only, which
-   favours centres whose mirror points fall between pixels: a bias of a quarter pixel on noisy data).
+3. a 2-D quadratic through the 3 × 3 values of R around the best half-pixel centre: its vertex is the
+   sub-pixel centre (fine rings make the minimum only a few half-pixel steps wide, where a wider window
+   would fit a shape that is not quadratic). Pixels are never interpolated (interpolation smooths the
+   mirror side only, which favours centres whose mirror points fall between pixels: a bias of a quarter
+   pixel on noisy data).
 
 The standard errors of one fit combine the scatter of R about the quadratic and a Gauss-Newton estimate
 from the pair residuals; they reflect shot noise only. :func:`fit_centre_groups` gives jackknife errors
@@ -208,7 +210,7 @@ def fit_centre(image: np.ndarray, mask: np.ndarray, guess: tuple[float, float] |
     if not np.isfinite(grid[s]):
         raise ConfigError("fit_centre: no candidate centre has enough good pixels on both sides (mask too large "
                           "or guess off the detector)")
-    k = 2
+    k = 1  # a 3 × 3 window: fine patterns make the minimum narrow (see the module doc)
     window = np.full((2 * k + 1, 2 * k + 1), np.nan)
     r0, r1 = max(s[0] - k, 0), min(s[0] + k + 1, grid.shape[0])
     c0, c1 = max(s[1] - k, 0), min(s[1] + k + 1, grid.shape[1])
