@@ -17,6 +17,7 @@ from spisim.errors import SpiError
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("cli.simulate", "Simulate a dataset of SPI shots (four hit types) into a CXI/HDF5 file."),
+    "import": ("cli.import_", "Import a real run (any HDF5 layout or .npy; ADU -> photons, masks, geometry) as CXI."),
     "show": ("cli.show", "Draw a dataset: shots per hit type, radial profiles, photon histograms."),
     "train": ("cli.train", "Train a Siamese embedding network with a triplet loss."),
     "classify": ("cli.classify", "Classify shots few-shot against a labelled support set."),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +166,141 @@ def write_shard(
             g.create_dataset(name, data=arr)
 
 
+def create_frames(
+    f: h5py.File,
+    n_shots: int,
+    frame_shape: Sequence[int],
+    *,
+    dtype: str = "float32",
+    units: str = "photons",
+    compression: str | None = "gzip",
+    attrs: dict | None = None,
+) -> h5py.Dataset:
+    """Start a file of the CXI layout: ``/cxi_version``, root ``attrs`` with ``spi_complete`` false, and the
+    empty frame dataset ``/entry_1/data_1/data`` (n_shots, M, SS, FS), one shot per chunk, attribute ``units``.
+
+    Shared by :class:`CXIWriter` (simulated files) and :mod:`spisim.realrun` (imported runs).
+    """
+    shape = tuple(int(n) for n in frame_shape)
+    f.create_dataset("cxi_version", data=150)
+    for key, value in (attrs or {}).items():
+        f.attrs[key] = value
+    f.attrs["spi_complete"] = False
+    data = f.create_dataset(DATA_PATH, shape=(int(n_shots), *shape), dtype=dtype, chunks=(1, *shape),
+                            **compression_options(compression))
+    data.attrs["units"] = units
+    return data
+
+
+def write_instrument(
+    f: h5py.File,
+    *,
+    mask: np.ndarray,
+    pixel_position: np.ndarray | None = None,
+    solid_angle: np.ndarray | None = None,
+    photon_energy_ev: float | None = None,
+    pulse_energy_j: float = float("nan"),
+) -> None:
+    """Write ``/entry_1/instrument_1``: the detector (soft link to the frames, pixel_position, solid_angle,
+    mask, distance) and the source (energy, pulse_energy); the one place this layout is written.
+
+    Args:
+        f: the open file (its frame dataset made by :func:`create_frames`).
+        mask: (M, SS, FS) bool or int, non-zero = bad; stored as uint8.
+        pixel_position: (M, SS, FS, 3) m, or None for a run without geometry (then no solid angle or distance).
+        solid_angle: (M, SS, FS) sr, with ``pixel_position``.
+        photon_energy_ev: eV, or None when unknown (no ``energy`` dataset).
+        pulse_energy_j: J; NaN when unknown (real runs).
+    """
+    det = f.require_group(DETECTOR_PATH)
+    det["data"] = h5py.SoftLink(DATA_PATH)
+    packed = {"compression": "gzip", "shuffle": True}  # geometry is smooth: it shrinks several times
+    if pixel_position is not None:
+        det.create_dataset("pixel_position", data=np.asarray(pixel_position, dtype=np.float64), **packed)
+    if solid_angle is not None:
+        det.create_dataset("solid_angle", data=np.asarray(solid_angle, dtype=np.float64), **packed)
+    det.create_dataset("mask", data=(np.asarray(mask) != 0).astype(np.uint8), **packed)
+    if pixel_position is not None:
+        det.create_dataset("distance", data=float(np.nanmean(np.asarray(pixel_position)[..., 2])))
+    src = f.require_group(SOURCE_PATH)
+    if photon_energy_ev is not None:
+        src.create_dataset("energy", data=float(photon_energy_ev) * EV)
+        src["energy"].attrs["photon_energy_ev"] = float(photon_energy_ev)
+    src.create_dataset("pulse_energy", data=float(pulse_energy_j))
+
+
+def _gzip_shuffle_chunk(frame: np.ndarray, level: int) -> bytes:
+    """The bytes HDF5 stores for one chunk under the shuffle + deflate filters (zlib frees the GIL)."""
+    itemsize = frame.dtype.itemsize
+    shuffled = np.ascontiguousarray(frame).view(np.uint8).reshape(-1, itemsize).T.tobytes()
+    return zlib.compress(shuffled, level)
+
+
+class FrameBlockWriter:
+    """Writes blocks of frames into a one-frame-per-chunk dataset made by :func:`create_frames`.
+
+    With gzip (:func:`compression_options` ``"gzip"``: shuffle, then deflate level 4) the chunks are
+    filtered by ``threads`` worker threads (zlib releases the GIL) and stored with ``write_direct_chunk``;
+    a block's chunks are compressed while the caller reads the next block, so compression, the slowest
+    step of an import, runs on every core. The stored bytes are exactly those HDF5's own filters make.
+    Other compressions go through h5py as usual.
+
+    Args:
+        data: the frame dataset (N, M, SS, FS), chunks (1, M, SS, FS).
+        compression: the name it was made with.
+        threads: worker threads (default: the CPUs this process may use).
+    """
+
+    def __init__(self, data: h5py.Dataset, compression: str | None, threads: int | None = None) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.data = data
+        opts = compression_options(compression)
+        self.direct = (compression == "gzip" and data.chunks == (1, *data.shape[1:])
+                       and opts.get("compression") == "gzip" and bool(opts.get("shuffle")))
+        self.level = int(opts.get("compression_opts", 4)) if self.direct else 0
+        if threads is None:
+            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(max(1, int(threads))) if self.direct else None
+        self._pending: tuple[int, list] | None = None
+
+    def write(self, start: int, frames: np.ndarray) -> None:
+        """Frames ``start .. start + n − 1`` (n, M, SS, FS); stored by the next :meth:`write` or :meth:`flush`."""
+        frames = np.asarray(frames, dtype=self.data.dtype)
+        if self._pool is None:
+            self.data[start : start + len(frames)] = frames
+            return
+        self.flush()
+        self._pending = (start, [self._pool.submit(_gzip_shuffle_chunk, f, self.level) for f in frames])
+
+    def flush(self) -> None:
+        """Store the chunks still being compressed."""
+        if self._pending is None:
+            return
+        start, futures = self._pending
+        self._pending = None
+        zeros = (0,) * (self.data.ndim - 1)
+        for i, fut in enumerate(futures):
+            self.data.id.write_direct_chunk((start + i, *zeros), fut.result(), 0)
+
+    def close(self) -> None:
+        """Flush, and stop the worker threads."""
+        try:
+            self.flush()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
+
+    def __enter__(self) -> FrameBlockWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:
+            self._pending = None  # nothing more is stored after an error
+        self.close()
+
+
 class CXIWriter:
     """Write a dataset shot by shot, in index order, into ``path``.
 
@@ -206,29 +343,10 @@ class CXIWriter:
         self._next = 0
         self.file = h5py.File(path, "w", libver=("earliest", "v110"))
         f = self.file
-        f.create_dataset("cxi_version", data=150)
-        for key, value in (attrs or {}).items():
-            f.attrs[key] = value
-        f.attrs["spi_complete"] = False
-        self.data = f.create_dataset(
-            DATA_PATH,
-            shape=(self.n_shots, *shape),
-            dtype=dtype,
-            chunks=(1, *shape),
-            **compression_options(compression),
-        )
-        self.data.attrs["units"] = units
-        det = f.require_group(DETECTOR_PATH)
-        det["data"] = h5py.SoftLink(DATA_PATH)
-        packed = {"compression": "gzip", "shuffle": True}  # geometry is smooth: it shrinks several times
-        det.create_dataset("pixel_position", data=np.asarray(pixel_position, dtype=np.float64), **packed)
-        det.create_dataset("solid_angle", data=np.asarray(solid_angle, dtype=np.float64), **packed)
-        det.create_dataset("mask", data=(np.asarray(mask) != 0).astype(np.uint8), **packed)
-        det.create_dataset("distance", data=float(np.nanmean(np.asarray(pixel_position)[..., 2])))
-        src = f.require_group(SOURCE_PATH)
-        src.create_dataset("energy", data=float(photon_energy_ev) * EV)
-        src["energy"].attrs["photon_energy_ev"] = float(photon_energy_ev)
-        src.create_dataset("pulse_energy", data=float(pulse_energy_j))
+        self.data = create_frames(f, self.n_shots, shape, dtype=dtype, units=units, compression=compression,
+                                  attrs=attrs)
+        write_instrument(f, mask=mask, pixel_position=pixel_position, solid_angle=solid_angle,
+                         photon_energy_ev=photon_energy_ev, pulse_energy_j=pulse_energy_j)
         lab = f.require_group(LABELS_PATH)
         lab.attrs["structures"] = json.dumps(list(structures))
         for name, (ltype, trailing, fill) in LABEL_FIELDS.items():
@@ -391,6 +509,40 @@ class CXIReader:
     def photon_energy_ev(self) -> float | None:
         key = f"{SOURCE_PATH}/energy"
         return float(self.file[key][()]) / EV if key in self.file else None
+
+    @property
+    def units(self) -> str | None:
+        """The frames' ``units`` attribute (``photons`` or ``adu``), or None where the file has none."""
+        u = self.data.attrs.get("units")
+        return None if u is None else (u.decode() if isinstance(u, bytes) else str(u))
+
+    @property
+    def gain(self) -> dict | None:
+        """Gain facts of an imported run (attributes of the frames, see ``docs/data-format.md``), or None.
+
+        Keys: ``adu_per_photon`` (the divisor applied, ADU/photon), ``adu_per_photon_sd`` (its standard
+        error when estimated, else 0), ``adu_offset`` (zero-photon peak, ADU; NaN unless estimated),
+        ``gain_source`` (``auto`` or ``given``).
+        """
+        a = self.data.attrs
+        if "adu_per_photon" not in a:
+            return None
+        out = {k: float(a[k]) for k in ("adu_per_photon", "adu_per_photon_sd", "adu_offset") if k in a}
+        src = a.get("gain_source", "given")
+        out["gain_source"] = src.decode() if isinstance(src, bytes) else str(src)
+        return out
+
+    @property
+    def read_noise_photons(self) -> float | None:
+        """Read noise (photons, σ) estimated on import (``detector_1/read_noise_photons``), or None."""
+        r = self._detector("read_noise_photons")
+        return None if r is None else float(r)
+
+    @property
+    def import_provenance(self) -> dict | None:
+        """The ``spi_import`` root attribute of a file written by ``spi import`` (JSON), or None."""
+        raw = self.file.attrs.get("spi_import")
+        return None if raw is None else json.loads(raw)
 
     @property
     def attrs(self) -> dict:
