@@ -146,3 +146,100 @@ def test_cli_match_bad_runs_are_one_line_errors(tmp_path, problem):
     assert res.exit_code == 1
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "m.yaml").exists()
+
+
+# ------------------------------------------------------------------------------------ the shared real frames
+
+
+@pytest.mark.slow
+def test_real_frames_import_and_match_reproduce_rings_and_photons(tmp_path, shared_data):
+    """The 10 real pnCCD frames (ADU, two masks, one inf pixel): import, match, and a fresh simulation of the
+    matched manifest puts its rings within 2 % and its median photons within 20 % of the real single-like hits."""
+    from spisim.cxi import CXIReader
+    from spisim.realrun.match import simulate_single
+    from spisim.realrun.profiles import photon_totals
+
+    real = shared_data / "real" / "spipy_pnccd_adu"
+    run = tmp_path / "real.cxi"
+    res = CliRunner().invoke(spi, ["import", str(real / "test_adu.npy"), "-o", str(run), "--gain", "auto",
+                                   "--mask", str(real / "mask.npy"), "--mask", str(real / "artifacts.npy"),
+                                   "--pixel-size", "300um", "--distance", "0.7m", "--energy", "1.6keV",
+                                   "--centre", "auto", "-q"])
+    assert res.exit_code == 0, res.output
+    with CXIReader(run) as r:
+        assert r.units == "photons" and 6.0 < r.gain["adu_per_photon"] < 9.0
+        assert r.mask[0, 121, 123]  # the pixel that is inf in frames 3 and 4
+        assert np.all(np.isfinite(r.frames(np.arange(10))))
+    result = match_run(run, MatchOptions(calibration_shots=96))
+    a = result.analysis
+    assert 4 <= len(result.single) <= 7 and result.single_source == "fit"
+    frames = simulate_single(result, 200, seed=12345)  # shots none of the calibrations saw
+    fits = __import__("spisim.realrun.fit", fromlist=["fit_spheres"]).fit_spheres(
+        a.bins.profiles(frames), a.bins, radius_range=(0.7 * result.radius * 1e10, 1.4 * result.radius * 1e10),
+        pixel_noise=a.read_noise)
+    ring = np.median([f.radius for f in fits]) / np.median(a.radii[result.single])
+    photons = np.median(photon_totals(frames, a.valid)) / np.median(a.totals[result.single])
+    assert ring == pytest.approx(1.0, abs=0.02)
+    assert photons == pytest.approx(1.0, abs=0.2)
+
+
+@pytest.mark.slow
+def test_round_trip_recovers_size_photons_background_and_centre(tmp_path):
+    """Simulate with a known size distribution, fluence, background and beam centre; strip the geometry; import
+    with --centre auto and match: size within 3 %, photons within 15 %, centre within 0.5 pixel."""
+    from spisim.cxi import CXIReader
+    from spisim.realrun.match import simulate_single
+    from spisim.realrun.profiles import photon_totals
+
+    pixel, distance, n = 600e-6, 0.58, 128
+    dx, dy = 3.3 * pixel, -2.6 * pixel  # the detector moves: the beam lands off its centre
+    det = Detector.square(n, pixel, distance).shifted(dx, dy, 0.0)
+    geometry = tmp_path / "geometry.h5"
+    with h5py.File(geometry, "w") as f:
+        f["/entry_1/instrument_1/detector_1/pixel_position"] = det.pixel_positions
+    manifest = tmp_path / "truth.yaml"
+    manifest.write_text(f"""seed: 5
+shots: 240
+beam: {{photon_energy: 1.6 keV, pulse_energy: 0.4 mJ, focus_diameter: 1.5 um, hit_radius: 0.9 um}}
+detector: {{geometry: {geometry.name}}}
+particles: [{{name: s, shape: sphere, radius: 30 nm, size_sd: 0.04}}]
+hits: {{no_hit: 0.4, single: 0.45, multi: 0.1, unintended: 0.05}}
+multi: {{placement: aggregate}}
+noise: {{background: {{kind: flat, photons: 2000}}, poisson: true}}
+""")
+    sim_out = tmp_path / "truth.h5"
+    res = CliRunner().invoke(spi, ["simulate", str(manifest), "-o", str(sim_out), "-q"])
+    assert res.exit_code == 0, res.output
+    with CXIReader(sim_out) as r:
+        frames = r.frames(np.arange(len(r)))
+        truth = r.hit_type
+        true_single_photons = np.median(photon_totals(frames[truth == 1], ~r.mask))
+    np.save(tmp_path / "frames.npy", frames[:, 0])
+    run = tmp_path / "run.cxi"
+    res = CliRunner().invoke(spi, ["import", str(tmp_path / "frames.npy"), "-o", str(run), "--pixel-size", "600um",
+                                   "--distance", "0.58m", "--energy", "1.6keV", "--centre", "auto", "-q"])
+    assert res.exit_code == 0, res.output
+    with CXIReader(run) as r:
+        fitted = r.import_provenance["centre"]
+    true_x, true_y = (n - 1) / 2 - dx / pixel, (n - 1) / 2 + dy / pixel
+    assert abs(fitted["x_px"] - true_x) < 0.5 and abs(fitted["y_px"] - true_y) < 0.5
+    result = match_run(run, MatchOptions(calibration_shots=96))
+    assert result.radius * 1e9 == pytest.approx(30.0, rel=0.03)
+    assert result.size_sd == pytest.approx(0.04, abs=0.02)
+    assert result.background_photons == pytest.approx(2000, rel=0.15)
+    sim = simulate_single(result, 200, seed=99)
+    assert np.median(photon_totals(sim, result.analysis.valid)) == pytest.approx(true_single_photons, rel=0.15)
+
+
+def test_match_moves_a_detector_whose_beam_centre_is_off(tmp_path):
+    run = tmp_path / "run.cxi"
+    _write_run(run, n_single=10, n_blob=0, n_empty=4, seed=6)
+    with h5py.File(run, "a") as f:  # the file's geometry puts the beam 3 px left and 2 px up of where it was
+        pos = f["/entry_1/instrument_1/detector_1/pixel_position"]
+        pos[...] = pos[()] + np.array([3 * 600e-6, -2 * 600e-6, 0.0])
+    result = match_run(run, MatchOptions(aspect_sd=0.0))
+    assert any("is moved there" in n for n in result.notes)
+    a = result.analysis
+    row, col = a.beam_pixel
+    assert abs(row - 47.5) < 0.3 and abs(col - 47.5) < 0.3  # the true centre of the 96 x 96 frames
+    assert result.radius * 1e9 == pytest.approx(RADIUS_NM, rel=0.02)

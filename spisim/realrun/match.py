@@ -16,12 +16,20 @@ From the run's frames alone (its labels where it has them), :func:`match_run` fi
 
 Single-like hits are the frames labelled single (``single`` of the four hit types or of single vs
 not_single) or, without labels, those a sphere explains well (fit quality ≥ ``min_quality``) whose radius lies
-within 15 % of the median of such fits. :func:`write_match` writes the manifest and a companion HDF5 file with
-the detector (geometry, mask) and the background template, both atomically.
+within 15 % of the median of such fits and whose residual is within twice that of the best-fitting quarter of
+them (aggregates of the same particles fit a sphere of the same size, but worse).
+
+Corrections by simulation: the particles' stretch spread is calibrated so that simulated single hits have the
+run's ring depth (:func:`calibrate_aspect`), then radius and peak fluence so that their rings and photon counts
+sit at the run's (:func:`calibrate_scale`); on a one-module detector the beam centre is fitted to the frames
+and the detector moved where it is off. :func:`write_match` writes the manifest and a companion HDF5 file with
+the detector (geometry, mask) and the background template, both atomically; :func:`write_report` the realism
+report (fresh shots of another seed, never those of the calibrations).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -52,6 +60,15 @@ from .profiles import RadialBins, first_minimum_contrast, photon_totals
 RADIUS_CLUSTER = 0.15
 """Single-like hits found by fit lie within this relative distance of the median fitted radius."""
 
+CENTRE_GROUPS = 8
+"""Frame groups whose mean patterns give the beam centre's jackknife error."""
+
+CENTRE_TOLERANCE = 0.5
+"""Pixels: a fitted beam centre farther than this (and than 3 standard errors) from the geometry's moves it."""
+
+RESIDUAL_FACTOR = 2.0
+"""Single-like hits found by fit have an rms log residual within this factor of the best-fitting quarter's."""
+
 WEAK_FRACTION = 0.1
 """No-hit frames hold fewer photons than this share of the median single hit (and at most 3x the weakest frames)."""
 
@@ -80,7 +97,9 @@ class MatchOptions:
         oversample: pixel-area integration of the manifest; None: chosen from the ratio of pixel to ring period.
         aspect_sd: the particles' rms stretch (``aspect_sd`` of the manifest); None: calibrated so that simulated
             single hits have the run's median ring visibility (:func:`calibrate_aspect`).
-        calibration_shots: simulated single hits per trial of that calibration.
+        calibrate: correct radius and peak fluence by a simulation (:func:`calibrate_scale`) where a size or
+            stretch spread moves the simulated rings or photon counts.
+        calibration_shots: simulated single hits per trial of the calibrations.
         seed: the manifest's seed.
     """
 
@@ -93,6 +112,7 @@ class MatchOptions:
     radius_range: tuple[float, float] | None = None
     oversample: int | None = None
     aspect_sd: float | None = None
+    calibrate: bool = True
     calibration_shots: int = 160
     seed: int = 0
 
@@ -128,6 +148,15 @@ class RunAnalysis:
     valid: np.ndarray
     pixel_position: np.ndarray
     mask: np.ndarray
+    centre: object = None  # CentreFit of the frames (one-module detectors), or None
+    beam_pixel: tuple[float, float] | None = None  # (row, col) where the geometry puts the beam
+
+    @property
+    def centre_offset(self) -> tuple[float, float] | None:
+        """(row, col) pixels from the geometry's beam position to the one fitted to the frames, or None."""
+        if self.centre is None or self.beam_pixel is None:
+            return None
+        return self.centre.row - self.beam_pixel[0], self.centre.col - self.beam_pixel[1]
 
     @property
     def radii(self) -> np.ndarray:
@@ -158,6 +187,7 @@ class MatchResult:
     oversample: int
     aspect_sd: float = 0.0
     aspect_source: str = "assumed"
+    corrections: tuple[float, float] = (1.0, 1.0)  # factors applied to radius and peak fluence by calibrate_scale
     notes: list[str] = field(default_factory=list)
     manifest_text: str = ""
 
@@ -177,11 +207,15 @@ def _evenly(n: int, at_most: int) -> np.ndarray:
 
 
 def analyse_run(path: str | Path, options: MatchOptions = MatchOptions(),
-                progress: Callable[[int], None] | None = None, block: int = 64) -> RunAnalysis:
+                progress: Callable[[int], None] | None = None, block: int = 64,
+                shift: tuple[float, float] = (0.0, 0.0)) -> RunAnalysis:
     """Radial profiles, photon counts and sphere fits of (at most ``options.max_frames``) frames of a run.
 
     The run must be a CXI/HDF5 file in photons with pixel positions and a photon energy (as ``spi import``
-    writes with ``--pixel-size/--distance/--energy`` or ``--geometry``).
+    writes with ``--pixel-size/--distance/--energy`` or ``--geometry``). ``shift`` (m) moves the detector
+    across the beam first (a corrected beam centre). On a one-module detector the beam centre is also fitted to
+    the frames (:func:`spisim.realrun.centre.fit_centre_groups` on 8 groups of them) and compared with the
+    geometry's.
     """
     from ..detector import Detector
 
@@ -199,6 +233,8 @@ def analyse_run(path: str | Path, options: MatchOptions = MatchOptions(),
             raise InputFileError(f"{path} has no pixel positions: import it with --pixel-size and --distance, or "
                                  "--geometry")
         detector = Detector.from_cxi(path)
+        if shift != (0.0, 0.0):
+            detector = detector.shifted(shift[0], shift[1], 0.0)
         q = np.linalg.norm(detector.q_vectors(wavelength_angstrom(energy)), axis=-1)
         weight = detector.solid_angles() * detector.polarization_factor("horizontal")
         valid = ~detector.mask
@@ -206,9 +242,17 @@ def analyse_run(path: str | Path, options: MatchOptions = MatchOptions(),
         indices = _evenly(len(reader), options.max_frames)
         profiles, totals, keep = [], [], []
         noise_frames = []
+        one_module = detector.shape[0] == 1
+        group_sums = np.zeros((CENTRE_GROUPS, *detector.shape[1:])) if one_module else None
+        group_counts = np.zeros((CENTRE_GROUPS, *detector.shape[1:])) if one_module else None
         for start in range(0, len(indices), block):
             sel = indices[start:start + block]
             frames = reader.frames(sel)
+            if one_module:
+                for k, f in enumerate(frames):
+                    finite = np.isfinite(f[0])
+                    group_sums[(start + k) % CENTRE_GROUPS] += np.where(finite, f[0], 0.0)
+                    group_counts[(start + k) % CENTRE_GROUPS] += finite
             usable = np.array([np.isfinite(f[valid]).any() for f in frames])
             keep.append(sel[usable])
             profiles.append(bins.profiles(frames[usable]))
@@ -230,10 +274,28 @@ def analyse_run(path: str | Path, options: MatchOptions = MatchOptions(),
     profiles_arr = np.concatenate(profiles)
     radius_range = None if options.radius_range is None else tuple(r * 1e10 for r in options.radius_range)
     fits = fit_spheres(profiles_arr, bins, radius_range=radius_range, pixel_noise=read_noise)
+    centre = None
+    if one_module and group_counts.any():
+        from .centre import fit_centre_groups
+
+        with contextlib.suppress(SpiError):  # a pattern without centrosymmetry to fit: keep the geometry's
+            centre = fit_centre_groups(group_sums, group_counts, detector.mask[0])
     return RunAnalysis(path=path, photon_energy_ev=float(energy), indices=indices, bins=bins, profiles=profiles_arr,
                        totals=np.concatenate(totals), fits=fits, labels=names, read_noise=read_noise,
                        read_noise_source=source, valid=valid, pixel_position=np.asarray(detector.pixel_positions),
-                       mask=np.asarray(detector.mask))
+                       mask=np.asarray(detector.mask), centre=centre, beam_pixel=_beam_pixel(detector))
+
+
+def _beam_pixel(detector: object) -> tuple[float, float] | None:
+    """(row, col) of the beam axis on a one-panel detector, in data-array pixels (0-based centres); else None."""
+    panels = detector.panels  # type: ignore[attr-defined]
+    if len(panels) != 1:
+        return None
+    p = panels[0]
+    # corner + (row + ½) ss + (col + ½) fs has x = y = 0
+    a = np.array([[p.ss_vec[0], p.fs_vec[0]], [p.ss_vec[1], p.fs_vec[1]]])
+    row, col = np.linalg.solve(a, -p.corner[:2]) - 0.5
+    return float(row + p.ss_offset), float(col + p.fs_offset)
 
 
 def _labels_of(reader: CXIReader, indices: np.ndarray) -> list[str]:
@@ -268,7 +330,11 @@ def select_single(analysis: RunAnalysis, min_quality: float) -> tuple[np.ndarray
                        "(spi label) or lower --min-quality")
     median = float(np.median(analysis.radii[good]))
     close = good & (np.abs(analysis.radii / median - 1.0) <= RADIUS_CLUSTER)
-    return np.flatnonzero(close), "fit"
+    # aggregates of the same particles fit a sphere of the same size, but worse: keep the shots whose residual
+    # is within a factor of the best-fitting quarter's (single hits fit alike; their spread sets the scale)
+    residual = np.array([f.residual for f in analysis.fits])
+    reference = float(np.percentile(residual[close], 25))
+    return np.flatnonzero(close & (residual <= RESIDUAL_FACTOR * reference)), "fit"
 
 
 def _background(analysis: RunAnalysis, single: np.ndarray, radius: float) -> tuple[np.ndarray, str]:
@@ -388,9 +454,26 @@ def choose_oversample(bins: RadialBins, radius_m: float) -> int:
 def match_run(path: str | Path, options: MatchOptions = MatchOptions(),
               progress: Callable[[int], None] | None = None) -> MatchResult:
     """Fit simulation settings to a run (see the module doc); the manifest text is in the result."""
+    from ..detector import Detector
+
     analysis = analyse_run(path, options, progress)
-    single, source = select_single(analysis, options.min_quality)
     notes = []
+    offset = analysis.centre_offset
+    if offset is not None:
+        c = analysis.centre
+        off = math.hypot(*offset)
+        sd = math.hypot(c.row_sd, c.col_sd)
+        if off > max(CENTRE_TOLERANCE, 3.0 * sd):
+            # move the detector so that the fitted centre lies on the beam axis, and read the frames again
+            (panel,) = Detector.from_cxi(analysis.path).panels
+            point = panel.corner + (c.row - panel.ss_offset + 0.5) * panel.ss_vec + \
+                (c.col - panel.fs_offset + 0.5) * panel.fs_vec
+            analysis = analyse_run(path, options, None, shift=(-float(point[0]), -float(point[1])))
+            notes.append(f"the frames' beam centre lies {offset[1]:+.2f}, {offset[0]:+.2f} px (fast, slow scan; "
+                         f"± {c.col_sd:.2f}, {c.row_sd:.2f}) from the geometry's: the matched detector is moved there")
+        else:
+            notes.append(f"beam centre of the frames within {off:.2f} px of the geometry's (± {sd:.2f})")
+    single, source = select_single(analysis, options.min_quality)
     if len(single) == 0:
         raise SpiError(f"{analysis.path}: no single hit to fit (the labelled single hits have no sphere fit)")
     radii = analysis.radii[single] * 1e-10
@@ -423,17 +506,49 @@ def match_run(path: str | Path, options: MatchOptions = MatchOptions(),
         result.aspect_sd, real_depth, sim_depth = calibrate_aspect(result)
         result.aspect_source = (f"fitted: simulated rings as deep as the run's (first minimum / next maximum "
                                 f"{real_depth:.2f} real, {sim_depth:.2f} simulated)")
+    if options.calibrate and (result.aspect_sd > 0 or result.size_sd > 0):
+        calibrate_scale(result)
     result.manifest_text = manifest_text(result, companion="MATCHED.detector.h5")
     return result
+
+
+def calibrate_scale(result: MatchResult) -> tuple[float, float]:
+    """Put the simulated rings and photon counts where the run's are, and return the two corrections.
+
+    A spread of stretches moves the median apparent ring radius of simulated shots (a stretched sphere's rings
+    are ellipses; the sphere fitted to their average lies between the two axes), and a spread of sizes moves
+    their photon counts (∝ R⁶ near the centre). One simulation of ``calibration_shots`` single hits with the
+    fitted settings measures both against the run's single-like hits; the radius is divided by the ring ratio
+    and the peak fluence by the photon ratio (each applied when it exceeds 0.2 %).
+
+    Returns:
+        (simulated / real median fitted radius, simulated / real median photons), before the correction.
+    """
+    a = result.analysis
+    frames = simulate_single(result, result.options.calibration_shots)
+    radius_range = (0.7 * result.radius * 1e10, 1.4 * result.radius * 1e10)
+    fits = fit_spheres(a.bins.profiles(frames), a.bins, radius_range=radius_range, pixel_noise=a.read_noise)
+    ring = float(np.median([f.radius for f in fits])) / float(np.median(a.radii[result.single]))
+    photons = float(np.median(photon_totals(frames, a.valid))) / float(np.median(a.totals[result.single]))
+    if abs(ring - 1.0) > 0.002:
+        result.radius /= ring
+    if abs(photons - 1.0) > 0.002:
+        result.peak_fluence /= photons
+    result.corrections = (1.0 / ring, 1.0 / photons)
+    result.notes.append(f"radius and fluence corrected by {1 / ring:.4f} and {1 / photons:.4f} so that simulated "
+                        f"rings and photon counts sit at the run's ({result.options.calibration_shots} simulated "
+                        "single hits)")
+    return ring, photons
 
 
 ASPECT_TRIALS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 """rms stretches tried by :func:`calibrate_aspect` (the manifest's ``aspect_sd`` allows up to 1)."""
 
 
-def simulate_single(result: MatchResult, shots: int, *, aspect_sd: float | None = None,
+def simulate_single(result: MatchResult, shots: int, *, aspect_sd: float | None = None, seed: int | None = None,
                     progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """``shots`` single hits (n, M, SS, FS) photons of the matched manifest (optionally another ``aspect_sd``)."""
+    """``shots`` single hits (n, M, SS, FS) photons of the matched manifest (optionally another ``aspect_sd`` or
+    seed; calibrations use the manifest's seed, the report another one, so that it checks them independently)."""
     import tempfile
 
     from ..generate import Simulator
@@ -448,7 +563,7 @@ def simulate_single(result: MatchResult, shots: int, *, aspect_sd: float | None 
             write_companion(result, companion)
             text = manifest_text(result, companion.name)
             m = parse_manifest(text, source="<matched>", base_dir=Path(tmp),
-                               overrides={"shots": shots, "hits": {"single": 1.0}})
+                               overrides={"shots": shots, "hits": {"single": 1.0}, "seed": seed})
             sim = Simulator(m).prepare()
             frames = np.empty((shots, *sim.shape), dtype=np.float32)
             for i in range(shots):
@@ -536,7 +651,8 @@ def manifest_text(result: MatchResult, companion: str) -> str:
         "",
         "beam:",
         f"  photon_energy: {_fmt(a.photon_energy_ev)} eV      # the run's",
-        f"  fluence: {_fmt(result.peak_fluence * 1e-12)} photons/um^2   # fitted: peak fluence single hits saw",
+        f"  fluence: {_fmt(result.peak_fluence * 1e-12)} photons/um^2   # fitted: peak fluence single hits saw"
+        + (f" (x {result.corrections[1]:.4f}: simulated photons at the run's)" if result.corrections[1] != 1 else ""),
         f"  focus_diameter: {_fmt(o.focus_fwhm * 1e6)} um       # assumed FWHM (the fit gives the hit radius "
         "relative to it)",
         "  profile: gaussian",
@@ -551,7 +667,9 @@ def manifest_text(result: MatchResult, companion: str) -> str:
         f"  - name: matched-{o.shape}",
         f"    shape: {o.shape}",
         "    model: continuum",
-        (f"    radius: {_fmt(radius_nm)} nm              # fitted: mean of the single-like hits" if o.shape == "sphere"
+        (f"    radius: {_fmt(radius_nm)} nm              # fitted: mean of the single-like hits"
+         + (f" (x {result.corrections[0]:.4f}: simulated rings at the run's)" if result.corrections[0] != 1 else "")
+         if o.shape == "sphere"
          else f"    radius: {_fmt(radius_nm / sphere_equivalent_factor(o.shape))} nm  # fitted: circumradius whose "
          f"rings match the hits' {_fmt(radius_nm)} nm sphere"),
         f"    size_sd: {_fmt(result.size_sd)}                # fitted: their relative spread",
@@ -646,6 +764,8 @@ def write_report(result: MatchResult, manifest: str | Path, folder: str | Path, 
                  progress: Callable[[int], None] | None = None) -> dict:
     """Simulate ``shots`` single hits of the written ``manifest`` and compare them with the run's single-like hits.
 
+    The shots are drawn with the manifest's seed + 1: none of them served the calibrations of :func:`match_run`.
+
     Writes into ``folder``: ``report.md`` (settings, realism table, pictures), ``metrics.json`` and the PNG
     figures of :func:`spisim.realrun.realism.write_figures`. Returns the metrics.
     """
@@ -655,7 +775,7 @@ def write_report(result: MatchResult, manifest: str | Path, folder: str | Path, 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     a = result.analysis
-    frames = simulate_single(result, shots, progress=progress)
+    frames = simulate_single(result, shots, seed=result.options.seed + 1, progress=progress)
     with CXIReader(a.path) as reader:
         real_frames = reader.frames(a.indices[result.single])
     radius_range = (0.5 * result.radius * 1e10, 2.0 * result.radius * 1e10)

@@ -179,7 +179,7 @@ def write_figures(folder: Path, real: ShotSet, sim: ShotSet, bins: RadialBins, d
                 ax.set_title(f"{name} {c + 1}", fontsize=8)
     fig.colorbar(im, ax=axes, shrink=0.8, label="photons per pixel (one colour scale)")
     paths["montage"] = folder / "montage.png"
-    fig.savefig(paths["montage"], dpi=110)
+    fig.savefig(paths["montage"], dpi=80)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
