@@ -1,9 +1,14 @@
-"""Tests of spisim.pdb_cache against a local HTTP server on 127.0.0.1 (no internet needed)."""
+"""Tests of spisim.pdb_cache against a local HTTP server on 127.0.0.1 (no internet needed).
+
+The suite puts the shared structures on ``$SPI_STRUCTURE_PATH`` (tests/conftest.py); these tests clear it,
+so that what they test is the cache and the download.
+"""
 
 from __future__ import annotations
 
 import functools
 import gzip
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -43,6 +48,11 @@ class _Server:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=5)
+
+
+@pytest.fixture(autouse=True)
+def _no_structure_path(monkeypatch):
+    monkeypatch.delenv("SPI_STRUCTURE_PATH", raising=False)
 
 
 @pytest.fixture
@@ -116,7 +126,8 @@ def test_fallback_to_second_url_and_plain_response_is_stored_gzipped(server, tmp
 
 def test_invalid_response_is_not_cached(server, tmp_path):
     cache = tmp_path / "cache"
-    with pytest.raises(InputFileError, match=r"could not download 2BAD \(.*not an mmCIF file"):
+    with pytest.raises(InputFileError, match=r"structure 2BAD is not in the cache .*, and could not download it "
+                       r"\(.*not an mmCIF file"):
         fetch_pdb("2bad", cache_dir=cache, urls=[server.url("rcsb/{ID}.cif.gz")])
     assert not cache.exists() or list(cache.iterdir()) == []
 
@@ -127,11 +138,35 @@ def test_offline_message_names_the_file_to_supply(tmp_path):
     with pytest.raises(InputFileError) as info:
         fetch_pdb("1abc", cache_dir=cache, urls=[f"http://127.0.0.1:{port}/{{ID}}.cif.gz"], timeout_s=5)
     message = str(info.value)
-    assert message.startswith("could not download 1ABC (")
-    assert f"http://127.0.0.1:{port}/1ABC.cif.gz" in message
-    assert f"put 1abc.cif.gz in {cache}" in message
-    assert "download it by hand and pass the file path" in message
+    url = f"http://127.0.0.1:{port}/1ABC.cif.gz"
+    assert message.startswith(f"structure 1ABC is not in the cache {cache}, and could not download it ({url}: ")
+    assert message.endswith(f"download {url} by hand and put it in {cache} as 1abc.cif.gz "
+                            "(or in a folder of $SPI_STRUCTURE_PATH), or give the file's path")
     assert "\n" not in message
+
+
+def test_offline_message_names_the_structure_path_searched(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPI_STRUCTURE_PATH", f"{tmp_path / 'a'}:{tmp_path / 'b'}")
+    with pytest.raises(InputFileError, match=rf"^structure 1ABC is not in \$SPI_STRUCTURE_PATH \({tmp_path}/a:"
+                       rf"{tmp_path}/b\) nor the cache {tmp_path}/cache, and could not download it"):
+        fetch_pdb("1abc", cache_dir=tmp_path / "cache", urls=[f"http://127.0.0.1:{_closed_port()}/x"], timeout_s=5)
+
+
+def test_structure_path_comes_before_the_cache_and_is_never_written(server, tmp_path, shared_data, monkeypatch):
+    local = tmp_path / "mine"
+    local.mkdir()
+    (local / "1CRN.cif").write_bytes((shared_data / "structures" / "1crn.cif").read_bytes())
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "1crn.cif.gz").write_bytes(gzip.compress(b"data_not_used"))
+    monkeypatch.setenv("SPI_STRUCTURE_PATH", f"{tmp_path / 'missing'}{os.pathsep}{local}")
+    assert fetch_pdb("1crn", cache_dir=cache, urls=[server.url("rcsb/{ID}.cif.gz")]) == local / "1CRN.cif"
+    assert _QuietHandler.requests == [] and sorted(p.name for p in local.iterdir()) == ["1CRN.cif"]
+    assert len(load_structure("1crn", cache_dir=cache)) == 327
+    monkeypatch.setenv("SPI_STRUCTURE_PATH", str(tmp_path / "missing"))  # not there: the cache, then the network
+    assert fetch_pdb("1crn", cache_dir=tmp_path / "c2", urls=[server.url("rcsb/{ID}.cif.gz")]) == (
+        tmp_path / "c2" / "1crn.cif.gz")
+    assert _QuietHandler.requests == ["/rcsb/1CRN.cif.gz"]
 
 
 def test_files_put_in_the_cache_by_hand_are_found(tmp_path, shared_data):

@@ -106,6 +106,7 @@ def test_gzipped_files_and_format_from_content(structures, tmp_path):
 
 def test_pdb_id_resolves_through_the_cache_without_network(structures, tmp_path, monkeypatch):
     monkeypatch.setenv("SPI_PDB_URL", "http://127.0.0.1:9/{ID}.cif.gz")  # never reached
+    monkeypatch.delenv("SPI_STRUCTURE_PATH", raising=False)  # the cache, not the shared folder
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "1crn.cif.gz").write_bytes(gzip.compress((structures / "1crn.cif").read_bytes()))
