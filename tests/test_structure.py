@@ -226,6 +226,42 @@ def test_truncated_files_say_where_and_why(structures, tmp_path):
         load_structure(tmp_path / "cut.cif")
 
 
+@pytest.mark.parametrize(("field", "shown"), [("abc.def", "abc.def"), ("        ", ""), (" 1.2.3.4", "1.2.3.4"),
+                                              ("     nan", "nan"), ("    -inf", "-inf"), ("  12,5  ", "12,5")])
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_a_non_numeric_pdb_coordinate_is_an_error_with_its_line(tmp_path, field, shown, axis):
+    """gemmi reads 'abc.def' and blanks as 0 and '1.2.3.4' as 1.2: the record is refused, with its line."""
+    rng = np.random.default_rng(axis)
+    lines = ["HEADER    TEST", *(_pdb_atom(i + 1, "CA", "GLY", "A", i + 1, rng.uniform(-20, 20, 3)) for i in range(6))]
+    good = _write(tmp_path / "good.pdb", lines)
+    assert len(load_structure(good)) == 6
+    lines[4] = lines[4][: 30 + 8 * axis] + field + lines[4][38 + 8 * axis :]
+    bad = _write(tmp_path / "bad.pdb", lines)
+    with pytest.raises(InputFileError) as info:
+        load_structure(bad)
+    cols = f"{31 + 8 * axis}-{38 + 8 * axis}"
+    assert str(info.value) == (f"structure file {bad}, line 5: coordinate {'xyz'[axis]} (columns {cols}) is "
+                               f"{shown!r}, not a number: {lines[4][:54]!r}")
+    assert info.value.__cause__ is None
+
+
+@pytest.mark.parametrize("value", ["abc.def", "?", ".", "nan", "1.2.3"])
+def test_a_non_numeric_mmcif_coordinate_is_an_error_with_its_line(structures, tmp_path, value):
+    """gemmi reads a non-numeric Cartn_x/y/z as NaN: the row is refused, with its line and atom id."""
+    text = (structures / "1crn.cif").read_text()
+    lines = text.splitlines()
+    row = next(i for i, ln in enumerate(lines) if ln.startswith("ATOM") and ln.split()[1] == "17")
+    tokens = lines[row].split()
+    assert float(tokens[11]) != 0  # Cartn_y of atom 17
+    lines[row] = " ".join([*tokens[:11], value, *tokens[12:]])
+    path = tmp_path / "bad.cif"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputFileError) as info:
+        load_structure(path)
+    assert str(info.value) == (f"structure file {path}, line {row + 1}: _atom_site.Cartn_y (atom id 17) is "
+                               f"{value!r}, not a number")
+
+
 def test_missing_file_and_directory(tmp_path):
     with pytest.raises(InputFileError, match="not found"):
         load_structure(tmp_path / "nope.pdb")
