@@ -2,7 +2,8 @@
 
 Subcommand modules are imported only when run (``spi --help`` stays fast); each defines a
 ``click.Command`` named ``command``. Errors a user can cause (:class:`spisim.errors.SpiError`,
-missing files, permission problems) are printed as one line and exit with status 1.
+missing files, permission problems) are printed as one line and exit with status 1; a bad option or
+argument of a subcommand is one line too (status 2, as click gives it).
 
 Ctrl-C (SIGINT) in any command prints ``stopping`` at once and raises KeyboardInterrupt, so that the command
 unwinds through its cleanup (closing files and worker pools) and ends with status 130 and a line that says
@@ -123,6 +124,12 @@ class Interrupts:
         os._exit(130)
 
 
+class OneLineUsageError(click.ClickException):
+    """A usage error shown as ``Error: MESSAGE (see 'spi CMD --help')`` on one line, exit status 2."""
+
+    exit_code = 2
+
+
 class LazyGroup(click.Group):
     """A group whose subcommands are imported on first use, and which turns user errors into one line."""
 
@@ -147,6 +154,9 @@ class LazyGroup(click.Group):
     def _invoke(self, ctx: click.Context):  # noqa: ANN201
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a bad option or argument: one line too, exit status 2 as click's
+            where = exc.ctx.command_path if exc.ctx is not None else "spi"
+            raise OneLineUsageError(f"{exc.format_message()} (see '{where} --help')") from None
         except SpiError as exc:
             raise click.ClickException(str(exc)) from None
         except FileNotFoundError as exc:
@@ -163,5 +173,5 @@ class LazyGroup(click.Group):
 def spi() -> None:
     """X-ray single-particle-imaging toolkit: simulate shots, train and run hit classifiers.
 
-    Run ``spi COMMAND --help`` for the options of each command (units and defaults included).
+    Run 'spi COMMAND --help' for the options of each command (units and defaults included).
     """
