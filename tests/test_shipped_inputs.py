@@ -100,11 +100,11 @@ def test_offline_without_the_files_a_shipped_manifest_says_what_to_fetch(tmp_pat
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("pr772")]  # no output, no parts folder
 
 
-def test_structure_path_names_are_case_insensitive_and_ordered(tmp_path, shared_data):
+def test_structure_path_names_are_case_insensitive_and_ordered(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()
-    crn = (shared_data / "structures" / "1crn.pdb").read_bytes()
+    crn = b"ATOM      1  CA  GLY A   1       1.000   2.000   3.000  1.00 10.00           C\nEND\n"
     (b / "1CRN.PDB").write_bytes(crn)
     assert find_local("1crn", [a, b]) == b / "1CRN.PDB"
     (a / "pdb1crn.ent").write_bytes(crn)

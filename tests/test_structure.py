@@ -246,14 +246,21 @@ def test_a_non_numeric_pdb_coordinate_is_an_error_with_its_line(tmp_path, field,
 
 
 @pytest.mark.parametrize("value", ["abc.def", "?", ".", "nan", "1.2.3"])
-def test_a_non_numeric_mmcif_coordinate_is_an_error_with_its_line(structures, tmp_path, value):
+def test_a_non_numeric_mmcif_coordinate_is_an_error_with_its_line(tmp_path, value):
     """gemmi reads a non-numeric Cartn_x/y/z as NaN: the row is refused, with its line and atom id."""
-    text = (structures / "1crn.cif").read_text()
+    rng = np.random.default_rng(7)
+    pdb = "\n".join(_pdb_atom(i + 1, "CA", "GLY", "A", i + 1, rng.uniform(-20, 20, 3)) for i in range(20)) + "\nEND\n"
+    text = gemmi.read_pdb_string(pdb).make_mmcif_document().as_string()
     lines = text.splitlines()
+    tags = [ln.split()[0] for ln in lines if ln.startswith("_atom_site.")]
+    y_col = tags.index("_atom_site.Cartn_y")
     row = next(i for i, ln in enumerate(lines) if ln.startswith("ATOM") and ln.split()[1] == "17")
     tokens = lines[row].split()
-    assert float(tokens[11]) != 0  # Cartn_y of atom 17
-    lines[row] = " ".join([*tokens[:11], value, *tokens[12:]])
+    assert len(tokens) == len(tags) and float(tokens[y_col]) != 0  # Cartn_y of atom 17
+    good = tmp_path / "good.cif"
+    good.write_text(text)
+    assert len(load_structure(good)) == 20
+    lines[row] = " ".join([*tokens[:y_col], value, *tokens[y_col + 1 :]])
     path = tmp_path / "bad.cif"
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(InputFileError) as info:
