@@ -19,6 +19,7 @@ Example usage:
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -51,7 +52,8 @@ def _ints(text: str, what: str) -> list[int]:
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="CPU threads.")
 @click.option("--frame-shape", default="2,512,1024", show_default=True, help="M,SS,FS of --default's detector.")
 @click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True, help="Timed calls at least.")
-@click.option("--min-seconds", type=float, default=1.0, show_default=True, help="Timed seconds at least per setting.")
+@click.option("--min-seconds", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
+              help="Timed seconds (s) at least per setting (0: --repeats calls only).")
 @click.option(
     "--json",
     "json_path",
@@ -77,6 +79,7 @@ def command(
 
     from spinet.checkpoint import ModelBundle
     from spinet.speed import LCLS_I_HZ, RUNTIMES, benchmark, default_bundle
+    from spisim.generate import check_writable_folder
 
     if (model is None) == (not use_default):
         raise click.UsageError("give a MODEL checkpoint or --default (not both)")
@@ -89,6 +92,8 @@ def command(
     devices = (
         ["cpu", "cuda"] if device == "all" and torch.cuda.is_available() else (["cpu"] if device == "all" else [device])
     )
+    if json_path is not None:
+        check_writable_folder(json_path.parent)  # fail before minutes of timing, not after
     if model is not None:
         bundle = ModelBundle.load(model)
     else:
@@ -136,15 +141,28 @@ def command(
             f"({best.runtime}, batch {best.batch}): {verdict} LCLS-I ({LCLS_I_HZ:.0f} Hz)"
         )
     if json_path is not None:
-        json_path.write_text(
-            json.dumps(
-                {
-                    "frame_shape": list(pre.frame_shape),
-                    "input_size": pre.size,
-                    "torch": torch.__version__,
-                    "rows": [r.as_dict() for r in rows],
-                },
-                indent=2,
-            )
+        text = json.dumps(
+            {
+                "frame_shape": list(pre.frame_shape),
+                "input_size": pre.size,
+                "torch": torch.__version__,
+                "rows": [r.as_dict() for r in rows],
+            },
+            indent=2,
         )
+        _write_atomically(json_path, text)
         click.echo(f"rows: {json_path}")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a temporary file in the same folder (never a half-written file)."""
+    from spisim.errors import OutputFileError, os_error_message
+
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputFileError(f"cannot write {path}: {os_error_message(exc)}") from None
+    finally:
+        tmp.unlink(missing_ok=True)

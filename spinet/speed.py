@@ -165,12 +165,18 @@ def benchmark(
         runtimes: ``torch``, ``torchscript``, ``onnx``.
         devices: ``cpu`` and/or ``cuda``.
         threads: CPU threads (torch intra-op and ONNX Runtime intra-op) during the measurement.
-        warmup, repeats, min_seconds: see the module docstring.
+        warmup, repeats, min_seconds: see the module docstring (min_seconds in s, >= 0).
         seed: seed of the random Poisson frames.
         on_row: called with each row as soon as it is measured.
     """
     import tempfile
 
+    if min_seconds < 0 or not np.isfinite(min_seconds):
+        raise ConfigError(f"min_seconds must be a finite number of seconds >= 0, got {min_seconds}")
+    if repeats < 1 or warmup < 0 or threads < 1:
+        raise ConfigError(f"need repeats >= 1, warmup >= 0 and threads >= 1, got {repeats}, {warmup}, {threads}")
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise ConfigError(f"batch sizes must be >= 1, got {list(batch_sizes)}")
     rows: list[BenchRow] = []
     frame_shape = bundle.preprocessor.frame_shape
     rng = np.random.default_rng(seed)

@@ -14,6 +14,10 @@ Biological assemblies
   defines it (first b, then a).
 * PDB: ``REMARK 350 BIOMT`` records, as gemmi reads them into ``Structure.assemblies``.
 
+Coordinates are checked after gemmi has read a file: gemmi reads a PDB coordinate such as ``abc.def`` or a
+blank field as 0 and ``1.2.3`` as 1.2, and a non-numeric mmCIF ``Cartn_x`` as NaN; here any of these is an
+error that names its line.
+
 Operators are applied with numpy to the whole coordinate array at once (n_operators × n_atoms), so
 an assembly of millions of atoms takes about a second.
 """
@@ -117,8 +121,9 @@ def load_structure(
         generator and operator by operator in the order of the expanded expression.
 
     Raises:
-        InputFileError: missing, unreadable, corrupt or empty file; no atoms left after filtering;
-            PDB ID that is neither cached nor downloadable.
+        InputFileError: missing, unreadable, corrupt or empty file; a coordinate that is not a finite number
+            (the message gives its line); no atoms left after filtering; PDB ID that is neither found
+            locally nor downloadable.
         ConfigError: unknown option value, unknown assembly name (the message lists the available
             ones), an atom whose element is unknown or outside Z = 1..98.
     """
@@ -295,7 +300,69 @@ def _read_file(path: Path) -> tuple[gemmi.Structure, gemmi.cif.Block | None]:
         raise InputFileError(f"cannot parse structure file {path}: {_first_line(exc)}") from None
     if len(structure) == 0 or structure[0].count_atom_sites() == 0:
         raise InputFileError(f"structure file {path} contains no atoms (is it a PDB or mmCIF file?)")
+    if block is not None:
+        _check_cif_coordinates(block, text, path)
+    else:
+        _check_pdb_coordinates(text, path)
     return structure, block
+
+
+_NUMBER = re.compile(r"\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*")
+"""A coordinate field as the PDB format writes it (gemmi reads 'abc.def' or blanks as 0 and '1.2.3' as 1.2)."""
+
+
+def _check_pdb_coordinates(text: str, path: Path) -> None:
+    """InputFileError naming the line of the first ATOM/HETATM record whose x, y or z (columns 31-54) is not a
+    finite number. gemmi does not check these fields, so they are checked here, after gemmi has read the file."""
+    lines = text.splitlines()
+    records = [(i, ln) for i, ln in enumerate(lines) if ln.startswith(("ATOM", "HETATM"))]
+    fields = [ln[c : c + 8] for _, ln in records for c in (30, 38, 46)]
+    try:
+        ok = bool(np.isfinite(np.array(fields, dtype=np.float64)).all()) and all(map(_NUMBER.fullmatch, fields))
+    except ValueError:
+        ok = False
+    if ok:
+        return
+    for i, ln in records:
+        for axis, c in zip("xyz", (30, 38, 46), strict=True):
+            value = ln[c : c + 8]
+            if not _NUMBER.fullmatch(value) or not np.isfinite(float(value)):
+                raise InputFileError(
+                    f"structure file {path}, line {i + 1}: coordinate {axis} (columns {c + 1}-{c + 8}) is "
+                    f"{value.strip()!r}, not a number: {ln.rstrip()[:54]!r}"
+                )
+
+
+def _check_cif_coordinates(block: gemmi.cif.Block, text: str, path: Path) -> None:
+    """InputFileError naming the first _atom_site row (and its line when found) whose Cartn_x/y/z is not a finite
+    number (gemmi reads such values as NaN)."""
+    columns = [block.find_values(f"_atom_site.Cartn_{axis}") for axis in "xyz"]
+    for axis, column in zip("xyz", columns, strict=True):
+        values = np.array([gemmi.cif.as_number(v) for v in column], dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size == 0:
+            continue
+        row = int(bad[0])
+        value = column[row]
+        ids = block.find_values("_atom_site.id")
+        atom_id = ids[row] if len(ids) > row else None
+        line = _cif_row_line(text, atom_id, value)
+        where = f"line {line}" if line else f"row {row + 1} of _atom_site"
+        what = f" (atom id {atom_id})" if atom_id is not None else ""
+        raise InputFileError(
+            f"structure file {path}, {where}: _atom_site.Cartn_{axis}{what} is {value!r}, not a number"
+        )
+
+
+def _cif_row_line(text: str, atom_id: str | None, value: str) -> int | None:
+    """1-based line of the _atom_site row with `atom_id` that holds `value` (rows written one per line), or None."""
+    if atom_id is None:
+        return None
+    for i, ln in enumerate(text.splitlines()):
+        tokens = ln.split()
+        if len(tokens) > 2 and tokens[0] in ("ATOM", "HETATM") and tokens[1] == atom_id and value in tokens:
+            return i + 1
+    return None
 
 
 def _describe(atom: gemmi.Atom, residue: gemmi.Residue, chain: gemmi.Chain) -> str:

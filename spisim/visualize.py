@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .cxi import CXIReader
+from .cxi import LABELS_PATH, CXIReader
 from .errors import InputFileError, OutputFileError, os_error_message
 
 CLASS_COLOURS = {"no_hit": "#7f7f7f", "single": "#1f77b4", "multi": "#d62728", "unintended": "#2ca02c"}
@@ -50,28 +52,74 @@ def pick_examples(hit_type: np.ndarray, per_class: int) -> dict[int, np.ndarray]
     return out
 
 
-def _radial(frames: np.ndarray, r: np.ndarray, good: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Mean value per radial bin for each frame: (n_frames, n_bins), NaN for empty bins."""
+def _radial_bins(r: np.ndarray, good: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(bin index of each pixel of ``r[good]`` that lies inside ``edges``, which of them do) for :func:`_profile`."""
     which = np.digitize(r[good], edges) - 1
     inside = (which >= 0) & (which < len(edges) - 1)
-    which = which[inside]
-    n = np.bincount(which, minlength=len(edges) - 1).astype(float)
-    out = np.empty((len(frames), len(edges) - 1))
-    for i, f in enumerate(frames):
-        s = np.bincount(which, weights=f[good][inside], minlength=len(edges) - 1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[i] = s / n
-    return out
+    return which[inside], inside
+
+
+def _profile(frame: np.ndarray, good: np.ndarray, bins: tuple[np.ndarray, np.ndarray], n_bins: int) -> np.ndarray:
+    """Mean of ``frame`` per radial bin (n_bins,), NaN for empty bins; non-finite pixels are left out."""
+    which, inside = bins
+    v = frame[good][inside]
+    ok = np.isfinite(v)
+    s = np.bincount(which[ok], weights=v[ok], minlength=n_bins)
+    n = np.bincount(which[ok], minlength=n_bins).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return s / n
+
+
+def _radial(frames: np.ndarray, r: np.ndarray, good: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Mean value per radial bin for each frame: (n_frames, n_bins), NaN for empty bins.
+
+    Pixels outside ``good`` and non-finite pixels (NaN, inf) of a frame are left out of its bins.
+    """
+    bins = _radial_bins(r, good, edges)
+    return np.array([_profile(f, good, bins, len(edges) - 1) for f in frames]).reshape(len(frames), len(edges) - 1)
+
+
+def _block_reduce(img: np.ndarray, max_side: int = 520) -> np.ndarray:
+    """``img`` (H, W) averaged over f × f blocks (NaN-aware) so that no side exceeds about ``max_side`` pixels."""
+    f = max(1, math.ceil(max(img.shape) / max_side))
+    if f == 1:
+        return img
+    h, w = (img.shape[0] + f - 1) // f * f, (img.shape[1] + f - 1) // f * f
+    padded = np.full((h, w), np.nan, dtype=img.dtype)
+    padded[: img.shape[0], : img.shape[1]] = img
+    blocks = padded.reshape(h // f, f, w // f, f)
+    with np.errstate(invalid="ignore"), _quiet():
+        return np.nanmean(blocks, axis=(1, 3))
+
+
+def _indices_text(idx: np.ndarray, limit: int = 10) -> str:
+    shown = ", ".join(f"#{i}" for i in idx[:limit])
+    return shown + (f" and {idx.size - limit} more" if idx.size > limit else "")
 
 
 def show_dataset(path: str | Path, out: str | Path, *, per_class: int = 4, max_profile_shots: int = 200,
-                 dpi: int = 110) -> Path:
+                 dpi: int = 110, block_bytes: int = 64 << 20, on_start: Callable[[int], None] | None = None,
+                 progress: Callable[[int], None] | None = None, say: Callable[[str], None] | None = None) -> Path:
     """Draw the dataset ``path`` into the picture ``out`` (PNG, PDF or SVG by suffix); returns ``out``.
+
+    The frames are read once, in blocks of at most ``block_bytes`` (memory stays bounded whatever the file
+    size): the total counts of every shot, the radial profiles of up to ``max_profile_shots`` shots per class
+    and the shown shots are taken as the blocks pass. Non-finite pixels (NaN, inf) outside the mask are
+    masked in their shot and counted; a shot without any finite unmasked pixel is left out of the picture.
+    Both are reported through ``say``.
 
     Args:
         per_class: shots shown per hit type.
         max_profile_shots: at most this many shots per class enter the radial profiles.
         dpi: resolution of raster output.
+        block_bytes: frames read at a time, in bytes of float32 (at least one frame).
+        on_start: called with the number of shots once the file is open and checked.
+        progress: called with the number of shots read since the last call.
+        say: called with each one-line report (non-finite pixels masked, shots skipped).
+
+    Raises:
+        InputFileError: unreadable file, no shots, or no shot with a finite unmasked pixel.
+        OutputFileError: the picture cannot be written.
     """
     import matplotlib
 
@@ -92,53 +140,65 @@ def show_dataset(path: str | Path, out: str | Path, *, per_class: int = 4, max_p
             raise InputFileError(f"{path} holds no shots")
         names = reader.class_names if reader.has_labels else ["shot"]
         hit_type = reader.hit_type if reader.has_labels else np.zeros(n, np.int64)
+        if hit_type.shape != (n,):
+            raise InputFileError(f"{path}: {hit_type.size} hit_type labels for {n} shots")
         units = str(reader.data.attrs.get("units", "counts"))
         mask = reader.mask
         shape = reader.frame_shape
         pos = reader.pixel_position
         energy = reader.photon_energy_ev
+        n_particles = reader.labels("n_particles") if f"{LABELS_PATH}/n_particles" in reader.file else None
+
+        covered = np.isfinite(pos).all(-1) if pos is not None else np.ones(shape, bool)
+        good = covered & ~mask
+        image, r, r_label, extent = _layout(pos, covered, good, shape, energy, build_assembly_map)
+        edges = np.linspace(0.0, float(r[good].max()) if good.any() else 1.0, 61)
+        bins = _radial_bins(r, good, edges)
+
         examples = pick_examples(hit_type, per_class)
-        codes = sorted(examples)
-        shown = {c: reader.frames(examples[c]) for c in codes}
-        totals = np.empty(n)
-        for start in range(0, n, 256):
-            block = reader.frames(np.arange(start, min(start + 256, n)))
-            totals[start : start + len(block)] = np.where(mask, 0.0, block).sum(axis=(1, 2, 3))
-        profile_frames = {}
-        for c in codes:
+        profile_pick = {}
+        for c in examples:
             idx = np.flatnonzero(hit_type == c)
-            idx = idx[np.unique(np.linspace(0, idx.size - 1, min(max_profile_shots, idx.size)).astype(int))]
-            profile_frames[c] = reader.frames(idx)
-        n_particles = reader.labels("n_particles") if reader.has_labels else None
+            profile_pick[c] = idx[np.unique(np.linspace(0, idx.size - 1, min(max_profile_shots, idx.size)).astype(int))]
+        want_image = {int(i) for idx in examples.values() for i in idx}
+        want_profile = {int(i) for idx in profile_pick.values() for i in idx}
+        scan = _Scan(n, good, image, bins, len(edges) - 1, want_image, want_profile)
+        if on_start is not None:
+            on_start(n)
+        step = max(1, int(block_bytes) // max(1, 4 * int(np.prod(shape))))
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            scan.add(np.asarray(reader.data[start:stop], dtype=np.float32).reshape(stop - start, *shape), start)
+            if progress is not None:
+                progress(stop - start)
+        totals, n_bad, usable, images = scan.totals, scan.n_bad, scan.usable, scan.images
 
-    covered = np.isfinite(pos).all(-1) if pos is not None else np.ones(shape, bool)
-    good = covered & ~mask
-    if pos is not None:
-        native = _pixel_size(pos, covered)
-        xy = pos[covered][:, :2]
-        span = float(max(np.ptp(xy[:, 0]), np.ptp(xy[:, 1])))
-        amap = build_assembly_map(np.nan_to_num(pos), covered, max(native, span / 260.0))
-        extent = np.array(amap.extent) * 1e3
+        skipped = np.flatnonzero(~usable)
+        masked_shots = np.flatnonzero(usable & (n_bad > 0))
+        if say is not None and masked_shots.size:
+            say(f"{int(n_bad[masked_shots].sum()):,} non-finite pixels (NaN or inf) in {masked_shots.size} shot"
+                f"{'s' if masked_shots.size != 1 else ''} of {path} were masked ({_indices_text(masked_shots)})")
+        if skipped.size == n:
+            raise InputFileError(f"{path}: no shot has a finite unmasked pixel (all {n} are NaN or inf): "
+                                 f"nothing to draw")
+        if say is not None and skipped.size:
+            say(f"{skipped.size} shot{'s' if skipped.size != 1 else ''} of {path} with no finite unmasked pixel "
+                f"left out of the picture ({_indices_text(skipped)})")
+        if skipped.size:  # show other shots of the class instead of the skipped ones
+            kept_type = np.where(usable, hit_type, -1)
+            examples = pick_examples(kept_type, per_class)
+            missing = sorted({int(i) for idx in examples.values() for i in idx} - set(images))
+            if missing:
+                block = reader.frames(missing)
+                for i, frame in zip(missing, block, strict=True):
+                    images[i] = image(np.where(np.isfinite(frame), frame, np.nan))
+            hit_type = kept_type
 
-        def image(frame: np.ndarray) -> np.ndarray:
-            img = amap.assemble(np.where(good, frame, 0.0).astype(np.float64))
-            img[amap.assemble_mask(~good)] = np.nan
-            return img
-
-        r = q_magnitude(np.nan_to_num(pos), energy) if energy else np.hypot(pos[..., 0], pos[..., 1])
-        r_label = "|q| (1/Å)" if energy else "distance from the beam (m)"
-    else:
-        extent = None
-
-        def image(frame: np.ndarray) -> np.ndarray:
-            return np.where(good, frame, np.nan).reshape(-1, shape[2])
-
-        ss, fs = np.meshgrid(np.arange(shape[1]) - shape[1] / 2, np.arange(shape[2]) - shape[2] / 2, indexing="ij")
-        r = np.broadcast_to(np.hypot(ss, fs), shape)
-        r_label = "distance from the panel centre (pixels)"
-
-    images = {c: [image(f) for f in shown[c]] for c in codes}
-    values = np.concatenate([np.ravel(i)[np.isfinite(np.ravel(i))] for c in codes for i in images[c]])
+    codes = sorted(examples)
+    shown_images = {c: [images[int(i)] for i in examples[c]] for c in codes}
+    profile_rows = {c: np.array([scan.profiles[int(i)] for i in profile_pick.get(c, []) if usable[i]]).reshape(
+        -1, len(edges) - 1) for c in codes}
+    values = np.concatenate([np.ravel(i)[np.isfinite(np.ravel(i))] for c in codes for i in shown_images[c]])
     positive = values[values > 0]
     vmax = float(np.percentile(positive, 99.9)) if positive.size else 1.0
     low = float(np.percentile(positive, 5)) if positive.size else 0.1
@@ -164,7 +224,7 @@ def show_dataset(path: str | Path, out: str | Path, *, per_class: int = 4, max_p
             if k >= len(idx):
                 ax.axis("off")
                 continue
-            img = np.clip(images[c][k], vmin * 0.999, None)
+            img = np.clip(shown_images[c][k], vmin * 0.999, None)
             last = ax.imshow(img, norm=norm, cmap=cmap, extent=extent, origin="upper", interpolation="nearest")
             label = f"#{idx[k]}"
             if n_particles is not None:
@@ -185,7 +245,9 @@ def show_dataset(path: str | Path, out: str | Path, *, per_class: int = 4, max_p
     edges = np.linspace(0.0, float(r[good].max()) if good.any() else 1.0, 61)
     centres = 0.5 * (edges[1:] + edges[:-1])
     for c in codes:
-        prof = _radial(profile_frames[c], r, good, edges)
+        prof = profile_rows[c]
+        if not len(prof):
+            continue
         name = names[c] if c < len(names) else str(c)
         colour = CLASS_COLOURS.get(name, None)
         with np.errstate(invalid="ignore"), _quiet():
@@ -203,7 +265,8 @@ def show_dataset(path: str | Path, out: str | Path, *, per_class: int = 4, max_p
     ax_p.grid(alpha=0.3)
 
     ax_h = fig.add_subplot(right[1])
-    pos_totals = totals[totals > 0]
+    kept = totals[usable]
+    pos_totals = kept[kept > 0]
     lo_t = max(float(pos_totals.min()) if pos_totals.size else 1.0, 1e-3)
     hi_t = float(pos_totals.max()) if pos_totals.size else 10.0
     bins = np.logspace(math.log10(lo_t / 1.3), math.log10(max(hi_t * 1.3, lo_t * 3)), 40)
@@ -212,14 +275,15 @@ def show_dataset(path: str | Path, out: str | Path, *, per_class: int = 4, max_p
         ax_h.hist(np.clip(totals[hit_type == c], bins[0], None), bins=bins, histtype="step", linewidth=1.6,
                   color=CLASS_COLOURS.get(name, None), label=name)
     ax_h.set_xscale("log")
-    edge = "; shots with ≤ 0 at the left edge" if (totals <= 0).any() else ""
+    edge = "; shots with ≤ 0 at the left edge" if (kept <= 0).any() else ""
     ax_h.set_xlabel(f"total {units} per shot (unmasked pixels{edge})")
     ax_h.set_ylabel("shots")
     ax_h.set_title("counts per shot", fontsize=10)
     ax_h.legend(fontsize=8)
     ax_h.grid(alpha=0.3)
 
-    fig.suptitle(f"{Path(path).name}: {n} shots, detector {shape[0]}×{shape[1]}×{shape[2]}"
+    left_out = f" ({skipped.size} without a finite pixel left out)" if skipped.size else ""
+    fig.suptitle(f"{Path(path).name}: {n} shots{left_out}, detector {shape[0]}×{shape[1]}×{shape[2]}"
                  + (f", {energy:.0f} eV" if energy else ""), fontsize=12)
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp.{os.getpid()}")
@@ -232,6 +296,79 @@ def show_dataset(path: str | Path, out: str | Path, *, per_class: int = 4, max_p
         plt.close(fig)
         tmp.unlink(missing_ok=True)
     return out
+
+
+def _layout(pos: np.ndarray | None, covered: np.ndarray, good: np.ndarray, shape: tuple[int, int, int],
+            energy: float | None, build_assembly_map: Callable) -> tuple[Callable, np.ndarray, str, Any]:
+    """How shots are drawn: (frame -> image function, radius per pixel (M, SS, FS), its axis label, image extent).
+
+    With pixel positions, frames are assembled in the detector layout (about 260 image pixels a side) and the
+    radius is |q| (Å⁻¹; the distance from the beam in m without a photon energy); without, panels are stacked
+    and the radius is the distance from the panel centre in pixels. Images are float64 with NaN where a pixel is
+    masked, not covered or not finite.
+    """
+    if pos is not None:
+        native = _pixel_size(pos, covered)
+        xy = pos[covered][:, :2]
+        span = float(max(np.ptp(xy[:, 0]), np.ptp(xy[:, 1])))
+        amap = build_assembly_map(np.nan_to_num(pos), covered, max(native, span / 260.0))
+        extent = np.array(amap.extent) * 1e3
+
+        def image(frame: np.ndarray) -> np.ndarray:
+            ok = good & np.isfinite(frame)
+            img = amap.assemble(np.where(ok, frame, 0.0).astype(np.float64))
+            img[amap.assemble_mask(~ok)] = np.nan
+            return img
+
+        r = q_magnitude(np.nan_to_num(pos), energy) if energy else np.hypot(pos[..., 0], pos[..., 1])
+        r_label = "|q| (1/Å)" if energy else "distance from the beam (m)"
+        return image, r, r_label, extent
+
+    def stacked(frame: np.ndarray) -> np.ndarray:
+        return _block_reduce(np.where(good, frame, np.nan).astype(np.float64).reshape(-1, shape[2]))
+
+    ss, fs = np.meshgrid(np.arange(shape[1]) - shape[1] / 2, np.arange(shape[2]) - shape[2] / 2, indexing="ij")
+    r = np.broadcast_to(np.hypot(ss, fs), shape)
+    return stacked, r, "distance from the panel centre (pixels)", None
+
+
+class _Scan:
+    """What the picture needs from every shot, taken block by block as the frames pass (frames are read once).
+
+    Attributes:
+        totals: (N,) sum of the finite unmasked pixels of each shot.
+        n_bad: (N,) number of non-finite (NaN, inf) unmasked pixels of each shot.
+        usable: (N,) the shot has at least one finite unmasked pixel.
+        images: shot index -> image (see :func:`_layout`), for the shots in ``want_image``.
+        profiles: shot index -> radial profile (n_bins,), for the shots in ``want_profile``.
+    """
+
+    def __init__(self, n: int, good: np.ndarray, image: Callable, bins: tuple[np.ndarray, np.ndarray], n_bins: int,
+                 want_image: set[int], want_profile: set[int]) -> None:
+        self.good, self.image, self.bins, self.n_bins = good, image, bins, n_bins
+        self.want_image, self.want_profile = want_image, want_profile
+        self.totals = np.full(n, np.nan)
+        self.n_bad = np.zeros(n, np.int64)
+        self.usable = np.ones(n, bool)
+        self.images: dict[int, np.ndarray] = {}
+        self.profiles: dict[int, np.ndarray] = {}
+
+    def add(self, block: np.ndarray, start: int) -> None:
+        """Frames ``start`` .. ``start + len(block) - 1``, ``block`` (B, M, SS, FS)."""
+        stop = start + len(block)
+        finite = np.isfinite(block)
+        valid = finite & self.good[None]
+        self.totals[start:stop] = np.where(valid, block, 0.0).sum(axis=(1, 2, 3), dtype=np.float64)
+        self.n_bad[start:stop] = (self.good[None] & ~finite).sum(axis=(1, 2, 3))
+        self.usable[start:stop] = valid.any(axis=(1, 2, 3))
+        for i in range(start, stop):
+            if not self.usable[i]:
+                continue
+            frame = block[i - start]
+            if i in self.want_image:
+                self.images[i] = self.image(np.where(finite[i - start], frame, np.nan))
+            if i in self.want_profile:
+                self.profiles[i] = _profile(frame, self.good, self.bins, self.n_bins)
 
 
 def picture_format(out: str | Path) -> str:

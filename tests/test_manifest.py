@@ -247,7 +247,7 @@ def test_builtin_default():
     m.check_files()  # names no file at all
 
 
-def test_shipped_manifests_validate(shared_data):
+def test_shipped_manifests_validate():
     files = sorted((REPO / "data_manifests").glob("*.yaml"))
     names = {f.stem for f in files}
     assert {"pr772_pnccd", "proteins_jungfrau4m", "agipd_spb", "study_shapes_same_size",
@@ -264,34 +264,6 @@ def test_shipped_manifests_validate(shared_data):
 def test_docs_list_every_key():
     doc = (REPO / "docs" / "manifest.md").read_text()
     assert reference_markdown() in doc, "docs/manifest.md is out of date: paste `python -m spisim.manifest`"
-
-
-def test_shipped_manifests_work_from_any_directory_and_a_clean_clone(shared_data, tmp_path, monkeypatch):
-    """Structure paths are relative to the manifest file: ../../shared/data is the shared folder beside the
-    repository, in this checkout and in CI's layout (a clone in some folder, a copy of shared/ beside it)."""
-    files = sorted((REPO / "data_manifests").glob("*.yaml"))
-    monkeypatch.chdir(tmp_path)  # not the repository root
-    for f in files:
-        m = load_manifest(f)
-        m.check_files()
-        for p in m.spec.particles:
-            if p.structure:
-                assert Path(m.structure_source(p.structure, "x")).is_file()
-    clone = tmp_path / "ci" / "clone-of-repo"
-    (clone / "data_manifests").mkdir(parents=True)
-    (tmp_path / "ci" / "shared").symlink_to(shared_data.parent, target_is_directory=True)
-    for f in files:
-        (clone / "data_manifests" / f.name).write_text(f.read_text())
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    for cwd in (clone, elsewhere):
-        monkeypatch.chdir(cwd)
-        for f in files:
-            m = load_manifest(clone / "data_manifests" / f.name)
-            m.check_files()
-            used = [m.resolve_path(p.structure, "x") for p in m.spec.particles if p.structure]
-            assert all(u.is_file() and u.name in {s.name for s in (shared_data / "structures").iterdir()}
-                       for u in used)
 
 
 def test_paths_expand_variables_and_say_what_is_wrong(tmp_path, monkeypatch):
@@ -344,7 +316,7 @@ def test_droplet_sizes_are_bounded():
     assert "unintended.droplet.radius must be <= 10000 nm" in _error(text)
 
 
-def test_shipped_beams_are_within_what_xfels_deliver(shared_data):
+def test_shipped_beams_are_within_what_xfels_deliver():
     """Pulse energies at the sample of at most a few mJ, peak fluences at most ~1e14 photons/um^2."""
     from spisim.generate import build_beam
 

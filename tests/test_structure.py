@@ -106,6 +106,7 @@ def test_gzipped_files_and_format_from_content(structures, tmp_path):
 
 def test_pdb_id_resolves_through_the_cache_without_network(structures, tmp_path, monkeypatch):
     monkeypatch.setenv("SPI_PDB_URL", "http://127.0.0.1:9/{ID}.cif.gz")  # never reached
+    monkeypatch.delenv("SPI_STRUCTURE_PATH", raising=False)  # the cache, not the shared folder
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "1crn.cif.gz").write_bytes(gzip.compress((structures / "1crn.cif").read_bytes()))
@@ -223,6 +224,49 @@ def test_truncated_files_say_where_and_why(structures, tmp_path):
     line = text[:20000].count("\n") + 1
     with pytest.raises(InputFileError, match=rf"cut.cif: line {line}: parse error \(is the file truncated\?\)$"):
         load_structure(tmp_path / "cut.cif")
+
+
+@pytest.mark.parametrize(("field", "shown"), [("abc.def", "abc.def"), ("        ", ""), (" 1.2.3.4", "1.2.3.4"),
+                                              ("     nan", "nan"), ("    -inf", "-inf"), ("  12,5  ", "12,5")])
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_a_non_numeric_pdb_coordinate_is_an_error_with_its_line(tmp_path, field, shown, axis):
+    """gemmi reads 'abc.def' and blanks as 0 and '1.2.3.4' as 1.2: the record is refused, with its line."""
+    rng = np.random.default_rng(axis)
+    lines = ["HEADER    TEST", *(_pdb_atom(i + 1, "CA", "GLY", "A", i + 1, rng.uniform(-20, 20, 3)) for i in range(6))]
+    good = _write(tmp_path / "good.pdb", lines)
+    assert len(load_structure(good)) == 6
+    lines[4] = lines[4][: 30 + 8 * axis] + field + lines[4][38 + 8 * axis :]
+    bad = _write(tmp_path / "bad.pdb", lines)
+    with pytest.raises(InputFileError) as info:
+        load_structure(bad)
+    cols = f"{31 + 8 * axis}-{38 + 8 * axis}"
+    assert str(info.value) == (f"structure file {bad}, line 5: coordinate {'xyz'[axis]} (columns {cols}) is "
+                               f"{shown!r}, not a number: {lines[4][:54]!r}")
+    assert info.value.__cause__ is None
+
+
+@pytest.mark.parametrize("value", ["abc.def", "?", ".", "nan", "1.2.3"])
+def test_a_non_numeric_mmcif_coordinate_is_an_error_with_its_line(tmp_path, value):
+    """gemmi reads a non-numeric Cartn_x/y/z as NaN: the row is refused, with its line and atom id."""
+    rng = np.random.default_rng(7)
+    pdb = "\n".join(_pdb_atom(i + 1, "CA", "GLY", "A", i + 1, rng.uniform(-20, 20, 3)) for i in range(20)) + "\nEND\n"
+    text = gemmi.read_pdb_string(pdb).make_mmcif_document().as_string()
+    lines = text.splitlines()
+    tags = [ln.split()[0] for ln in lines if ln.startswith("_atom_site.")]
+    y_col = tags.index("_atom_site.Cartn_y")
+    row = next(i for i, ln in enumerate(lines) if ln.startswith("ATOM") and ln.split()[1] == "17")
+    tokens = lines[row].split()
+    assert len(tokens) == len(tags) and float(tokens[y_col]) != 0  # Cartn_y of atom 17
+    good = tmp_path / "good.cif"
+    good.write_text(text)
+    assert len(load_structure(good)) == 20
+    lines[row] = " ".join([*tokens[:y_col], value, *tokens[y_col + 1 :]])
+    path = tmp_path / "bad.cif"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputFileError) as info:
+        load_structure(path)
+    assert str(info.value) == (f"structure file {path}, line {row + 1}: _atom_site.Cartn_y (atom id 17) is "
+                               f"{value!r}, not a number")
 
 
 def test_missing_file_and_directory(tmp_path):

@@ -523,7 +523,7 @@ def test_every_shipped_study_and_its_manifests_validate(tmp_path):
         study = load_study(path, params)
         assert study.models, path.name
         if "${seeds}" in path.read_text():  # the full-size studies take --param seeds=N for a shorter first look
-            assert study.seeds == [0, 1, 2], path.name
+            assert study.seeds == list(range(study.parameters["seeds"])) and len(study.seeds) >= 2, path.name
             assert load_study(path, {**(params or {}), "seeds": 1}).seeds == [0], path.name
         for spec in study.datasets.values():
             if spec.simulated:
