@@ -1,15 +1,17 @@
-"""Speed and memory of ``spi import`` on a synthetic run.
+"""Speed and memory of ``spi import`` (and, with ``--match``, ``spi match``) on a synthetic run.
 
 Writes a synthetic run (default 10,000 frames of 1024 × 1024 int16 ADU, gzip-compressed, one frame per
-chunk, as a detector's HDF5 would hold it: mostly zero-photon pixels with read noise, a ring pattern
-around a beam centre, gain 7.6 ADU/photon), then imports it in a child process with ``--gain auto
---centre auto`` (first pass and main pass) and reports wall time, frames/s, source MB/s, and peak
-memory: the child's maximum resident set size (``resource.getrusage``) and, with ``--tracemalloc``, the
-peak of traced allocations (numpy arrays included).
+chunk, as a detector's HDF5 would hold it: mostly zero-photon pixels with read noise, the rings of a
+sphere of 35 nm radius (75 µm pixels at 0.5 m, 1.6 keV) around a beam centre, gain 7.6 ADU/photon),
+then imports it in a child process with ``--gain auto --centre auto`` (first pass and main pass) and
+reports wall time, frames/s, source MB/s, and peak memory: the child's maximum resident set size
+(``resource.getrusage``) and, with ``--tracemalloc``, the peak of traced allocations (numpy arrays
+included). With ``--match`` a second child runs ``spi match`` on the imported run (its default of at most
+2,000 analysed frames, the ring-depth and scale calibrations by simulation) and reports the same figures.
 
 Run from the repository root:
 
-    python bench/bench_import.py --frames 400 --pixels 1024
+    python bench/bench_import.py --frames 400 --pixels 1024 --match
     python bench/bench_import.py --frames 2000 --pixels 512 --compression lz4 --tracemalloc
 """
 
@@ -37,7 +39,9 @@ def write_run(path: Path, n_frames: int, pixels: int, *, gain: float = 7.6, read
     rng = np.random.default_rng(seed)
     y, x = np.indices((pixels, pixels))
     r = np.hypot(y - pixels / 2 - 3.3, x - pixels / 2 + 1.7)
-    pattern = 0.02 + 2.0 * (np.sinc(r / (pixels / 40)) ** 2)  # photons per frame and pixel
+    # the rings of a 35 nm sphere: |q| per pixel 2π/λ · 75 µm / 0.5 m at 1.6 keV (small angles)
+    qr = np.maximum(r * (2 * np.pi / 7.749) * 75e-6 / 0.5 * 350.0, 1e-6)
+    pattern = 0.02 + 300.0 * (3 * (np.sin(qr) - qr * np.cos(qr)) / qr**3) ** 2  # photons per frame and pixel
     block = 16
     with h5py.File(path, "w") as f:
         d = f.create_dataset("frames", shape=(n_frames, pixels, pixels), dtype="int16", chunks=(1, pixels, pixels),
@@ -79,6 +83,21 @@ def child(args: argparse.Namespace) -> None:
                       "maxrss_mb": usage.ru_maxrss / 1024, "cpu_s": usage.ru_utime + usage.ru_stime}))
 
 
+def child_match(args: argparse.Namespace) -> None:
+    """Run spi match on an imported run in this process and print one JSON line of figures."""
+    from spisim.realrun.match import match_run, write_match
+
+    t0 = time.perf_counter()
+    result = match_run(args.src)
+    t1 = time.perf_counter()
+    write_match(result, Path(args.out), overwrite=True)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"seconds": time.perf_counter() - t0, "fit_seconds": t1 - t0,
+                      "frames": len(result.analysis.indices),
+                      "single": len(result.single), "radius_nm": result.radius * 1e9,
+                      "maxrss_mb": usage.ru_maxrss / 1024, "cpu_s": usage.ru_utime + usage.ru_stime}))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=10_000, help="frames in the synthetic run [10000]")
@@ -88,12 +107,17 @@ def main() -> None:
     p.add_argument("--tracemalloc", action="store_true", help="also trace allocations (slower)")
     p.add_argument("--workdir", help="folder for the run and the output [a temporary folder]")
     p.add_argument("--run", help="synthetic run file to reuse (written there first if absent) [in the workdir]")
+    p.add_argument("--match", action="store_true", help="also time spi match on the imported run")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--child-match", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--src", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         child(args)
+        return
+    if args.child_match:
+        child_match(args)
         return
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         src, out = Path(args.run) if args.run else Path(tmp) / "run.h5", Path(tmp) / "run.cxi"
@@ -125,6 +149,15 @@ def main() -> None:
         print(f"  gain {fig['gain']:.3f} ADU/photon (true 7.6); centre {fig['centre']}")
         print(f"  output {out_mb:.0f} MB; peak memory: max RSS {fig['maxrss_mb']:.0f} MB"
               + (f", traced {fig['peak_traced_mb']:.0f} MB" if fig["peak_traced_mb"] is not None else ""))
+        if args.match:
+            cmd = [sys.executable, __file__, "--child-match", "--src", str(out), "--out", str(Path(tmp) / "m.yaml")]
+            res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+            if res.returncode != 0:
+                sys.exit(res.stderr)
+            fig = json.loads(res.stdout.strip().splitlines()[-1])
+            print(f"match: {fig['seconds']:.1f} s ({fig['fit_seconds']:.1f} s fits and calibrations), "
+                  f"{fig['frames']} frames analysed, {fig['single']} single-like, radius {fig['radius_nm']:.2f} nm "
+                  f"(true 35); CPU {fig['cpu_s']:.1f} s; max RSS {fig['maxrss_mb']:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -65,8 +65,11 @@ def command(manifest: Path | None, port: int, host: str, rate: float | None, sho
     if from_file is not None:
         buffer = file_buffer(from_file, shots, label_mode=label_mode)
     else:
-        with Progress("simulating", shots, quiet=quiet) as progress:
-            buffer = simulate_buffer(manifest, shots, seed=seed, label_mode=label_mode, progress=progress.advance)
+        from spisim.manifest import load_manifest
+
+        m = load_manifest(manifest, overrides={"shots": shots, "seed": seed})  # bad input fails before any display
+        with Progress("simulating", m.spec.shots, quiet=quiet) as progress:
+            buffer = simulate_buffer(m, label_mode=label_mode, progress=progress.advance)
     server = BeamlineServer(buffer, f"tcp://{host}:{port}", rate=rate, pulses=pulses, socket=socket_type,
                             source=source_name, key=key, first_train=first_train, dtype=dtype, repeat=repeat,
                             buffer_trains=buffer_trains, with_labels=not no_labels)

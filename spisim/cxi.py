@@ -463,9 +463,22 @@ class CXIReader:
 
     @property
     def class_names(self) -> list[str]:
+        """Class name of each code of ``hit_type`` (its ``names`` attribute); the four hit types without labels."""
         if not self.has_labels:
             return list(HIT_TYPES)
-        return json.loads(self.file[f"{LABELS_PATH}/hit_type"].attrs["names"])
+        raw = self.file[f"{LABELS_PATH}/hit_type"].attrs.get("names")
+        if raw is None:
+            raise InputFileError(f"{self.path}: {LABELS_PATH}/hit_type has no 'names' attribute (the class of each "
+                                 "code): not a file of spi simulate or spi import, or damaged")
+        try:
+            names = json.loads(raw)
+        except (TypeError, ValueError):
+            raise InputFileError(f"{self.path}: the 'names' attribute of {LABELS_PATH}/hit_type is not a JSON list "
+                                 "of class names") from None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise InputFileError(f"{self.path}: the 'names' attribute of {LABELS_PATH}/hit_type is not a JSON list "
+                                 "of class names")
+        return names
 
     @property
     def structure_names(self) -> list[str]:

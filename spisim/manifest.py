@@ -1051,7 +1051,11 @@ def load_manifest(path: str | Path | None = None, *, overrides: dict | None = No
         from .errors import InputFileError
 
         raise InputFileError(f"no such manifest file: {p}")
-    return parse_manifest(p.read_text(), source=str(p), base_dir=p.resolve().parent, overrides=overrides)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"manifest {p} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+    return parse_manifest(text, source=str(p), base_dir=p.resolve().parent, overrides=overrides)
 
 
 # ----------------------------------------------------------------------------------------------

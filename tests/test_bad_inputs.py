@@ -83,6 +83,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (d / "a folder").mkdir()
     out["folder"] = d / "a folder"
     out["checkpoint"] = _checkpoint_for(out["good"], d / "model.pt")
+    with h5py.File(d / "flatrun.cxi", "w") as f:  # photons, but no geometry
+        f.create_dataset("/entry_1/data_1/data", data=np.ones((3, 1, 8, 8), np.float32)).attrs["units"] = "photons"
+        f["/entry_1/instrument_1/source_1/energy"] = 1600 * 1.602176634e-19
+    out["flatrun"] = d / "flatrun.cxi"
     (d / "not_a_model.pt").write_bytes(b"PK\x03\x04 this is no checkpoint" * 10)
     out["not_model"] = d / "not_a_model.pt"
     (d / "latin1.yaml").write_bytes(LATIN1 + SMALL.encode())
@@ -135,8 +139,6 @@ class Case:
 
 
 XFAIL = {
-    "manifest": pytest.mark.xfail(strict=True, reason="fixed in spisim/manifest.py (load_manifest: read_text without "
-                                  "decoding errors handled) by another branch"),
     "config": pytest.mark.xfail(strict=True, reason="fixed in spinet/config.py (load_config: UnicodeDecodeError) by "
                                 "another branch"),
     "study": pytest.mark.xfail(strict=True, reason="fixed in spinet/study.py (load_study: UnicodeDecodeError) by "
@@ -149,14 +151,12 @@ XFAIL = {
                                    "trained on: loss = margin, a confident model of nothing) by another branch"),
     "nan_classify": pytest.mark.xfail(strict=True, reason="fixed in spinet/inference.py (NaN shots get a class: all "
                                       "'single' here) by another branch"),
-    "cxi": pytest.mark.xfail(strict=True, reason="fixed in spisim/cxi.py (CXIReader.class_names: KeyError without "
-                             "the names attribute) by another branch"),
 }
 
 CASES: dict[str, Case | tuple[Case, pytest.MarkDecorator]] = {
     # ------------------------------------------------------------------ simulate
-    "simulate: manifest not UTF-8": (Case(["simulate", "{latin1_manifest}", "-o", "{out}/x.h5", "-q"], "UTF-8",
-                                          ["x.h5", "x.h5.parts"]), XFAIL["manifest"]),
+    "simulate: manifest not UTF-8": Case(["simulate", "{latin1_manifest}", "-o", "{out}/x.h5", "-q"], "UTF-8",
+                                         ["x.h5", "x.h5.parts"]),
     "simulate: missing manifest": Case(["simulate", "{dir}/nope.yaml", "-o", "{out}/x.h5", "-q"],
                                        "no such manifest file", ["x.h5"]),
     "simulate: manifest is a folder": Case(["simulate", "{folder}", "-o", "{out}/x.h5", "-q"], "is a directory",
@@ -189,8 +189,7 @@ CASES: dict[str, Case | tuple[Case, pytest.MarkDecorator]] = {
     # ------------------------------------------------------------------ show
     "show: every frame NaN": Case(["show", "{nan}", "-o", "{out}/p.png", "-q"], "no shot has a finite unmasked pixel",
                                   ["p.png"]),
-    "show: hit_type without names": (Case(["show", "{nonames}", "-o", "{out}/p.png", "-q"], "names", ["p.png"]),
-                                     XFAIL["cxi"]),
+    "show: hit_type without names": Case(["show", "{nonames}", "-o", "{out}/p.png", "-q"], "names", ["p.png"]),
     "show: missing file": Case(["show", "{dir}/nope.h5", "-o", "{out}/p.png", "-q"], "no such file", ["p.png"]),
     "show: a folder as data": Case(["show", "{folder}", "-o", "{out}/p.png", "-q"], "is a directory", ["p.png"]),
     "show: corrupt HDF5": Case(["show", "{corrupt}", "-o", "{out}/p.png", "-q"], "not a readable HDF5 file",
@@ -243,9 +242,10 @@ CASES: dict[str, Case | tuple[Case, pytest.MarkDecorator]] = {
                                      "--min-ratio", "0.5", "-o", "{out}/p.csv"], "--min-ratio", ["p.csv"]),
     "classify: corrupt data": (Case(["classify", "{checkpoint}", "{corrupt}", "--support-from", "{good}", "-k", "1",
                                      "-o", "{out}/p.csv"], "not a readable HDF5 file", ["p.csv"]), XFAIL["classify"]),
-    "classify: both support options": Case(["classify", "{checkpoint}", "{good}", "--support", "{good}",
-                                            "--support-from", "{good}", "-k", "1", "-o", "{out}/p.csv"],
-                                           "exactly one of --support", ["p.csv"]),
+    "classify: support k of zero": Case(["classify", "{checkpoint}", "{good}", "--support", "{good},k=0",
+                                         "-o", "{out}/p.csv"], "k must be >= 1", ["p.csv"]),
+    "classify: support k beyond a class": Case(["classify", "{checkpoint}", "{good}", "--support", "{good},k=50",
+                                                "-o", "{out}/p.csv"], "k", ["p.csv"]),
     # ------------------------------------------------------------------ evaluate
     "evaluate: study not UTF-8": (Case(["evaluate", "{latin1_study}", "-o", "{out}/rep", "--dry-run"], "UTF-8",
                                        ["rep"]), XFAIL["study"]),
@@ -267,8 +267,45 @@ CASES: dict[str, Case | tuple[Case, pytest.MarkDecorator]] = {
     "label: label file not UTF-8": Case(["label", "{good}", "--no-browser", "--labels", "{latin1_labels}"], "UTF-8"),
     "label: port out of range": Case(["label", "{good}", "--no-browser", "--port", "70000", "--labels", "{out}/l.csv"],
                                      "--port", ["l.csv"]),
-    "label: game on a file without names": (Case(["label", "{nonames}", "--no-browser", "--game", "--labels",
-                                                  "{out}/l.csv"], "names", ["l.csv"]), XFAIL["cxi"]),
+    "label: game on a file without names": Case(["label", "{nonames}", "--no-browser", "--game", "--labels",
+                                                 "{out}/l.csv"], "names", ["l.csv"]),
+    # ------------------------------------------------------------------ import
+    "import: missing source": Case(["import", "{dir}/nope.h5", "-o", "{out}/r.cxi", "-q"], "nope.h5", ["r.cxi"]),
+    "import: no frames dataset": Case(["import", "{nodata}", "-o", "{out}/r.cxi", "-q"], "dataset", ["r.cxi"]),
+    "import: unknown data path": Case(["import", "{good}", "--data", "/no/such", "-o", "{out}/r.cxi", "-q"],
+                                      "/no/such", ["r.cxi"]),
+    "import: energy that is a length": Case(["import", "{good}", "--pixel-size", "75um", "--distance", "0.5m",
+                                             "--energy", "3 mm", "-o", "{out}/r.cxi", "-q"], "energy", ["r.cxi"]),
+    "import: bad frames slice": Case(["import", "{good}", "--frames", "a:b", "-o", "{out}/r.cxi", "-q"], "--frames",
+                                     ["r.cxi"]),
+    "import: unknown class in the map": Case(["import", "{good}", "--labels", "/entry_1/labels/hit_type",
+                                              "--label-map", "1=alien", "-o", "{out}/r.cxi", "-q"], "alien",
+                                             ["r.cxi"]),
+    # ------------------------------------------------------------------ match
+    "match: missing run": Case(["match", "{dir}/nope.cxi", "-o", "{out}/m.yaml", "-q"], "no such file",
+                               ["m.yaml", "m.detector.h5"]),
+    "match: run without geometry": Case(["match", "{flatrun}", "-o", "{out}/m.yaml", "-q"], "pixel positions",
+                                        ["m.yaml", "m.detector.h5"]),
+    "match: corrupt run": Case(["match", "{corrupt}", "-o", "{out}/m.yaml", "-q"], "not a readable HDF5 file",
+                               ["m.yaml", "m.detector.h5"]),
+    "match: bad radius range": Case(["match", "{good}", "-o", "{out}/m.yaml", "--radius-range", "60nm,20nm", "-q"],
+                                    "--radius-range", ["m.yaml", "m.detector.h5"]),
+    "match: density that is a length": Case(["match", "{good}", "-o", "{out}/m.yaml", "--density", "3 nm", "-q"],
+                                            "--density", ["m.yaml", "m.detector.h5"]),
+    # ------------------------------------------------------------------ stream
+    "stream: unknown source scheme": Case(["stream", "{checkpoint}", "--source", "ftp://x", "--support", "{good}",
+                                           "-o", "{out}/log.csv"], "source", ["log.csv"]),
+    "stream: replay of a missing file": Case(["stream", "{checkpoint}", "--source", "replay:{dir}/nope.h5",
+                                              "--support", "{good}", "-o", "{out}/log.csv"], "nope.h5", ["log.csv"]),
+    "stream: not a checkpoint": Case(["stream", "{not_model}", "--source", "replay:{good}", "--support", "{good}",
+                                      "-o", "{out}/log.csv"], "is not a spinet checkpoint", ["log.csv"]),
+    "stream: negative batch": Case(["stream", "{checkpoint}", "--source", "replay:{good}", "--support", "{good}",
+                                    "--max-batch", "-1", "-o", "{out}/log.csv"], "--max-batch", ["log.csv"]),
+    # ------------------------------------------------------------------ serve
+    "serve: missing manifest": Case(["serve", "{dir}/nope.yaml", "--port", "{port}"], "nope.yaml"),
+    "serve: port out of range": Case(["serve", "{manifest}", "--port", "70000"], "--port"),
+    "serve: missing file to serve": Case(["serve", "--from", "{dir}/nope.h5", "--port", "{port}"], "nope.h5"),
+    "serve: zero rate": Case(["serve", "{manifest}", "--port", "{port}", "--rate", "0"], "--rate"),
     # ------------------------------------------------------------------ bench
     "bench: negative --min-seconds": Case(["bench", "--default", "--min-seconds", "-1"], "--min-seconds"),
     "bench: not a checkpoint": Case(["bench", "{not_model}", "--json", "{out}/b.json"], "is not a spinet checkpoint",

@@ -28,6 +28,7 @@ import numpy as np
 
 from spisim.cxi import CXIReader
 from spisim.errors import ConfigError, OutputFileError
+from spisim.manifest import Manifest, load_manifest
 
 from ..data import file_labels, shot_label_name
 from .messages import DEFAULT_KARABO_KEY, karabo_train
@@ -49,21 +50,27 @@ class ShotBuffer:
         return len(self.frames)
 
 
-def simulate_buffer(manifest_path: str | Path | None, n_shots: int | None = None, *, seed: int | None = None,
-                    label_mode: str = "hit_type", progress: Callable[[int], None] | None = None) -> ShotBuffer:
+def simulate_buffer(manifest_path: str | Path | Manifest | None, n_shots: int | None = None, *,
+                    seed: int | None = None, label_mode: str = "hit_type",
+                    progress: Callable[[int], None] | None = None) -> ShotBuffer:
     """Simulate the shots of a manifest (None: the built-in default) into memory.
 
     Args:
-        manifest_path: the YAML manifest.
+        manifest_path: the YAML manifest, or a loaded :class:`spisim.manifest.Manifest` (then ``n_shots`` and
+            ``seed`` must be None: they are the manifest's).
         n_shots: shots (default: the manifest's ``shots``).
         seed: overrides the manifest's seed.
         label_mode: ``hit_type`` or ``structure_hit_type`` class names.
         progress: called with 1 after each shot.
     """
     from spisim.generate import Simulator
-    from spisim.manifest import load_manifest
 
-    m = load_manifest(manifest_path, overrides={"shots": n_shots, "seed": seed})
+    if isinstance(manifest_path, Manifest):
+        if n_shots is not None or seed is not None:
+            raise ValueError("give shots and seed as overrides when loading the manifest")
+        m = manifest_path
+    else:
+        m = load_manifest(manifest_path, overrides={"shots": n_shots, "seed": seed})
     sim = Simulator(m)
     frames, labels = sim.shots(0, m.spec.shots, progress)
     names = [shot_label_name(lab, label_mode, m.spec.structure_names) for lab in labels]

@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from ..errors import ConfigError
-from ..manifest import parse_quantity
+from ..manifest import MAX_PHOTON_ENERGY, MIN_PHOTON_ENERGY, parse_quantity
 
 DEFAULT_FIRST_PASS = 2000
 """Most frames (evenly spaced) read by the first pass that feeds ``--gain auto`` and ``--centre auto``."""
@@ -80,6 +80,9 @@ def parse_positive(text: str | float | None, dim: str, default_unit: str, option
     value = parse_quantity(text, dim, default_unit, option)
     if not value > 0:
         raise ConfigError(f"{option} {text!r}: must be > 0")
+    if dim == "photon_energy" and not MIN_PHOTON_ENERGY <= value <= MAX_PHOTON_ENERGY:
+        raise ConfigError(f"{option} {text!r} is {value:.4g} eV: a photon energy lies between {MIN_PHOTON_ENERGY:g} "
+                          f"eV and {MAX_PHOTON_ENERGY / 1e3:g} keV (a bare number is eV; a length is a wavelength)")
     return value
 
 
