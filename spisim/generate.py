@@ -588,6 +588,8 @@ def check_output(out: str | Path, *, resume: bool = False, overwrite: bool = Fal
         raise OutputFileError(f"output {out} is a folder: give a file name such as {out / 'run.h5'}")
     check_writable_folder(out.parent)
     folder = parts_dir(out)
+    if folder.exists() and _locked_by_another(folder):
+        raise SpiError(f"another spi simulate is writing {folder}: wait for it or stop it first")
     if out.exists() and not overwrite:
         if resume and not folder.exists():
             raise SpiError(f"{out} is already complete: nothing to resume (use --overwrite to make it again)")
@@ -689,8 +691,6 @@ def generate(
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     check_output(out, resume=resume, overwrite=overwrite)
     folder = parts_dir(out)
-    if folder.exists() and not resume:
-        shutil.rmtree(folder)
 
     device = resolve_device(device)
     spec = manifest.spec
@@ -702,7 +702,9 @@ def generate(
     fp = _fingerprint(manifest, device, compression)
     try:
         folder.mkdir(exist_ok=True)
-        with _exclusive(folder):
+        with _exclusive(folder):  # held from here on: a second run, --overwrite or not, is refused
+            if not resume:
+                _clear_parts(folder)
             try:
                 return _run(manifest, out, folder, plan, fp, device, compression, workers, backend, scheduler,
                             progress, on_start, _fail_after_shards, t0)
@@ -713,6 +715,42 @@ def generate(
         raise OutputFileError(f"writing {out} failed: {os_error_message(exc)}") from None
 
 
+LOCK_NAME = "lock"
+"""File in a parts folder that a running ``spi simulate`` holds an exclusive lock on."""
+
+
+def _locked_by_another(folder: Path) -> bool:
+    """True when another process holds the lock of a parts folder (a run is writing it now)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX: no lock
+        return False
+    path = folder / LOCK_NAME
+    if not path.is_file():
+        return False
+    try:
+        with open(path) as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    except OSError:
+        return False
+    return False
+
+
+def _clear_parts(folder: Path) -> None:
+    """Empty a parts folder for a fresh run, keeping the lock file this process holds."""
+    for entry in folder.iterdir():
+        if entry.name == LOCK_NAME:
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 @contextlib.contextmanager
 def _exclusive(folder: Path):  # noqa: ANN202
     """Hold an exclusive lock on ``folder`` so that two runs never write the same shards."""
@@ -721,7 +759,7 @@ def _exclusive(folder: Path):  # noqa: ANN202
     except ImportError:  # pragma: no cover - not on POSIX: no lock
         yield
         return
-    with open(folder / "lock", "w") as fh:
+    with open(folder / LOCK_NAME, "a") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -125,6 +125,11 @@ def test_resume_after_a_crash_gives_the_same_bytes(tmp_path):
         fcntl.flock(fh, fcntl.LOCK_EX)
         with pytest.raises(SpiError, match="another spi simulate is writing"):
             generate(m, out, resume=True)
+        with pytest.raises(SpiError, match="another spi simulate is writing"):  # not "add --resume"
+            generate(m, out)
+        with pytest.raises(SpiError, match="another spi simulate is writing"):  # the lock holds under --overwrite
+            generate(m, out, overwrite=True)
+        assert sorted(p.name for p in folder.glob("shard-*.h5")) == shards  # the other run's work is untouched
     (folder / "shard-000003.h5.tmp.999").write_bytes(b"half a shard")  # a worker killed mid-write
     seen = []
     result = generate(m, out, resume=True, on_start=lambda todo, done: seen.append((todo, done)))
