@@ -59,8 +59,9 @@ def _ints(text: str, what: str) -> list[int]:
     "json_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Also write the rows as JSON.",
+    help="Also write the rows as JSON (an existing file needs --overwrite).",
 )
+@click.option("--overwrite", is_flag=True, help="Replace an existing --json file.")
 def command(
     model: Path | None,
     use_default: bool,
@@ -72,6 +73,7 @@ def command(
     repeats: int,
     min_seconds: float,
     json_path: Path | None,
+    overwrite: bool,
 ) -> None:
     import torch
     from rich.console import Console
@@ -94,6 +96,10 @@ def command(
     )
     if json_path is not None:
         check_writable_folder(json_path.parent)  # fail before minutes of timing, not after
+        if json_path.exists() and not overwrite:
+            from spisim.errors import OutputFileError
+
+            raise OutputFileError(f"{json_path} exists: use --overwrite to replace it")
     if model is not None:
         bundle = ModelBundle.load(model)
     else:

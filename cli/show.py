@@ -27,14 +27,20 @@ import click
 @click.argument("dataset", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="Picture to write; the suffix picks the format (.png, .pdf or .svg; 110 dpi for .png). "
-                   "Its folder must exist; an existing file is replaced.")
+                   "Its folder must exist; an existing file needs --overwrite.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing picture.")
 @click.option("--per-class", type=click.IntRange(min=1, max=20), default=4, show_default=True,
               help="Shots shown per hit type.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display (warnings and the summary line are still "
                                                   "printed).")
-def command(dataset: str, out: str, per_class: int, quiet: bool) -> None:
+def command(dataset: str, out: str, per_class: int, overwrite: bool, quiet: bool) -> None:
+    from pathlib import Path
+
     from cli.progress import Progress
-    from spisim.errors import one_line_warnings
+    from spisim.errors import OutputFileError, one_line_warnings
+
+    if Path(out).exists() and not Path(out).is_dir() and not overwrite:
+        raise OutputFileError(f"{out} exists: use --overwrite to replace it")
     from spisim.visualize import show_dataset
 
     one_line_warnings()

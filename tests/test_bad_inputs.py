@@ -202,6 +202,8 @@ CASES: dict[str, Case | tuple[Case, pytest.MarkDecorator]] = {
     "show: unknown picture suffix": Case(["show", "{good}", "-o", "{out}/p.txt", "-q"], "use .png, .pdf or .svg",
                                          ["p.txt"]),
     "show: picture folder missing": Case(["show", "{good}", "-o", "{out}/no/p.png", "-q"], "output folder", ["no"]),
+    "show: existing picture": Case(["show", "{good}", "-o", "{out}/p.png", "-q"], "--overwrite",
+                                   write={"p.png": b"an earlier picture"}),
     "show: negative per-class": Case(["show", "{good}", "-o", "{out}/p.png", "--per-class", "-2"], "--per-class",
                                      ["p.png"]),
     # ------------------------------------------------------------------ train
@@ -316,6 +318,8 @@ CASES: dict[str, Case | tuple[Case, pytest.MarkDecorator]] = {
                                    "--runtime", ["b.json"]),
     "bench: frame shape of two numbers": Case(["bench", "--default", "--frame-shape", "512,1024"], "M,SS,FS"),
     "bench: model and --default": Case(["bench", "{checkpoint}", "--default"], "not both"),
+    "bench: existing --json": Case(["bench", "--default", "--json", "{out}/b.json"], "--overwrite",
+                                   write={"b.json": b"{}"}),
     "bench: --json folder missing": Case(["bench", "--default", "--json", "{out}/no/b.json"], "output folder", ["no"]),
 }
 
