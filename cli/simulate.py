@@ -74,8 +74,9 @@ def command(manifest: str | None, out: str, shots: int | None, seed: int | None,
     from rich.console import Console
     from rich.progress import Progress
 
+    from spisim.backend import resolve_device
     from spisim.errors import one_line_warnings
-    from spisim.generate import check_output, generate, resolve_device
+    from spisim.generate import check_output, generate
     from spisim.manifest import load_manifest
 
     one_line_warnings()

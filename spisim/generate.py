@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .backend import resolve_device
 from .cxi import CXIWriter, ShotLabels, labels_block, write_shard
 from .errors import ConfigError, OutputFileError, SpiError, one_line_warnings, os_error_message
 from .manifest import Manifest, ParticleSpec, load_manifest, parse_manifest
@@ -63,32 +64,6 @@ def shot_streams(seed: int, index: int) -> tuple[np.random.Generator, np.random.
 def fixed_stream(seed: int) -> np.random.Generator:
     """The dataset's stream for fixed detector defects (dead and hot pixels)."""
     return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(0,)))
-
-
-# ----------------------------------------------------------------------------------------------
-# Devices
-
-
-def cuda_available() -> bool:
-    """True when CuPy is installed and sees a CUDA device."""
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
-
-
-def resolve_device(device: str) -> str:
-    """``cpu`` or ``cuda`` for ``cpu``/``cuda``/``auto``; ConfigError for cuda without a GPU."""
-    if device not in ("cpu", "cuda", "auto"):
-        raise ConfigError(f"unknown device {device!r}: use cpu, cuda or auto")
-    if device == "auto":
-        return "cuda" if cuda_available() else "cpu"
-    if device == "cuda" and not cuda_available():
-        raise ConfigError("--device cuda: no CUDA GPU found (or CuPy is not installed: pip install cupy-cuda12x); "
-                          "use --device cpu")
-    return device
 
 
 # ----------------------------------------------------------------------------------------------

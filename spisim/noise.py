@@ -30,17 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from .backend import get_array_module
 from .manifest import BackgroundSpec, NoiseSpec
-
-
-def get_array_module(x: Any) -> Any:
-    """``cupy`` for a CuPy array, else ``numpy``."""
-    mod = type(x).__module__
-    if mod.startswith("cupy"):
-        import cupy
-
-        return cupy
-    return np
 
 
 def pulse_scale(rng: np.random.Generator, jitter: float) -> float:

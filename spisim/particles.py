@@ -615,7 +615,7 @@ def polyhedron_amplitude(q: Any, vertices: np.ndarray, faces: tuple[tuple[int, .
     Where |q_∥| L < 1e-4 (q along the face normal; L the face's size) the face integral is A_f e^{iq·c_f} (c_f the
     centroid, error ~(|q_∥|L)²), and where |q| R < 1e-3 F = ρV(1 − q²R_g²/6). Lengths in Å, density in e/Å³.
     """
-    from .noise import get_array_module
+    from .backend import get_array_module
 
     xp = get_array_module(q)
     q = xp.asarray(q, dtype=xp.float64)

@@ -35,9 +35,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from .atoms import Atoms
+from .backend import get_array_module
 from .cxi import HIT_TYPES
 from .manifest import DebrisSpec, MultiSpec, UnintendedSpec
-from .noise import get_array_module
 from .orientation import quaternion_to_matrix, random_quaternions
 from .particles import ContinuumParticle, UniformPolyhedron, UniformSphere, UniformSpheroid, polyhedron_amplitude
 from .photons import expected_photons

@@ -89,9 +89,9 @@ def test_manifest_errors_are_one_line(tmp_path, text, message):
 def test_other_user_errors(tmp_path, monkeypatch):
     res = _run("simulate", tmp_path / "nope.yaml", "-o", tmp_path / "d.h5")
     assert res.exit_code == 1 and "no such manifest file" in res.output
-    import spisim.generate
+    import spisim.backend
 
-    monkeypatch.setattr(spisim.generate, "cuda_available", lambda: False)
+    monkeypatch.setattr(spisim.backend, "cupy_available", lambda: False)
     res = _run("simulate", "-o", tmp_path / "d.h5", "--device", "cuda")
     assert res.exit_code == 1 and res.output.strip() == (
         "Error: --device cuda: no CUDA GPU found (or CuPy is not installed: pip install cupy-cuda12x); "
@@ -206,7 +206,7 @@ def test_impossible_options_are_usage_errors(tmp_path):
 def test_unwritable_output_folder_fails_before_any_work(tmp_path, monkeypatch):
     import os
 
-    import spisim.generate
+    import spisim.backend
 
     real_access = os.access
     monkeypatch.setattr(spisim.generate.os, "access",
@@ -222,7 +222,7 @@ def test_unwritable_output_folder_fails_before_any_work(tmp_path, monkeypatch):
 def test_a_full_disk_while_writing_is_one_line(tmp_path, monkeypatch):
     import errno
 
-    import spisim.generate
+    import spisim.backend
 
     def full(*args, **kw):
         raise OSError(errno.ENOSPC, "No space left on device", str(args[0]))

@@ -32,22 +32,32 @@ def bspline3_weights(t: float) -> tuple[float, float, float, float]:
     return s * s * s * sixth, (0.5 * t3 - t2) + 2.0 / 3.0, ((t2 - t3) + t) * 0.5 + sixth, t3 * sixth
 
 
+@njit(inline="always", fastmath={"contract"}, cache=True)
+def _grid_position(q, p, rot, inv_dq, half, n, below, above):  # pragma: no cover - numba
+    """The prologue both kernels share, for pixel ``p``: particle-frame k = Rᵀ q_p (Å⁻¹), its grid coordinates
+    u = k/Δq + h and their floors i, and whether the stencil (``below`` points before i, ``above`` after it)
+    lies inside the n-point grid. Returns (inside, k0, k1, k2, u0, u1, u2, i0, i1, i2)."""
+    k0 = rot[0, 0] * q[p, 0] + rot[1, 0] * q[p, 1] + rot[2, 0] * q[p, 2]
+    k1 = rot[0, 1] * q[p, 0] + rot[1, 1] * q[p, 1] + rot[2, 1] * q[p, 2]
+    k2 = rot[0, 2] * q[p, 0] + rot[1, 2] * q[p, 1] + rot[2, 2] * q[p, 2]
+    u0 = k0 * inv_dq + half
+    u1 = k1 * inv_dq + half
+    u2 = k2 * inv_dq + half
+    i0 = int(math.floor(u0))
+    i1 = int(math.floor(u1))
+    i2 = int(math.floor(u2))
+    inside = min(i0, i1, i2) >= below and max(i0, i1, i2) + above < n
+    return inside, k0, k1, k2, u0, u1, u2, i0, i1, i2
+
+
 @njit(parallel=True, fastmath={"contract"}, cache=True)
 def _slice_cubic(coef, q, rot, dq, half, centre_ht, cf, out):  # pragma: no cover - numba
     # coef: float64 view (n, n, 2n) of the complex128 coefficient grid; centre_ht = centre / π
     n = coef.shape[0]
     inv_dq = 1.0 / dq
     for p in prange(q.shape[0]):
-        k0 = rot[0, 0] * q[p, 0] + rot[1, 0] * q[p, 1] + rot[2, 0] * q[p, 2]
-        k1 = rot[0, 1] * q[p, 0] + rot[1, 1] * q[p, 1] + rot[2, 1] * q[p, 2]
-        k2 = rot[0, 2] * q[p, 0] + rot[1, 2] * q[p, 1] + rot[2, 2] * q[p, 2]
-        u0 = k0 * inv_dq + half
-        u1 = k1 * inv_dq + half
-        u2 = k2 * inv_dq + half
-        i0 = int(math.floor(u0))
-        i1 = int(math.floor(u1))
-        i2 = int(math.floor(u2))
-        if i0 < 1 or i1 < 1 or i2 < 1 or i0 + 2 >= n or i1 + 2 >= n or i2 + 2 >= n:
+        inside, k0, k1, k2, u0, u1, u2, i0, i1, i2 = _grid_position(q, p, rot, inv_dq, half, n, 1, 2)
+        if not inside:
             out[p] = complex(np.nan, np.nan)
             continue
         wa = bspline3_weights(u0 - i0)
@@ -66,16 +76,8 @@ def _slice_linear(values, q, rot, dq, half, centre, out):  # pragma: no cover - 
     n = values.shape[0]
     inv_dq = 1.0 / dq
     for p in prange(q.shape[0]):
-        k0 = rot[0, 0] * q[p, 0] + rot[1, 0] * q[p, 1] + rot[2, 0] * q[p, 2]
-        k1 = rot[0, 1] * q[p, 0] + rot[1, 1] * q[p, 1] + rot[2, 1] * q[p, 2]
-        k2 = rot[0, 2] * q[p, 0] + rot[1, 2] * q[p, 1] + rot[2, 2] * q[p, 2]
-        u0 = k0 * inv_dq + half
-        u1 = k1 * inv_dq + half
-        u2 = k2 * inv_dq + half
-        i0 = int(math.floor(u0))
-        i1 = int(math.floor(u1))
-        i2 = int(math.floor(u2))
-        if i0 < 0 or i1 < 0 or i2 < 0 or i0 + 1 >= n or i1 + 1 >= n or i2 + 1 >= n:
+        inside, k0, k1, k2, u0, u1, u2, i0, i1, i2 = _grid_position(q, p, rot, inv_dq, half, n, 0, 1)
+        if not inside:
             out[p] = complex(np.nan, np.nan)
             continue
         t0 = u0 - i0
