@@ -45,6 +45,7 @@ from .. import __version__
 from ..constants import EV, wavelength_angstrom
 from ..cxi import DETECTOR_PATH, SOURCE_PATH, CXIReader
 from ..errors import InputFileError, OutputFileError, SpiError
+from ..jsonutil import json_safe
 from .fit import (
     SPHERE_MINIMA,
     SphereFit,
@@ -784,13 +785,9 @@ def write_report(result: MatchResult, manifest: str | Path, folder: str | Path, 
     metrics = compare(real, simulated, a.bins, seed=result.options.seed)
     detector = Detector.from_cxi(companion_path(manifest))
     figures = write_figures(folder, real, simulated, a.bins, detector)
-    (folder / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2) + "\n", encoding="utf-8")
+    (folder / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2) + "\n", encoding="utf-8")
     (folder / "report.md").write_text(report_markdown(result, metrics, figures, Path(manifest)), encoding="utf-8")
     return metrics
-
-
-def _json_safe(d: dict) -> dict:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
 def report_markdown(result: MatchResult, metrics: dict, figures: dict[str, Path], manifest: Path) -> str:
