@@ -27,17 +27,14 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..constants import HC_EV_ANGSTROM
 from ..errors import ConfigError, InputFileError
 from ..units import parse_quantity
-from .panels import GeometryFile, Panel
-
-if TYPE_CHECKING:
-    from .geometry import Detector
+from .panels import GeometryFile, Panel, Tiled, mean_distance
 
 _DIRECTION_TERM = re.compile(r"([-+]?(?:\d+\.?\d*|\.\d+)?(?:[eE][-+]?\d+)?)([xyz])")
 
@@ -324,7 +321,7 @@ def read_crystfel(path: str | Path, *, clen_m: float | None = None) -> CrystfelG
                 mask[p.data_slice] |= region
     _apply_bad_regions(bad_raw, panels, resolutions, mask, path)
     metadata["ignored_masks"] = _apply_mask_files(panels, list(panels_raw.values()), has_module_axis, mask, path)
-    return CrystfelGeometry(panels=panels, shape=shape, mask=mask, metadata=metadata)
+    return CrystfelGeometry(panels=panels, shape=shape, mask=mask, metadata=metadata, name=path.name)
 
 
 def _clen(entry: _Entry | None, clen_m: float | None, path: Path) -> tuple[float, str]:
@@ -583,7 +580,7 @@ def _load_mask_array(resolved: Path, location: str, path: Path) -> np.ndarray | 
 
 
 def write_crystfel(
-    detector: Detector, path: str | Path, *, photon_energy_ev: float | None = None, mask_file: str | Path | None = None
+    detector: Tiled, path: str | Path, *, photon_energy_ev: float | None = None, mask_file: str | Path | None = None
 ) -> None:
     """Write ``detector`` as a CrystFEL geometry file (readable by CrystFEL ≥ 0.9, EXtra-geom, cfel_fmt).
 
@@ -593,14 +590,14 @@ def write_crystfel(
     single module) and referenced as ``mask0``.
 
     Args:
-        detector: the geometry.
+        detector: the geometry (a :class:`~spisim.detector.Detector` or a :class:`GeometryFile`).
         path: output ``.geom`` file.
         photon_energy_ev: written as ``photon_energy`` (eV) when given.
         mask_file: optional HDF5 file for the mask.
     """
     path = Path(path)
     modules = detector.shape[0]
-    clen = detector.distance
+    clen = mean_distance(detector.panels)
     out = [
         "; CrystFEL geometry written by spisim",
         "; lab frame: x horizontal, y up, z along the beam; lengths in metres",

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from ..cxi import HDF5_SUFFIXES
 from ..errors import ConfigError, InputFileError
 from ..schema import build
 from .sections import ManifestSpec
@@ -118,8 +119,6 @@ class Manifest:
             raise
 
 
-HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".cxi", ".nxs")
-"""File suffixes read as HDF5 by :meth:`Manifest.read_array`."""
 
 
 def split_dataset(name: str) -> tuple[str, str | None]:
