@@ -36,9 +36,16 @@ import numpy as np
 
 from .atoms import Atoms
 from .backend import get_array_module
+from .continuum import (
+    ContinuumParticle,
+    UniformPolyhedron,
+    UniformShell,
+    UniformSphere,
+    UniformSpheroid,
+    polyhedron_amplitude,
+)
 from .cxi import HIT_TYPES
 from .orientation import quaternion_to_matrix, random_quaternions
-from .particles import ContinuumParticle, UniformPolyhedron, UniformSphere, UniformSpheroid, polyhedron_amplitude
 from .photons import expected_photons
 
 
@@ -75,8 +82,6 @@ def continuum_form_factor(particle: ContinuumParticle, q: Any) -> Any:
 
     The array-module-generic twin of ``particle.form_factor`` (numpy or CuPy), used on the GPU.
     """
-    from .particles import UniformShell
-
     xp = get_array_module(q)
 
     def phi(x: Any) -> Any:
