@@ -274,7 +274,8 @@ def generate(
         overwrite: replace an existing ``out`` and discard old shards.
         compression: overrides ``output.compression``.
         progress: called with the number of shots finished since the last call.
-        on_start: called once with (shots to make now, shots already done).
+        on_start: called once with (shots to make now, shots already done), once the detector, the noise and
+            the particles are built (their volumes too), before the first shot.
         _fail_after_shards: testing hook: raise after that many new shards (simulates a crash).
 
     Returns:
@@ -385,14 +386,14 @@ def _run(manifest: Manifest, out: Path, folder: Path, plan: Plan, fp: str, devic
     done = {s for s in range(plan.n_shards) if (folder / shard_name(s)).is_file()}
     todo = [s for s in range(plan.n_shards) if s not in done]
     shots_done = sum(plan.bounds(s)[1] - plan.bounds(s)[0] for s in done)
-    if on_start is not None:
-        on_start(plan.n_shots - shots_done, shots_done)
-
     job = Job(manifest.text, manifest.source, str(manifest.base_dir) if manifest.base_dir else None,
               manifest.overrides, device, str(folder), compression, os.getcwd())
     sim = Simulator(manifest, device, job.volume_store)
     if todo:
         sim.prepare()  # loads the particles and builds (or loads) their volumes once, for every worker
+    if on_start is not None:  # what a user can get wrong has been checked by now
+        on_start(plan.n_shots - shots_done, shots_done)
+    if todo:
         if backend == "dask":
             _run_dask(job, todo, plan, workers, scheduler, progress, fail_after)
         elif workers == 1 or len(todo) == 1:

@@ -206,7 +206,7 @@ def test_impossible_options_are_usage_errors(tmp_path):
 def test_unwritable_output_folder_fails_before_any_work(tmp_path, monkeypatch):
     import os
 
-    import spisim.backend
+    import spisim.generate
 
     real_access = os.access
     monkeypatch.setattr(spisim.generate.os, "access",
@@ -222,7 +222,7 @@ def test_unwritable_output_folder_fails_before_any_work(tmp_path, monkeypatch):
 def test_a_full_disk_while_writing_is_one_line(tmp_path, monkeypatch):
     import errno
 
-    import spisim.backend
+    import spisim.generate
 
     def full(*args, **kw):
         raise OSError(errno.ENOSPC, "No space left on device", str(args[0]))
