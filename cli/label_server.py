@@ -45,12 +45,22 @@ from urllib.parse import parse_qs, urlsplit
 
 from spisim.errors import ConfigError
 from spisim.labelling import LabelSession, SessionError, default_labels_path
-from spisim.shotimage import COLORMAPS, GAP_RGB, assembly_for, render_png, to_image
+from spisim.shotimage import (
+    COLORMAPS,
+    GAP_RGB,
+    MAX_IMAGE_PIXELS,
+    assembly_for,
+    pixel_pitch,
+    render_png,
+    stacked_positions,
+    to_image,
+)
 
 __all__ = [  # the server; and, re-exported for existing callers, the session and the drawing of shots
-    "COLORMAPS", "GAP_RGB", "MAX_BODY_BYTES", "MAX_URL_CHARS", "PAGE_FILES", "SECURITY_HEADERS", "SESSION_STATUS",
-    "LabelHTTPServer", "LabelRequestHandler", "LabelSession", "RequestError", "SessionError", "assembly_for",
-    "default_labels_path", "is_loopback", "page_bytes", "render_png", "start_in_thread", "to_image",
+    "COLORMAPS", "GAP_RGB", "MAX_BODY_BYTES", "MAX_IMAGE_PIXELS", "MAX_URL_CHARS", "PAGE_FILES", "SECURITY_HEADERS",
+    "SESSION_STATUS", "LabelHTTPServer", "LabelRequestHandler", "LabelSession", "RequestError", "SessionError",
+    "assembly_for", "default_labels_path", "is_loopback", "page_bytes", "pixel_pitch", "render_png",
+    "stacked_positions", "start_in_thread", "to_image",
 ]
 
 MAX_BODY_BYTES = 4096
