@@ -1,10 +1,10 @@
-"""The shot loop: per-shot random streams, shards, resume, worker processes and Dask.
+"""A dataset run: shards, resume, worker processes and Dask around :class:`spisim.simulator.Simulator`.
 
 Reproducibility rests on two rules:
 
 * every shot draws from its own streams, made from ``SeedSequence(seed, spawn_key=(1, shot))`` (scene,
-  pulse jitter, detector noise), so a shot does not depend on which worker makes it or in which order;
-  fixed detector defects come from ``spawn_key=(0,)``;
+  pulse jitter, detector noise; :func:`spisim.simulator.shot_streams`), so a shot does not depend on which
+  worker makes it or in which order; fixed detector defects come from ``spawn_key=(0,)``;
 * shots are made in shards of ``output.shard_size`` consecutive shots. Each finished shard is written to
   a temporary name in ``OUT.h5.parts/`` and renamed; at the end one process joins the shards, in order,
   into a temporary file (copying the compressed chunks as they are) and renames it to ``OUT.h5``. The
@@ -43,7 +43,7 @@ __all__ = [  # the run; and, re-exported for existing callers, the shot maker an
     "BACKGROUND_DATASET", "DASK_CONNECT_TIMEOUT", "LOCK_NAME", "MASK_DATASET", "Job", "Plan", "ProgressCallback",
     "RunResult", "Simulator", "build_beam", "build_body", "build_detector", "check_output", "check_writable_folder",
     "dataset_attributes", "finished_shards", "fixed_stream", "generate", "make_shard", "parts_dir",
-    "read_static_mask", "run_shard", "shard_name", "shot_streams",
+    "read_static_mask", "resolve_device", "run_shard", "shard_name", "shot_streams",
 ]
 
 DASK_CONNECT_TIMEOUT = "20s"
