@@ -180,12 +180,11 @@ def main() -> None:
     p.add_argument("--skip-cpu", action="store_true", help="time the GPU rows only (with --device cuda)")
     args = p.parse_args()
 
-    from spisim.scattering.direct_cuda import cuda_available
-    from spisim.scattering.exact import _have_cufinufft
+    from spisim.backend import cufinufft_available, numba_cuda_available
 
-    if args.device == "cuda" and not cuda_available():
+    if args.device == "cuda" and not numba_cuda_available():
         raise SystemExit("--device cuda: no CUDA GPU is available")
-    use_gpu = args.device == "cuda" or (args.device == "auto" and cuda_available())
+    use_gpu = args.device == "cuda" or (args.device == "auto" and numba_cuda_available())
     use_cpu = not (args.skip_cpu and use_gpu)
 
     atoms = load_structure(args.structure, keep_waters=True, keep_hydrogens=True)
@@ -264,7 +263,7 @@ def main() -> None:
         volume_and_slice("cpu")
     if use_gpu:
         exact_rows("cuda", q_cuda)
-        if _have_cufinufft() and not args.skip_nufft:
+        if cufinufft_available() and not args.skip_nufft:
             nufft_rows("cufinufft")
         elif not args.skip_nufft:
             print("cufinufft is not installed: no GPU NUFFT rows")

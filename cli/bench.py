@@ -24,18 +24,6 @@ from pathlib import Path
 
 import click
 
-from spisim.errors import ConfigError
-
-
-def _ints(text: str, what: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{what} takes comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise ConfigError(f"{what} takes positive integers, got {text!r}")
-    return values
-
 
 @click.command(name="bench", help=__doc__)
 @click.argument("model", required=False, type=click.Path(dir_okay=False, path_type=Path))
@@ -75,88 +63,50 @@ def command(
     json_path: Path | None,
     overwrite: bool,
 ) -> None:
-    import torch
     from rich.console import Console
     from rich.table import Table
 
-    from spinet.checkpoint import ModelBundle
-    from spinet.speed import LCLS_I_HZ, RUNTIMES, benchmark, default_bundle
+    from spinet.speed import bench_devices, parse_frame_shape, parse_positive_ints, parse_runtimes, run_bench
+    from spisim.errors import OutputFileError
     from spisim.generate import check_writable_folder
 
     if (model is None) == (not use_default):
         raise click.UsageError("give a MODEL checkpoint or --default (not both)")
-    runtimes = [r.strip() for r in runtime.split(",") if r.strip()]
-    bad = [r for r in runtimes if r not in RUNTIMES]
-    if bad or not runtimes:
-        raise ConfigError(f"--runtime takes {', '.join(RUNTIMES)}, got {runtime!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available")
-    devices = (
-        ["cpu", "cuda"] if device == "all" and torch.cuda.is_available() else (["cpu"] if device == "all" else [device])
-    )
+    runtimes = parse_runtimes(runtime)
+    devices = bench_devices(device)
     if json_path is not None:
         check_writable_folder(json_path.parent)  # fail before minutes of timing, not after
         if json_path.exists() and not overwrite:
-            from spisim.errors import OutputFileError
-
             raise OutputFileError(f"{json_path} exists: use --overwrite to replace it")
-    if model is not None:
-        bundle = ModelBundle.load(model)
-    else:
-        shape = _ints(frame_shape, "--frame-shape")
-        if len(shape) != 3:
-            raise ConfigError(f"--frame-shape takes M,SS,FS, got {frame_shape!r}")
-        bundle = default_bundle(frame_shape=tuple(shape))  # type: ignore[arg-type]
+    shape = parse_frame_shape(frame_shape) if model is None else (2, 512, 1024)
+    sizes = parse_positive_ints(batch_sizes, "--batch-sizes")
     console = Console()
-    pre = bundle.preprocessor
-    console.print(
-        f"model {bundle.config.model.arch}, input {pre.size}², frames {pre.frame_shape}, torch {torch.__version__}"
+
+    def on_start(bundle) -> None:  # noqa: ANN001
+        import torch
+
+        pre = bundle.preprocessor
+        console.print(f"model {bundle.config.model.arch}, input {pre.size}², frames {pre.frame_shape}, "
+                      f"torch {torch.__version__}")
+
+    report = run_bench(
+        None if model is None else str(model), frame_shape=shape, batch_sizes=sizes, runtimes=runtimes,
+        devices=devices, threads=threads, repeats=repeats, min_seconds=min_seconds, on_start=on_start,
+        on_row=lambda r: console.print(f"  {r.runtime} {r.device} batch {r.batch}: {r.shots_per_s:.0f} shots/s",
+                                       highlight=False),
     )
     table = Table(title="inference: frames in, embeddings out")
     for col in ("runtime", "device", "threads", "batch", "latency ms", "p95 ms", "shots/s"):
         table.add_column(col, justify="right")
-    rows = benchmark(
-        bundle,
-        batch_sizes=_ints(batch_sizes, "--batch-sizes"),
-        runtimes=runtimes,
-        devices=devices,
-        threads=threads,
-        repeats=repeats,
-        min_seconds=min_seconds,
-        on_row=lambda r: console.print(
-            f"  {r.runtime} {r.device} batch {r.batch}: {r.shots_per_s:.0f} shots/s", highlight=False
-        ),
-    )
-    for r in rows:
-        table.add_row(
-            r.runtime,
-            r.device,
-            str(r.threads),
-            str(r.batch),
-            f"{r.latency_ms:.2f}",
-            f"{r.p95_ms:.2f}",
-            f"{r.shots_per_s:.0f}",
-        )
+    for r in report.rows:
+        table.add_row(r.runtime, r.device, str(r.threads), str(r.batch), f"{r.latency_ms:.2f}", f"{r.p95_ms:.2f}",
+                      f"{r.shots_per_s:.0f}")
     console.print(table)
-    cpu = [r for r in rows if r.device == "cpu"]
-    if cpu:
-        best = max(cpu, key=lambda r: r.shots_per_s)
-        verdict = "keeps up with" if best.shots_per_s >= LCLS_I_HZ else "does NOT keep up with"
-        click.echo(
-            f"CPU, {threads} thread{'s' if threads > 1 else ''}: best {best.shots_per_s:.0f} shots/s "
-            f"({best.runtime}, batch {best.batch}): {verdict} LCLS-I ({LCLS_I_HZ:.0f} Hz)"
-        )
+    verdict = report.verdict()
+    if verdict is not None:
+        click.echo(verdict)
     if json_path is not None:
-        text = json.dumps(
-            {
-                "frame_shape": list(pre.frame_shape),
-                "input_size": pre.size,
-                "torch": torch.__version__,
-                "rows": [r.as_dict() for r in rows],
-            },
-            indent=2,
-        )
-        _write_atomically(json_path, text)
+        _write_atomically(json_path, json.dumps(report.as_dict(), indent=2))
         click.echo(f"rows: {json_path}")
 
 

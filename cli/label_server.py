@@ -16,8 +16,11 @@ POST      ``/api/undo``               ``{}``: withdraw the latest label in force
 POST      ``/api/finish``             ``{}``: end the game now and score it (``--game`` only)
 ========  ==========================  ==================================================================
 
-Every request is checked: the ``Host`` header (against DNS rebinding when bound to a loopback address),
-the token (query ``token`` or header ``X-Spi-Token``; required when bound to any other address, and
+The session (dataset, label file, game) is :class:`spisim.labelling.LabelSession`, the drawing of shots
+:mod:`spisim.shotimage`; this module is the HTTP around them.
+
+Every request is checked: the ``Host`` header (against DNS rebinding when bound to a loopback address), the
+token (query ``token`` or header ``X-Spi-Token``; required when bound to any other address, and
 checked whenever given), the method, the exact path, the query keys and values, and for POST the content
 type (``application/json``, which browsers never send cross-site without asking), the ``Origin`` (same
 host), the body size and the JSON fields (index in range, label in the class set). Files are never looked
@@ -32,36 +35,33 @@ import ipaddress
 import json
 import math
 import re
-import secrets
 import socket
-import statistics
 import sys
 import threading
 import traceback
-from collections import OrderedDict
-from datetime import datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from io import BytesIO
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import numpy as np
+from spisim.errors import ConfigError
+from spisim.labelling import LabelSession, SessionError, default_labels_path
+from spisim.shotimage import (
+    COLORMAPS,
+    GAP_RGB,
+    MAX_IMAGE_PIXELS,
+    assembly_for,
+    pixel_pitch,
+    render_png,
+    stacked_positions,
+    to_image,
+)
 
-from spisim import __version__
-from spisim.cxi import CXIReader
-from spisim.detector.assemble import AssemblyMap, build_assembly_map
-from spisim.errors import ConfigError, InputFileError
-from spisim.labels import LabelLog, game_report, json_safe, now_iso, save_game_report
-
-COLORMAPS: tuple[str, ...] = ("magma", "viridis", "inferno", "cividis", "gray", "gray_r")
-"""Colour maps the page may ask for."""
-
-GAP_RGB = (38, 42, 50)
-"""Colour of gaps between modules and of masked pixels."""
-
-MAX_IMAGE_PIXELS = 16_000_000
-"""Largest assembled image accepted (a geometry beyond it is taken as wrong)."""
+__all__ = [  # the server; and, re-exported for existing callers, the session and the drawing of shots
+    "COLORMAPS", "GAP_RGB", "MAX_BODY_BYTES", "MAX_IMAGE_PIXELS", "MAX_URL_CHARS", "PAGE_FILES", "SECURITY_HEADERS",
+    "SESSION_STATUS", "LabelHTTPServer", "LabelRequestHandler", "LabelSession", "RequestError", "SessionError",
+    "assembly_for", "default_labels_path", "is_loopback", "page_bytes", "pixel_pitch", "render_png",
+    "stacked_positions", "start_in_thread", "to_image",
+]
 
 MAX_BODY_BYTES = 4096
 MAX_URL_CHARS = 2048
@@ -88,301 +88,6 @@ SECURITY_HEADERS = {
 
 
 # --------------------------------------------------------------------------------------------------------
-# Drawing shots
-
-
-def pixel_pitch(pixel_position: np.ndarray) -> float:
-    """Median distance (m) between neighbouring pixel centres along the first row and column of each
-    module of ``pixel_position`` (M, SS, FS, 3) m."""
-    pos = np.asarray(pixel_position, dtype=np.float64)
-    if pos.ndim != 4 or pos.shape[-1] != 3:
-        raise InputFileError(f"pixel_position must have shape (M, SS, FS, 3), got {pos.shape}")
-    steps = [np.array([])]
-    if pos.shape[2] > 1:
-        steps.append(np.linalg.norm(np.diff(pos[:, 0, :, :2], axis=1), axis=-1).ravel())
-    if pos.shape[1] > 1:
-        steps.append(np.linalg.norm(np.diff(pos[:, :, 0, :2], axis=1), axis=-1).ravel())
-    step = np.concatenate(steps)
-    step = step[np.isfinite(step) & (step > 0)]
-    if not step.size or not np.all(np.isfinite(pos[..., :2])):
-        raise InputFileError("pixel_position has no usable pixel pitch (non-finite or coincident pixels)")
-    return float(np.median(step))
-
-
-def stacked_positions(frame_shape: tuple[int, int, int], gap: int = 4) -> np.ndarray:
-    """Stand-in pixel centres (M, SS, FS, 3), pitch 1, for files without geometry: modules one above the
-    other, ``gap`` pixels apart, fast scan to the right, slow scan down."""
-    m, ss, fs = frame_shape
-    pos = np.zeros((m, ss, fs, 3))
-    pos[..., 0] = np.arange(fs)[None, None, :]
-    pos[..., 1] = -(np.arange(ss)[None, :, None] + (ss + gap) * np.arange(m)[:, None, None])
-    return pos
-
-
-def assembly_for(pixel_position: np.ndarray | None, frame_shape: tuple[int, int, int]) -> AssemblyMap:
-    """The nearest-pixel :class:`~spisim.detector.AssemblyMap` of a file's geometry at its own pixel pitch
-    (rows from +y down, columns from −x to +x, as everywhere in the toolkit); stacked modules when the
-    file has no ``pixel_position``."""
-    pos = stacked_positions(frame_shape) if pixel_position is None else np.asarray(pixel_position, np.float64)
-    pitch = pixel_pitch(pos)
-    span = np.ptp(pos[..., 0]) / pitch + 1, np.ptp(pos[..., 1]) / pitch + 1
-    if span[0] * span[1] > MAX_IMAGE_PIXELS:
-        raise InputFileError(f"assembled image would be {span[1]:.0f}×{span[0]:.0f} pixels: pixel_position "
-                             f"looks wrong (pitch {pitch:.3g} m)")
-    return build_assembly_map(pos, np.ones(frame_shape, bool), pitch)
-
-
-def to_image(frame: np.ndarray, assembly: AssemblyMap, mask: np.ndarray) -> np.ndarray:
-    """(H, W) float32 image of a (M, SS, FS) frame; NaN in gaps and where ``mask`` (M, SS, FS) is True."""
-    return assembly.assemble(np.where(mask, np.float32(np.nan), frame.astype(np.float32)))
-
-
-def render_png(image: np.ndarray, lo: float, hi: float, scale: str = "log", cmap: str = "magma") -> bytes:
-    """Colour a (H, W) image (NaN = gap) into PNG bytes.
-
-    Args:
-        image: (H, W) values (photons or ADU); negative values count as 0 on the log scale.
-        lo, hi: contrast limits as percentiles (0 ≤ lo < hi ≤ 100) of the finite scaled values.
-        scale: ``log`` (log(1 + v)) or ``linear``.
-        cmap: a matplotlib colour-map name from :data:`COLORMAPS`.
-    """
-    import matplotlib
-    from PIL import Image
-
-    v = np.log1p(np.clip(image, 0, None)) if scale == "log" else image.astype(np.float64)
-    finite = np.isfinite(v)
-    if finite.any():
-        vmin, vmax = np.percentile(v[finite], [lo, hi])
-        if not vmax > vmin:
-            vmax = float(v[finite].max())
-        if not vmax > vmin:
-            vmax = vmin + 1.0
-    else:
-        vmin, vmax = 0.0, 1.0
-    # an indexed PNG: 255 colour levels and the gap colour last (several times faster than RGB)
-    level = np.clip((np.where(finite, v, vmin) - vmin) * (254.0 / (vmax - vmin)) + 0.5, 0, 254).astype(np.uint8)
-    level[~finite] = 255
-    lut = np.round(matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, 255))[:, :3] * 255).astype(np.uint8)
-    palette = np.vstack([lut, np.array(GAP_RGB, np.uint8)[None]])
-    out = Image.fromarray(level, "P")
-    out.putpalette(palette.ravel().tolist())
-    buf = BytesIO()
-    out.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
-# --------------------------------------------------------------------------------------------------------
-# The labelling session (no HTTP here)
-
-
-class RequestError(Exception):
-    """A request the server refuses: HTTP ``status`` and a one-line message."""
-
-    def __init__(self, status: HTTPStatus, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def default_labels_path(data_path: str | Path, game: bool) -> Path:
-    """``DATA.labels.csv`` (or ``DATA.game.csv`` for the game) beside ``DATA.h5``."""
-    p = Path(data_path)
-    return p.with_name(p.stem + (".game.csv" if game else ".labels.csv"))
-
-
-class LabelSession:
-    """A dataset, its label file, and (for the game) the hidden truth and the order of play.
-
-    Args:
-        data_path: the CXI/HDF5 dataset.
-        labels_path: the CSV label file (created if absent, continued if present).
-        game: play the game of hit (needs ground truth in the dataset).
-        game_shots: number of shots in a game (at most the dataset size).
-        seed: seed of the game's random order.
-        token: the access token; a random one when None.
-    """
-
-    def __init__(
-        self,
-        data_path: str | Path,
-        labels_path: str | Path | None = None,
-        *,
-        game: bool = False,
-        game_shots: int = 100,
-        seed: int = 0,
-        token: str | None = None,
-    ) -> None:
-        self.data_path = Path(data_path)
-        self.reader = CXIReader(self.data_path)
-        self.n_shots = len(self.reader)
-        if self.n_shots == 0:
-            raise InputFileError(f"{self.data_path} has no shots")
-        self.class_names: list[str] = list(self.reader.class_names)
-        self.units = str(self.reader.data.attrs.get("units", ""))
-        self.mask = self.reader.mask
-        self.assembly = assembly_for(self.reader.pixel_position, self.reader.frame_shape)
-        self.labels_path = Path(labels_path) if labels_path else default_labels_path(self.data_path, game)
-        self.token = token or secrets.token_urlsafe(18)
-        self.game = bool(game)
-        self.seed = int(seed)
-        self.truth: np.ndarray | None = None
-        self.order: list[int] = []
-        if self.game:
-            if not self.reader.has_labels:
-                raise ConfigError(f"--game needs a simulated dataset with ground truth; {self.data_path} has "
-                                  "no /entry_1/labels/hit_type")
-            truth = self.reader.hit_type
-            if truth.min() < 0 or truth.max() >= len(self.class_names):
-                raise InputFileError(f"{self.data_path}: hit_type has codes outside 0..{len(self.class_names) - 1}")
-            if game_shots < 1:
-                raise ConfigError(f"--game-shots must be at least 1, got {game_shots}")
-            k = min(int(game_shots), self.n_shots)
-            self.order = [int(i) for i in np.random.default_rng(self.seed).permutation(self.n_shots)[:k]]
-            self.truth = truth
-        self.log = LabelLog(self.labels_path, class_names=self.class_names, n_shots=self.n_shots)
-        self.in_game = set(self.order)
-        if self.game:
-            outside = sorted(set(self.log.labels) - self.in_game)
-            if outside:
-                self.log.close()
-                raise ConfigError(f"{self.labels_path} has labels of shots outside this game (first: {outside[0]}); "
-                                  "use the --seed and --game-shots it was started with, or another --labels file")
-        self.finished = self.game and self._all_played()
-        self.report: dict | None = None
-        self.report_paths: tuple[Path, Path] | None = None
-        self._lock = threading.Lock()
-        self._images: OrderedDict[int, tuple[np.ndarray, dict]] = OrderedDict()
-
-    # ---- navigation
-    def _all_played(self) -> bool:
-        return all(i in self.log.labels for i in self.order)
-
-    def resume_index(self) -> int:
-        """Shot to show first: the game's first unplayed shot, else the first unlabelled shot after the
-        last one labelled (wrapping round), else the last one labelled."""
-        labels = self.log.labels
-        if self.game:
-            return next((i for i in self.order if i not in labels), self.order[-1])
-        last = self.log.last_index
-        start = 0 if last is None else last + 1
-        for k in range(self.n_shots):
-            i = (start + k) % self.n_shots
-            if i not in labels:
-                return i
-        return last if last is not None else 0
-
-    def state(self) -> dict:
-        """Everything the page needs to start (the game's truth is never in it)."""
-        labels = self.log.labels
-        out = {
-            "dataset": self.data_path.name,
-            "labels_file": str(self.labels_path),
-            "n_shots": self.n_shots,
-            "class_names": self.class_names,
-            "units": self.units,
-            "image_shape": list(self.assembly.image_shape),
-            "mode": "game" if self.game else "label",
-            "labels": {str(i): lab for i, lab in labels.items()},
-            "counts": self.log.counts(),
-            "position": self.resume_index(),
-            "colormaps": list(COLORMAPS),
-            "version": __version__,
-        }
-        if self.game:
-            out["game"] = {"order": self.order, "seed": self.seed, "finished": self.finished,
-                           "report": self._report_for_page() if self.finished else None}
-        return out
-
-    # ---- images
-    def shot_image(self, index: int) -> tuple[np.ndarray, dict]:
-        """(H, W) image of shot ``index`` and its statistics (sum, max over unmasked pixels)."""
-        with self._lock:
-            if index in self._images:
-                self._images.move_to_end(index)
-                return self._images[index]
-            frame = self.reader[index]
-            good = frame[~self.mask]
-            stats = {"sum": float(good.sum()) if good.size else 0.0, "max": float(good.max()) if good.size else 0.0}
-            item = (to_image(frame, self.assembly, self.mask), stats)
-            self._images[index] = item
-            while len(self._images) > 16:
-                self._images.popitem(last=False)
-            return item
-
-    def check_index(self, index: object) -> int:
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < self.n_shots:
-            is_int = isinstance(index, int) and not isinstance(index, bool)
-            raise RequestError(HTTPStatus.NOT_FOUND if is_int else HTTPStatus.BAD_REQUEST,
-                               f"shot index must be an integer in 0..{self.n_shots - 1}, got {index!r}")
-        if self.game and index not in self.in_game:
-            raise RequestError(HTTPStatus.NOT_FOUND, f"shot {index} is not part of this game")
-        return index
-
-    # ---- labels
-    def label(self, index: object, label: object) -> dict:
-        """Append a label; returns counts, and the report when this label ended the game."""
-        index = self.check_index(index)
-        if not isinstance(label, str) or label not in self.class_names:
-            raise RequestError(HTTPStatus.BAD_REQUEST,
-                               f"label must be one of {', '.join(self.class_names)}, got {label!r}")
-        if self.finished:
-            raise RequestError(HTTPStatus.CONFLICT, "the game is over")
-        row = self.log.add(index, label)
-        out = {"index": index, "label": label, "time": row.time, "counts": self.log.counts()}
-        if self.game and self._all_played():
-            out["report"] = self.finish()
-        return out
-
-    def undo(self) -> dict:
-        """Withdraw the latest label in force: ``{"index", "label" (now), "counts"}`` (index None: nothing)."""
-        if self.finished:
-            raise RequestError(HTTPStatus.CONFLICT, "the game is over")
-        done = self.log.undo()
-        index, label = done if done else (None, None)
-        return {"index": index, "label": label, "counts": self.log.counts()}
-
-    # ---- the game
-    def finish(self) -> dict:
-        """Score the shots played so far, save the report beside the label file, end the game."""
-        if not self.game or self.truth is None:
-            raise RequestError(HTTPStatus.NOT_FOUND, "not a game: start spi label with --game")
-        labels = self.log.labels
-        played = [i for i in self.order if i in labels]
-        position = {name: k for k, name in enumerate(self.class_names)}
-        guess = np.array([position[labels[i]] for i in played], dtype=np.int64)
-        report = game_report(self.truth[played], guess, self.class_names)
-        extra = {
-            "dataset": str(self.data_path.resolve()),
-            "labels_file": str(self.labels_path.resolve()),
-            "seed": self.seed,
-            "game_shots": len(self.order),
-            "complete": len(played) == len(self.order),
-            "median_seconds_per_label": self._median_seconds(),
-            "finished_at": now_iso(),
-            "spi_version": __version__,
-        }
-        self.report = {**report, **extra}
-        self.report_paths = save_game_report(report, self.labels_path, extra)
-        self.finished = True
-        return self._report_for_page()
-
-    def _median_seconds(self) -> float | None:
-        times = [datetime.fromisoformat(r.time) for r in self.log.rows if r.index in self.in_game]
-        gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
-        return statistics.median(gaps) if gaps else None
-
-    def _report_for_page(self) -> dict:
-        if self.report is None:
-            self.finish()
-        rep = json_safe(self.report)
-        rep["files"] = [str(p) for p in self.report_paths] if self.report_paths else []
-        return rep
-
-    def close(self) -> None:
-        self.log.close()
-        self.reader.close()
-
-
-# --------------------------------------------------------------------------------------------------------
 # HTTP
 
 
@@ -399,6 +104,27 @@ def is_loopback(host: str) -> bool:
 def page_bytes(name: str) -> bytes:
     """A file of ``cli/label_page`` (package data)."""
     return importlib.resources.files("cli").joinpath("label_page", name).read_bytes()
+
+
+class RequestError(Exception):
+    """A request the server refuses: HTTP ``status`` and a one-line message."""
+
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @classmethod
+    def from_session(cls, err: SessionError) -> RequestError:
+        """The HTTP answer to a request the session refused."""
+        return cls(SESSION_STATUS[err.kind], str(err))
+
+
+SESSION_STATUS: dict[str, HTTPStatus] = {
+    "invalid": HTTPStatus.BAD_REQUEST,
+    "not_found": HTTPStatus.NOT_FOUND,
+    "conflict": HTTPStatus.CONFLICT,
+}
+"""HTTP status of each kind of :class:`~spisim.labelling.SessionError`."""
 
 
 class LabelHTTPServer(ThreadingHTTPServer):
@@ -530,6 +256,8 @@ class LabelRequestHandler(BaseHTTPRequestHandler):
                 self._json(self.server.session.state())
             else:
                 self._shot(index, query)
+        except SessionError as err:
+            self._fail(RequestError.from_session(err))
         except RequestError as err:
             allow = {"Allow": "POST"} if err.status == HTTPStatus.METHOD_NOT_ALLOWED else None
             self._fail(err, allow)
@@ -578,6 +306,8 @@ class LabelRequestHandler(BaseHTTPRequestHandler):
                 if body:
                     raise RequestError(HTTPStatus.BAD_REQUEST, "body must be {}")
                 self._json({"report": session.finish()})
+        except SessionError as err:
+            self._fail(RequestError.from_session(err))
         except RequestError as err:
             allow = {"Allow": "GET"} if err.status == HTTPStatus.METHOD_NOT_ALLOWED else None
             self._fail(err, allow)

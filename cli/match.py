@@ -29,7 +29,7 @@ def _quantity(dim: str, unit: str, name: str):  # noqa: ANN202
     def convert(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
         if value is None:
             return None
-        from spisim.manifest import parse_quantity
+        from spisim.units import parse_quantity
 
         return parse_quantity(value, dim, unit, name)
 
@@ -40,7 +40,7 @@ def _radius_range(ctx: click.Context, param: click.Parameter, value: str | None)
     if value is None:
         return None
     from spisim.errors import ConfigError
-    from spisim.manifest import parse_quantity
+    from spisim.units import parse_quantity
 
     parts = value.split(",")
     if len(parts) != 2:

@@ -16,33 +16,13 @@ Example usage:
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import NoReturn
 
 import click
 
 COMPRESSIONS = ("none", "gzip", "lz4", "zstd", "bitshuffle")
-
-
-def _progress_columns() -> list:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        ProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
-
-    class ShotsPerSecond(ProgressColumn):
-        def render(self, task) -> Text:  # noqa: ANN001
-            speed = task.finished_speed or task.speed
-            return Text("- shots/s" if speed is None else f"{speed:.1f} shots/s", style="progress.data.speed")
-
-    return [TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            ShotsPerSecond(), TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("ETA"),
-            TimeRemainingColumn()]
 
 
 @click.command(help=__doc__)
@@ -67,15 +47,14 @@ def _progress_columns() -> list:
 @click.option("--overwrite", is_flag=True, help="Replace an existing output and discard old shards.")
 @click.option("--compression", type=click.Choice(COMPRESSIONS),
               help="Frame compression.  [default: the manifest's `output.compression`; built-in default: gzip]")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar (the summary line is still printed).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display (the summary line is still printed).")
 def command(manifest: str | None, out: str, shots: int | None, seed: int | None, workers: int, backend: str,
             scheduler: str | None, device: str, resume: bool, overwrite: bool, compression: str | None,
             quiet: bool) -> None:
-    from rich.console import Console
-    from rich.progress import Progress
-
+    from cli.progress import Progress
+    from spisim.backend import resolve_device
     from spisim.errors import one_line_warnings
-    from spisim.generate import check_output, generate, resolve_device
+    from spisim.generate import check_output, generate
     from spisim.manifest import load_manifest
 
     one_line_warnings()
@@ -83,19 +62,18 @@ def command(manifest: str | None, out: str, shots: int | None, seed: int | None,
     if compression:
         overrides["output"] = {"compression": compression}
     m = load_manifest(manifest, overrides=overrides)
-    check_output(out, resume=resume, overwrite=overwrite)  # fail before the progress bar shows
+    check_output(out, resume=resume, overwrite=overwrite)  # fail before the progress display shows
     device = resolve_device(device)
-    console = Console(stderr=True)
     try:
-        with Progress(*_progress_columns(), console=console, disable=quiet, transient=False) as progress:
-            task = progress.add_task("simulating", total=m.spec.shots)
+        with contextlib.ExitStack() as stack:
+            bar: list[Progress] = []
 
-            def on_start(to_make: int, already: int) -> None:
-                progress.update(task, total=to_make, description="resuming" if already else "simulating")
-                progress.start_task(task)
+            def on_start(to_make: int, already: int) -> None:  # the manifest's detector and particles are built
+                description = "resuming" if already else "simulating"
+                bar.append(stack.enter_context(Progress(description, to_make, unit="shots", quiet=quiet)))
 
             result = generate(m, out, workers=workers, backend=backend, scheduler=scheduler, device=device,
-                              resume=resume, overwrite=overwrite, progress=lambda n: progress.advance(task, n),
+                              resume=resume, overwrite=overwrite, progress=lambda n: bar[0].advance(n),
                               on_start=on_start)
     except KeyboardInterrupt:
         _interrupted(out)

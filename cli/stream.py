@@ -34,7 +34,6 @@ from pathlib import Path
 import click
 
 from cli.progress import PLAIN_EVERY_S
-from spisim.errors import ConfigError
 
 
 @click.command(name="stream", help=__doc__)
@@ -76,7 +75,8 @@ from spisim.errors import ConfigError
                    "would miss it.")
 @click.option("--queue", "queue_size", type=click.IntRange(min=1), default=256, show_default=True,
               help="Most shots waiting for the classifier; more are dropped, oldest first (memory: this many frames).")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N (torch runtime).")
+@click.option("--device", default="cpu", show_default=True,
+              help="cpu, cuda, cuda:N or auto (the GPU when torch sees one; torch runtime).")
 @click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
               help="torch (CPU or GPU) or onnx (ONNX Runtime on the CPU; the model is exported at start).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -122,9 +122,9 @@ def command(model: Path, source_text: str, support: str, support_labels: Path | 
     )
     from spinet.stream.sources import ReplaySource
     from spinet.stream.stats import StatusPrinter, format_status
+    from spisim.backend import resolve_device
 
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA device is available")
+    device = resolve_device(device, library="torch")
     if threads is not None:
         torch.set_num_threads(threads)
     spec = parse_support(support, support_labels, k)

@@ -503,7 +503,7 @@ def collect_stream(
 
 
 class SpisimShots:
-    """Adapter giving a :class:`spisim.generate.Simulator` the stream interface: ``simulate_shot(index)``,
+    """Adapter giving a :class:`spisim.simulator.Simulator` the stream interface: ``simulate_shot(index)``,
     ``frame_shape``, ``pixel_position``, ``mask``, ``structure_names``."""
 
     def __init__(self, simulator: Any) -> None:
@@ -520,7 +520,7 @@ class SpisimShots:
 
 def as_shot_source(obj: Any) -> Any:
     """``obj`` itself when it has ``simulate_shot`` and ``frame_shape``; a :class:`SpisimShots` adapter
-    for a :class:`spisim.generate.Simulator` (``shot``, ``shape``)."""
+    for a :class:`spisim.simulator.Simulator` (``shot``, ``shape``)."""
     if hasattr(obj, "simulate_shot") and hasattr(obj, "frame_shape"):
         return obj
     if hasattr(obj, "shot") and hasattr(obj, "shape") and hasattr(obj, "detector"):
@@ -529,11 +529,11 @@ def as_shot_source(obj: Any) -> Any:
 
 
 def open_simulator(manifest: str | Path, device: str = "cpu") -> Any:
-    """A live shot source for a simulation manifest (a :class:`spisim.generate.Simulator` behind
+    """A live shot source for a simulation manifest (a :class:`spisim.simulator.Simulator` behind
     :class:`SpisimShots`); ``default`` is the built-in default manifest. Particles are prepared at once,
     so that worker processes share them."""
-    from spisim.generate import Simulator
     from spisim.manifest import load_manifest
+    from spisim.simulator import Simulator
 
     path = None if str(manifest) == "default" else manifest
     return SpisimShots(Simulator(load_manifest(path), device=device).prepare())

@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 
 from spisim.cxi import NOT_SINGLE
+from spisim.jsonutil import json_safe
 
 from .data import UNKNOWN, order_classes
-from .metrics import ClassificationMetrics, classification_metrics, is_single_class, json_safe
+from .metrics import ClassificationMetrics, classification_metrics, is_single_class
 
 SINGLE = "single"
 BINARY_CLASSES: tuple[str, str] = (SINGLE, NOT_SINGLE)

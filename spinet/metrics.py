@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from spisim.jsonutil import json_safe  # re-exported: spinet.report and spinet.labelspace take it from here
+
 
 def is_single_class(name: str) -> bool:
     """True for the single-hit class names ``single`` and ``<structure>/single``."""
@@ -290,18 +292,4 @@ def spread(values: Sequence[float]) -> Spread:
     return Spread(float(v.mean()), std, float(v.min()), float(v.max()), int(v.size))
 
 
-def json_safe(obj: Any) -> Any:
-    """Replace NaN/inf by None and numpy scalars/arrays by Python values, recursively."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return json_safe(obj.tolist())
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    return obj
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from spisim.backend import torch_cuda_available
 from spisim.errors import ConfigError
 
 from .checkpoint import ModelBundle
@@ -185,7 +186,7 @@ def benchmark(
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for device in devices:
-                if device.startswith("cuda") and not torch.cuda.is_available():
+                if device.startswith("cuda") and not torch_cuda_available():
                     raise ConfigError("no CUDA device here: benchmark the CPU only")
                 sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
                 for runtime in runtimes:
@@ -203,3 +204,97 @@ def benchmark(
     finally:
         torch.set_num_threads(prev_threads)
     return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole benchmark of ``spi bench`` (callable without click)
+
+
+def parse_positive_ints(text: str, what: str) -> list[int]:
+    """Comma-separated positive integers (``"1,8,32"``); ConfigError naming ``what`` otherwise."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{what} takes comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"{what} takes positive integers, got {text!r}")
+    return values
+
+
+def parse_frame_shape(text: str, what: str = "--frame-shape") -> tuple[int, int, int]:
+    """``"M,SS,FS"`` → (M, SS, FS) of positive integers."""
+    shape = parse_positive_ints(text, what)
+    if len(shape) != 3:
+        raise ConfigError(f"{what} takes M,SS,FS, got {text!r}")
+    return shape[0], shape[1], shape[2]
+
+
+def parse_runtimes(text: str, what: str = "--runtime") -> list[str]:
+    """Comma-separated names of :data:`RUNTIMES`."""
+    runtimes = [r.strip() for r in text.split(",") if r.strip()]
+    if not runtimes or any(r not in RUNTIMES for r in runtimes):
+        raise ConfigError(f"{what} takes {', '.join(RUNTIMES)}, got {text!r}")
+    return runtimes
+
+
+def bench_devices(device: str) -> list[str]:
+    """The devices to time for ``cpu``, ``cuda`` or ``all`` (the CPU, and the GPU when torch sees one);
+    ConfigError for ``cuda`` without a GPU (:func:`spisim.backend.resolve_device`)."""
+    from spisim.backend import resolve_device
+
+    if device == "all":
+        return ["cpu", "cuda"] if torch_cuda_available() else ["cpu"]
+    return [resolve_device(device, library="torch")]
+
+
+@dataclass
+class BenchReport:
+    """What :func:`run_bench` measured, and on what."""
+
+    arch: str
+    frame_shape: tuple[int, int, int]
+    input_size: int
+    threads: int
+    rows: list[BenchRow]
+
+    def as_dict(self) -> dict:
+        """The JSON document of ``spi bench --json``."""
+        return {"frame_shape": list(self.frame_shape), "input_size": self.input_size, "torch": torch.__version__,
+                "rows": [r.as_dict() for r in self.rows]}
+
+    def verdict(self) -> str | None:
+        """One line on whether the CPU keeps up with LCLS-I (None without CPU rows)."""
+        cpu = [r for r in self.rows if r.device == "cpu"]
+        if not cpu:
+            return None
+        best = max(cpu, key=lambda r: r.shots_per_s)
+        keeps = "keeps up with" if best.shots_per_s >= LCLS_I_HZ else "does NOT keep up with"
+        return (f"CPU, {self.threads} thread{'s' if self.threads > 1 else ''}: best {best.shots_per_s:.0f} shots/s "
+                f"({best.runtime}, batch {best.batch}): {keeps} LCLS-I ({LCLS_I_HZ:.0f} Hz)")
+
+
+def run_bench(
+    model: str | None,
+    *,
+    frame_shape: tuple[int, int, int] = (2, 512, 1024),
+    batch_sizes: Sequence[int] = (1, 8, 32),
+    runtimes: Sequence[str] = ("torch",),
+    devices: Sequence[str] = ("cpu",),
+    threads: int = 1,
+    repeats: int = 10,
+    min_seconds: float = 1.0,
+    on_start: Callable[[ModelBundle], None] | None = None,
+    on_row: Callable[[BenchRow], None] | None = None,
+) -> BenchReport:
+    """Time a checkpoint (``model``), or an untrained default network on a pnCCD-like detector of
+    ``frame_shape`` (``model`` None), with :func:`benchmark`.
+
+    ``on_start`` is called with the loaded model before any timing; the other arguments are :func:`benchmark`'s.
+    """
+    bundle = ModelBundle.load(model) if model is not None else default_bundle(frame_shape=frame_shape)
+    if on_start is not None:
+        on_start(bundle)
+    rows = benchmark(bundle, batch_sizes=batch_sizes, runtimes=runtimes, devices=devices, threads=threads,
+                     repeats=repeats, min_seconds=min_seconds, on_row=on_row)
+    pre = bundle.preprocessor
+    return BenchReport(bundle.config.model.arch, tuple(pre.frame_shape), pre.size, threads, rows)  # type: ignore[arg-type]

@@ -20,6 +20,9 @@ import numpy as np
 from .constants import EV
 from .errors import InputFileError
 
+HDF5_SUFFIXES: tuple[str, ...] = (".h5", ".hdf5", ".hdf", ".cxi", ".nxs")
+"""File suffixes read as HDF5 (CXI) files: datasets named in manifests, geometry files, runs."""
+
 HIT_TYPES: tuple[str, ...] = ("no_hit", "single", "multi", "unintended")
 """Class names in code order: ``HIT_TYPES[code]``."""
 

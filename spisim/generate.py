@@ -1,10 +1,10 @@
-"""The shot loop: per-shot random streams, shards, resume, worker processes and Dask.
+"""A dataset run: shards, resume, worker processes and Dask around :class:`spisim.simulator.Simulator`.
 
 Reproducibility rests on two rules:
 
 * every shot draws from its own streams, made from ``SeedSequence(seed, spawn_key=(1, shot))`` (scene,
-  pulse jitter, detector noise), so a shot does not depend on which worker makes it or in which order;
-  fixed detector defects come from ``spawn_key=(0,)``;
+  pulse jitter, detector noise; :func:`spisim.simulator.shot_streams`), so a shot does not depend on which
+  worker makes it or in which order; fixed detector defects come from ``spawn_key=(0,)``;
 * shots are made in shards of ``output.shard_size`` consecutive shots. Each finished shard is written to
   a temporary name in ``OUT.h5.parts/`` and renamed; at the end one process joins the shards, in order,
   into a temporary file (copying the compressed chunks as they are) and renames it to ``OUT.h5``. The
@@ -14,7 +14,8 @@ Reproducibility rests on two rules:
 ``generate(..., resume=True)`` skips the shards already in ``OUT.h5.parts/`` (after checking that they
 were made from the same manifest, overrides, package version and device, recorded in ``plan.json``).
 
-:class:`Simulator` is also the API for making shots in memory (e.g. to stream them into training).
+The shots themselves are made by :class:`spisim.simulator.Simulator` (re-exported here, with
+:func:`~spisim.simulator.shot_streams` and the manifest builders, for existing callers).
 """
 
 from __future__ import annotations
@@ -29,424 +30,24 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from . import __version__
-from .cxi import CXIWriter, ShotLabels, labels_block, write_shard
+from .backend import resolve_device
+from .cxi import labels_block, write_shard
 from .errors import ConfigError, OutputFileError, SpiError, one_line_warnings, os_error_message
-from .manifest import Manifest, ParticleSpec, load_manifest, parse_manifest
-from .noise import apply_detector, output_dtype, output_units, prepare_effects, pulse_scale
+from .manifest import Manifest, load_manifest, parse_manifest
+from .manifest.build import BACKGROUND_DATASET, MASK_DATASET, build_beam, build_body, build_detector, read_static_mask
+from .simulator import ProgressCallback, Simulator, dataset_attributes, fixed_stream, shot_streams
 
-ProgressCallback = Callable[[int], None]
-"""Called with the number of shots just finished."""
+__all__ = [  # the run; and, re-exported for existing callers, the shot maker and the manifest builders
+    "BACKGROUND_DATASET", "DASK_CONNECT_TIMEOUT", "LOCK_NAME", "MASK_DATASET", "Job", "Plan", "ProgressCallback",
+    "RunResult", "Simulator", "build_beam", "build_body", "build_detector", "check_output", "check_writable_folder",
+    "dataset_attributes", "finished_shards", "fixed_stream", "generate", "make_shard", "parts_dir",
+    "read_static_mask", "resolve_device", "run_shard", "shard_name", "shot_streams",
+]
 
 DASK_CONNECT_TIMEOUT = "20s"
 """How long to try to reach a Dask scheduler given by address."""
-
-
-# ----------------------------------------------------------------------------------------------
-# Random streams
-
-
-def shot_streams(seed: int, index: int) -> tuple[np.random.Generator, np.random.Generator, np.random.SeedSequence]:
-    """(scene generator, jitter generator, detector-noise seed sequence) of shot ``index``.
-
-    Built from ``SeedSequence(seed, spawn_key=(1, index))``; the detector noise gets a seed sequence so
-    that the CPU path (numpy) and the GPU path (CuPy) can each make their own generator from it.
-    """
-    children = np.random.SeedSequence(int(seed), spawn_key=(1, int(index))).spawn(3)
-    return np.random.default_rng(children[0]), np.random.default_rng(children[1]), children[2]
-
-
-def fixed_stream(seed: int) -> np.random.Generator:
-    """The dataset's stream for fixed detector defects (dead and hot pixels)."""
-    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(0,)))
-
-
-# ----------------------------------------------------------------------------------------------
-# Devices
-
-
-def cuda_available() -> bool:
-    """True when CuPy is installed and sees a CUDA device."""
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
-
-
-def resolve_device(device: str) -> str:
-    """``cpu`` or ``cuda`` for ``cpu``/``cuda``/``auto``; ConfigError for cuda without a GPU."""
-    if device not in ("cpu", "cuda", "auto"):
-        raise ConfigError(f"unknown device {device!r}: use cpu, cuda or auto")
-    if device == "auto":
-        return "cuda" if cuda_available() else "cpu"
-    if device == "cuda" and not cuda_available():
-        raise ConfigError("--device cuda: no CUDA GPU found (or CuPy is not installed: pip install cupy-cuda12x); "
-                          "use --device cpu")
-    return device
-
-
-# ----------------------------------------------------------------------------------------------
-# Building the physics objects from a manifest
-
-
-def build_beam(manifest: Manifest) -> Any:
-    """The :class:`spisim.beam.Beam` of a manifest (a peak ``fluence`` is turned into photons per pulse)."""
-    from .beam import Beam
-
-    b = manifest.spec.beam
-    kw = dict(photon_energy_ev=b.photon_energy, focus_diameter_m=b.focus_diameter, profile=b.profile,
-              polarization=b.polarization, sample_radius_m=b.hit_radius)
-    if b.pulse_energy is not None:
-        return Beam(pulse_energy_j=b.pulse_energy, **kw)
-    if b.photons_per_pulse is not None:
-        return Beam(pulse_photons=b.photons_per_pulse, **kw)
-    unit = Beam(pulse_photons=1.0, **kw)
-    return Beam(pulse_photons=b.fluence / unit.peak_fluence, **kw)
-
-
-MASK_DATASET = "/entry_1/instrument_1/detector_1/mask"
-"""Dataset of an HDF5/CXI file read as ``detector.mask`` when the name gives none."""
-
-BACKGROUND_DATASET = "/background"
-"""Dataset of an HDF5 file read as ``noise.background.template`` when the name gives none."""
-
-
-def build_detector(manifest: Manifest) -> Any:
-    """The :class:`spisim.detector.Detector` of a manifest: preset or geometry file, distance, static mask
-    (``detector.mask``, before or after binning), then ``detector.bin``. This is the detector of the data
-    (frames, mask and geometry written); ``detector.oversample`` renders on its subdivision (see
-    :class:`Simulator`)."""
-    d = manifest.spec.detector
-    det = _unbinned_detector(manifest)
-    binned = det.binned(d.bin)
-    if d.mask is None:
-        return binned
-    bad = read_static_mask(manifest)
-    if bad.ndim == 2 and det.shape[0] == 1:
-        bad = bad[None]
-    if bad.shape == det.shape:
-        return det.with_mask(bad).binned(d.bin)
-    if bad.shape == binned.shape:
-        return binned.with_mask(bad)
-    after = f" or, binned by {d.bin}, {binned.shape}" if d.bin > 1 else ""
-    raise ConfigError(f"detector.mask: array of shape {bad.shape} does not fit the detector's data shape "
-                      f"{det.shape}{after}")
-
-
-def read_static_mask(manifest: Manifest) -> np.ndarray:
-    """``detector.mask`` as read, as bool, True = bad (``mask_value: good`` flips the file's meaning)."""
-    d = manifest.spec.detector
-    raw = np.asarray(manifest.read_array(str(d.mask), "detector.mask", MASK_DATASET))
-    if not (raw.dtype == bool or np.issubdtype(raw.dtype, np.number)):
-        raise ConfigError(f"detector.mask: expected numbers (non-zero = {d.mask_value}), got {raw.dtype}")
-    nonzero = raw != 0
-    return nonzero if d.mask_value == "bad" else ~nonzero
-
-
-def _unbinned_detector(manifest: Manifest) -> Any:
-    from .detector import Detector
-
-    d = manifest.spec.detector
-    if d.geometry is not None:
-        path = manifest.resolve_path(d.geometry, "detector.geometry")
-        if d.distance is None:
-            return Detector.load(path)
-        # A CrystFEL file may lack clen or read it from a data file: the distance stands in for it, and the
-        # detector is then moved so that its mean pixel z is the distance (a rigid shift along the beam).
-        clen = d.distance if path.suffix.lower() == ".geom" else None
-        return Detector.load(path, clen_m=clen).with_distance(d.distance)
-    if d.preset == "square":
-        return Detector.preset("square", distance_m=d.distance, n_pixels=d.n_pixels, pixel_size_m=d.pixel_size)
-    return Detector.preset(d.preset, distance_m=d.distance)
-
-
-def build_body(
-    manifest: Manifest,
-    p: ParticleSpec,
-    where: str,
-    photon_energy_ev: float,
-    q_max: float,
-    device: str = "cpu",
-    store: Path | None = None,
-) -> Any:
-    """A scene body (:class:`spisim.scene.AtomicBody` or :class:`~spisim.scene.ContinuumBody`) for a particle.
-
-    ``q_max`` (Å⁻¹) is the largest |q| of the detector; an atomistic body's volume reaches ``q_max`` times
-    the particle's largest stretch (``p.max_stretch``: size factor and stretch lengthen the particle-frame q).
-    ``store``: folder that keeps built reciprocal volumes for other processes (see ``AtomicBody``).
-    """
-    from .particles import make_particle
-    from .scene import AtomicBody, ContinuumBody
-
-    sc = manifest.spec.scattering
-    if p.shape is not None:
-        spec: dict[str, Any] = {"shape": p.shape, "model": "continuum" if p.continuum else "atoms"}
-        if p.shape == "spheroid":
-            spec |= {"a_nm": p.radius * 1e9, "c_nm": p.polar_radius * 1e9}
-        elif p.shape == "shell":
-            spec |= {"outer_radius_nm": p.radius * 1e9, "thickness_nm": p.thickness * 1e9}
-            if p.core_density is not None:
-                spec["core_electron_density"] = p.core_density
-        elif p.shape == "lobed":
-            spec |= {"radius_nm": p.radius * 1e9, "lobes": p.lobes}
-        else:
-            spec["radius_nm"] = p.radius * 1e9
-        if p.continuum:
-            spec["electron_density"] = p.density
-            return ContinuumBody(make_particle(spec))
-        spec["hydrogens"] = p.keep_hydrogens
-        if p.shape_seed:
-            spec["seed"] = p.shape_seed
-        atoms = make_particle(spec)
-        key = f"{p.label}:{json.dumps(spec, sort_keys=True)}"
-    else:
-        from .structure import load_structure
-
-        source = manifest.structure_source(str(p.structure), f"{where}.structure")
-        assembly = None if p.assembly.lower() == "none" else p.assembly
-        atoms = load_structure(source, assembly=assembly, keep_waters=p.keep_waters, keep_hydrogens=p.keep_hydrogens)
-        key = f"{p.label}:{source}:{p.assembly}:{p.keep_waters}:{p.keep_hydrogens}"
-    if p.max_stretch != 1.0:
-        q_max = q_max * p.max_stretch
-    return AtomicBody(atoms, key, photon_energy_ev, q_max, method=sc.method, anomalous=sc.anomalous, device=device,
-                      store=store)
-
-
-# ----------------------------------------------------------------------------------------------
-# The simulator
-
-
-class Simulator:
-    """Makes the shots of a manifest, one at a time, identically in any process.
-
-    Args:
-        manifest: a validated manifest.
-        device: ``cpu`` or ``cuda`` (``auto`` picks); the GPU path gives statistically equal but not
-            bit-equal frames (CuPy's random streams differ from numpy's).
-        volume_store: folder where reciprocal volumes are saved once built and loaded by later users.
-
-    Geometry, beam and fixed detector effects are made at once; particles (structures, reciprocal
-    volumes) on the first shot, so that a process that only joins shards stays light.
-
-    :attr:`detector` is the detector of the data (binned by ``detector.bin``, with the static mask);
-    patterns are rendered on :attr:`render_detector`, its subdivision by ``detector.oversample``, and
-    their expected photons summed back onto the data pixels (pixel-area integration).
-    """
-
-    def __init__(self, manifest: Manifest, device: str = "cpu", volume_store: Path | None = None) -> None:
-        self.manifest = manifest
-        self.volume_store = volume_store
-        self.spec = manifest.spec
-        self.device = resolve_device(device)
-        self.beam = build_beam(manifest)
-        self.detector = build_detector(manifest)
-        det = self.detector
-        self.shape: tuple[int, int, int] = tuple(det.shape)  # type: ignore[assignment]
-        q = det.q_vectors(self.beam.wavelength_angstrom)
-        self.covered = np.asarray(det.covered, bool)
-        self.q_abs = np.where(self.covered, np.linalg.norm(np.nan_to_num(q), axis=-1), 0.0)
-        self.solid_angle = np.where(self.covered, det.solid_angles(), 0.0)
-        self.polarization = np.asarray(det.polarization_factor(self.spec.beam.polarization))
-        noise = self.spec.noise
-        shadow = np.zeros(self.shape, bool)
-        if noise.beamstop > 0:
-            shadow = det.with_beamstop(noise.beamstop).mask & ~det.mask
-        template = None
-        if noise.background.kind == "template":
-            template = manifest.read_array(str(noise.background.template), "noise.background.template",
-                                           BACKGROUND_DATASET)
-        self.effects = prepare_effects(
-            noise, detector_mask=det.mask, shadow=shadow, q_abs=self.q_abs, solid_angle=self.solid_angle,
-            polarization=self.polarization, rng=fixed_stream(self.spec.seed), background_template=template,
-        )
-        self.dtype = output_dtype(noise, self.spec.output.dtype)
-        self.units = output_units(noise)
-        self.oversample = int(self.spec.detector.oversample)
-        if self.oversample == 1:
-            self.render_detector = det
-            self._q, self._render_covered = q, self.covered
-            self._render_solid, self._render_pol = self.solid_angle, self.polarization
-        else:
-            fine = det.subdivided(self.oversample)
-            self.render_detector = fine
-            self._q = fine.q_vectors(self.beam.wavelength_angstrom)
-            self._render_covered = np.asarray(fine.covered, bool)
-            self._render_solid = np.where(self._render_covered, fine.solid_angles(), 0.0)
-            self._render_pol = np.asarray(fine.polarization_factor(self.spec.beam.polarization))
-        self._scene_model: Any = None
-        self._pattern: Any = None
-        self._xp: Any = np
-        self._effects_dev: Any = self.effects
-        self._covered_dev: Any = self.covered
-
-    # ---- lazily built parts ----
-    def _prepare(self) -> None:
-        if self._scene_model is not None:
-            return
-        from .scene import Kind, PatternModel, SceneModel, alias_distance
-
-        spec = self.spec
-        cov = self._render_covered
-        q_cov = np.ascontiguousarray(self._q[cov])
-        q_max = float(np.linalg.norm(q_cov, axis=1).max()) if len(q_cov) else 0.0
-        energy = spec.beam.photon_energy
-        names = spec.structure_names
-        dev, store = self.device, self.volume_store
-        particles = [Kind(i, p.weight, build_body(self.manifest, p, f"particles[{i}]", energy, q_max, dev, store),
-                          p.scale, p.size_sd, p.aspect_sd)
-                     for i, p in enumerate(spec.particles)]
-        off = len(spec.particles)
-        molecules = [
-            Kind(off + i, m.weight, build_body(self.manifest, m, f"unintended.molecules[{i}]", energy, q_max, dev,
-                                               store), m.scale, m.size_sd, m.aspect_sd)
-            for i, m in enumerate(spec.unintended.molecules)
-        ]
-        probs = np.array(list(spec.hits.probabilities().values()))
-        self._scene_model = SceneModel(probs, particles, molecules, spec.multi, spec.unintended,
-                                       self.beam.sample_position, names)
-        for kind in (*particles, *molecules):  # build reciprocal volumes now, not inside the first shot
-            if getattr(kind.body, "method", None) == "fast":
-                kind.body.volume()
-        xp = np
-        solid, pol = self._render_solid[cov], self._render_pol[cov]
-        if self.device == "cuda":
-            import cupy as xp  # noqa: N813
-
-            q_cov, solid, pol = xp.asarray(q_cov), xp.asarray(solid), xp.asarray(pol)
-            e = self.effects
-            self._effects_dev = type(e)(**{k: (xp.asarray(v) if isinstance(v, np.ndarray) else v)
-                                           for k, v in e.__dict__.items()})
-        self._xp = xp
-        self._covered_dev = xp.asarray(cov)  # the rendered (sub-)pixels
-        self._pattern = PatternModel(q_cov, solid, pol, self.beam.fluence_at, alias_distance(self._q, cov),
-                                     spec.multi.coherence)
-
-    def prepare(self) -> Simulator:
-        """Load the particles and build their reciprocal volumes now (else on the first shot)."""
-        self._prepare()
-        return self
-
-    @property
-    def scene_model(self) -> Any:
-        """The :class:`spisim.scene.SceneModel` (built on first use)."""
-        self._prepare()
-        return self._scene_model
-
-    @property
-    def pattern_model(self) -> Any:
-        """The :class:`spisim.scene.PatternModel` (built on first use)."""
-        self._prepare()
-        return self._pattern
-
-    def expected_photons(self, index: int) -> tuple[Any, Any, float, float]:
-        """Shot ``index`` before detector effects and background.
-
-        Returns:
-            (expected photons scattered by the particles (M, SS, FS) float64 (numpy, or CuPy on the GPU),
-            the :class:`~spisim.scene.Scene`, fluence at the first particle (photons/m²; the pulse's peak
-            fluence for a no-hit), pulse scale).
-        """
-        return self._expected(index, shot_streams(self.spec.seed, index))
-
-    def _expected(self, index: int, streams: tuple) -> tuple[Any, Any, float, float]:
-        self._prepare()
-        scene_rng, jitter_rng, _ = streams
-        scene = self._scene_model.draw(scene_rng)
-        scale = pulse_scale(jitter_rng, self.spec.noise.jitter)
-        sample, fluence = self._pattern.render(scene, scale)
-        if self.oversample == 1:
-            photons = self._xp.zeros(self.shape)
-            photons[self._covered_dev] = sample
-        else:  # sum the sub-pixels of each pixel: the integral over its solid angle (on the device with CuPy)
-            from .detector.binning import bin_sum
-
-            fine = self._xp.zeros(self._covered_dev.shape)
-            fine[self._covered_dev] = sample
-            photons = bin_sum(fine, self.oversample)
-        if not scene.particles:
-            fluence = float(self.beam.peak_fluence) * scale
-        return photons, scene, fluence, scale
-
-    def shot(self, index: int) -> tuple[np.ndarray, ShotLabels]:
-        """Frame (M, SS, FS) of :attr:`dtype` and labels of shot ``index``."""
-        streams = shot_streams(self.spec.seed, index)
-        photons, scene, fluence, scale = self._expected(index, streams)
-        xp = self._xp
-        eff = self._effects_dev
-        valid = ~eff.mask
-        total = float(photons[valid].sum())
-        background = eff.background * scale
-        bg = self.spec.noise.background
-        if bg.jitter > 0:  # drawn after the pulse scale, from the same stream: nothing else moves
-            background = background * pulse_scale(streams[1], bg.jitter)
-        bg_total = float(background[valid].sum())
-        noise_seq = streams[2]
-        if xp is np:
-            rng = np.random.default_rng(noise_seq)
-        else:
-            rng = xp.random.Generator(xp.random.XORWOW(int(noise_seq.generate_state(1, np.uint64)[0])))
-        frame = apply_detector(photons + background, self.spec.noise, eff, rng, self.dtype)
-        if xp is not np:
-            frame = xp.asnumpy(frame)
-        parts = scene.particles
-        labels = ShotLabels(
-            hit_type=scene.hit_type,
-            structure=np.array([p.structure for p in parts], dtype=np.int16),
-            orientation=np.array([p.quaternion for p in parts]).reshape(-1, 4),
-            position=np.array([p.position for p in parts]).reshape(-1, 3),
-            fluence=fluence,
-            total_photons=total,
-            pulse_scale=scale,
-            background_photons=bg_total,
-            scale=np.array([p.scale for p in parts], dtype=np.float64),
-            aspect=np.array([p.aspect for p in parts], dtype=np.float64),
-        )
-        return frame, labels
-
-    def shots(self, start: int, stop: int, progress: ProgressCallback | None = None
-              ) -> tuple[np.ndarray, list[ShotLabels]]:
-        """Frames (stop − start, M, SS, FS) and labels of consecutive shots; ``progress(1)`` after each."""
-        frames = np.empty((stop - start, *self.shape), dtype=self.dtype)
-        labels = []
-        for i in range(start, stop):
-            frames[i - start], lab = self.shot(i)
-            labels.append(lab)
-            if progress is not None:
-                progress(1)
-        return frames, labels
-
-    def writer(self, path: str | Path, n_shots: int, compression: str | None = None) -> CXIWriter:
-        """A :class:`CXIWriter` for this dataset's geometry, labels and attributes."""
-        spec = self.spec
-        return CXIWriter(
-            path, n_shots,
-            pixel_position=self.detector.pixel_positions, solid_angle=self.solid_angle, mask=self.effects.mask,
-            photon_energy_ev=spec.beam.photon_energy, pulse_energy_j=self.pulse_energy_j,
-            structures=spec.structure_names, max_particles=spec.max_particles, dtype=self.dtype, units=self.units,
-            compression=compression or spec.output.compression, attrs=dataset_attributes(self.manifest),
-        )
-
-    @property
-    def pulse_energy_j(self) -> float:
-        """Nominal pulse energy (J)."""
-        return float(self.beam.pulse_energy)
-
-
-def dataset_attributes(manifest: Manifest) -> dict[str, Any]:
-    """Root attributes of a dataset: manifest text, its source, overrides, seed and package version."""
-    return {
-        "spi_version": __version__,
-        "spi_manifest": manifest.text,
-        "spi_manifest_source": manifest.source,
-        "spi_overrides": json.dumps(manifest.overrides, sort_keys=True),
-        "spi_seed": int(manifest.spec.seed),
-    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -673,7 +274,8 @@ def generate(
         overwrite: replace an existing ``out`` and discard old shards.
         compression: overrides ``output.compression``.
         progress: called with the number of shots finished since the last call.
-        on_start: called once with (shots to make now, shots already done).
+        on_start: called once with (shots to make now, shots already done), once the detector, the noise and
+            the particles are built (their volumes too), before the first shot.
         _fail_after_shards: testing hook: raise after that many new shards (simulates a crash).
 
     Returns:
@@ -784,14 +386,14 @@ def _run(manifest: Manifest, out: Path, folder: Path, plan: Plan, fp: str, devic
     done = {s for s in range(plan.n_shards) if (folder / shard_name(s)).is_file()}
     todo = [s for s in range(plan.n_shards) if s not in done]
     shots_done = sum(plan.bounds(s)[1] - plan.bounds(s)[0] for s in done)
-    if on_start is not None:
-        on_start(plan.n_shots - shots_done, shots_done)
-
     job = Job(manifest.text, manifest.source, str(manifest.base_dir) if manifest.base_dir else None,
               manifest.overrides, device, str(folder), compression, os.getcwd())
     sim = Simulator(manifest, device, job.volume_store)
     if todo:
         sim.prepare()  # loads the particles and builds (or loads) their volumes once, for every worker
+    if on_start is not None:  # what a user can get wrong has been checked by now
+        on_start(plan.n_shots - shots_done, shots_done)
+    if todo:
         if backend == "dask":
             _run_dask(job, todo, plan, workers, scheduler, progress, fail_after)
         elif workers == 1 or len(todo) == 1:

@@ -41,6 +41,7 @@ import numpy as np
 
 from .cxi import HIT_TYPES, LABEL_CLASSES, LABELS_PATH
 from .errors import InputFileError
+from .jsonutil import json_safe
 
 HEADER: tuple[str, str, str] = ("index", "label", "time")
 """The first line of every label file."""
@@ -319,17 +320,6 @@ def game_report(truth: np.ndarray, guess: np.ndarray, class_names: Sequence[str]
         "classes": classes,
         "confusion": confusion.tolist(),
     }
-
-
-def json_safe(value: object) -> object:
-    """NaN → None, recursively (JSON has no NaN)."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def game_report_paths(labels_path: str | Path) -> tuple[Path, Path]:

@@ -1,7 +1,7 @@
 """Background and detector effects: from expected photons to the frames a detector records.
 
-Each effect is configured by :class:`spisim.manifest.NoiseSpec` and each can be switched off; with
-all off, the frame is the expected photon count (float). The order follows the physics:
+Each effect is configured by :class:`NoiseParameters` (which a manifest's ``noise`` section builds) and
+each can be switched off; with all off, the frame is the expected photon count (float). The order follows the physics:
 
 1. shot-to-shot pulse-energy jitter scales the fluence (:func:`pulse_scale`; applied to sample and
    background alike by the shot loop);
@@ -25,22 +25,75 @@ pattern) live in :class:`DetectorEffects`, made once by :func:`prepare_effects`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .manifest import BackgroundSpec, NoiseSpec
+from .backend import get_array_module
+
+BACKGROUND_KINDS: tuple[str, ...] = ("gas", "water", "flat", "template")
+"""Background patterns :func:`background_photons` makes."""
 
 
-def get_array_module(x: Any) -> Any:
-    """``cupy`` for a CuPy array, else ``numpy``."""
-    mod = type(x).__module__
-    if mod.startswith("cupy"):
-        import cupy
+@dataclass(frozen=True)
+class BackgroundParameters:
+    """Smooth background scattering (gas, the jet, water around the sample) at the nominal pulse energy.
 
-        return cupy
-    return np
+    Attributes:
+        kind: one of :data:`BACKGROUND_KINDS` (see :func:`background_profile`; ``template``: a given pattern).
+        photons: expected background photons per shot on the valid pixels (0: off); ``template`` with None:
+            the template's own total.
+        q0: width of the gas profile, Å⁻¹.
+        jitter: relative rms of a per-shot log-normal factor of the background alone (0: none).
+    """
+
+    kind: str = "gas"
+    photons: float | None = 0.0
+    q0: float = 0.05
+    jitter: float = 0.0
+
+
+@dataclass(frozen=True)
+class NoiseParameters:
+    """Background and detector effects (see the module doc), each off at its default except Poisson statistics.
+
+    Detector values (``pedestal``, ``readout``, ``common_mode``, ``saturation``, ``hot_level``) are in ADU when
+    ``gain`` is set, else in photons.
+
+    Attributes:
+        background: the background photons.
+        jitter: relative rms shot-to-shot pulse-energy jitter (log-normal, mean 1).
+        poisson: Poisson photon statistics.
+        gain: ADU per photon; None: frames stay in photons.
+        pedestal: constant offset of every pixel.
+        readout: rms Gaussian readout noise per pixel.
+        common_mode: rms of an offset drawn per shot for each panel (or block).
+        common_mode_block: (ss, fs) pixels of one common-mode region; None: the whole panel.
+        saturation: largest value a pixel can read; None: none.
+        dead_pixels: fraction of pixels that read no signal (fixed for a dataset).
+        hot_pixels: fraction of pixels that read ``hot_level`` on top of their signal (fixed).
+        hot_level: extra reading of a hot pixel; None: ``saturation`` if set, else 100 photons.
+        mask_bad_pixels: dead and hot pixels are marked in the dataset's mask.
+        missing_panels: panel indices that read 0 in every shot.
+        beamstop: radius (m) of a beamstop on the beam axis in the detector plane (0: none).
+    """
+
+    background: BackgroundParameters = field(default_factory=BackgroundParameters)
+    jitter: float = 0.0
+    poisson: bool = True
+    gain: float | None = None
+    pedestal: float = 0.0
+    readout: float = 0.0
+    common_mode: float = 0.0
+    common_mode_block: tuple[int, int] | None = None
+    saturation: float | None = None
+    dead_pixels: float = 0.0
+    hot_pixels: float = 0.0
+    hot_level: float | None = None
+    mask_bad_pixels: bool = True
+    missing_panels: tuple[int, ...] = ()
+    beamstop: float = 0.0
 
 
 def pulse_scale(rng: np.random.Generator, jitter: float) -> float:
@@ -106,7 +159,7 @@ def check_background_template(values: np.ndarray, shape: tuple[int, int, int], v
 
 
 def background_photons(
-    spec: BackgroundSpec, q_abs: np.ndarray, solid_angle: np.ndarray, polarization: np.ndarray, valid: np.ndarray,
+    spec: BackgroundParameters, q_abs: np.ndarray, solid_angle: np.ndarray, polarization: np.ndarray, valid: np.ndarray,
     template: np.ndarray | None = None,
 ) -> np.ndarray:
     """Expected background photons per pixel (M, SS, FS) float64 at the nominal pulse energy.
@@ -172,7 +225,7 @@ class DetectorEffects:
 
 
 def prepare_effects(
-    spec: NoiseSpec,
+    spec: NoiseParameters,
     *,
     detector_mask: np.ndarray,
     shadow: np.ndarray,
@@ -226,14 +279,14 @@ def prepare_effects(
                            hot_level=float(hot_level))
 
 
-def output_dtype(spec: NoiseSpec, dtype: str = "auto") -> str:
+def output_dtype(spec: NoiseParameters, dtype: str = "auto") -> str:
     """``float32`` or ``int32``: ``auto`` is int32 when a gain is set (ADU), else float32."""
     if dtype != "auto":
         return dtype
     return "int32" if spec.gain is not None else "float32"
 
 
-def output_units(spec: NoiseSpec) -> str:
+def output_units(spec: NoiseParameters) -> str:
     """``adu`` when a gain is set, else ``photons``."""
     return "adu" if spec.gain is not None else "photons"
 
@@ -268,7 +321,8 @@ def _poisson(xp: Any, rng: Any, lam: Any) -> Any:
     return out
 
 
-def apply_detector(photons: Any, spec: NoiseSpec, effects: DetectorEffects, rng: Any, dtype: str = "float32") -> Any:
+def apply_detector(photons: Any, spec: NoiseParameters, effects: DetectorEffects, rng: Any,
+                   dtype: str = "float32") -> Any:
     """One frame as the detector records it, from expected photons (background included).
 
     Args:

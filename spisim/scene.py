@@ -35,11 +35,17 @@ from typing import Any, Protocol
 import numpy as np
 
 from .atoms import Atoms
+from .backend import get_array_module
+from .continuum import (
+    ContinuumParticle,
+    UniformPolyhedron,
+    UniformShell,
+    UniformSphere,
+    UniformSpheroid,
+    polyhedron_amplitude,
+)
 from .cxi import HIT_TYPES
-from .manifest import DebrisSpec, MultiSpec, UnintendedSpec
-from .noise import get_array_module
 from .orientation import quaternion_to_matrix, random_quaternions
-from .particles import ContinuumParticle, UniformPolyhedron, UniformSphere, UniformSpheroid, polyhedron_amplitude
 from .photons import expected_photons
 
 
@@ -76,8 +82,6 @@ def continuum_form_factor(particle: ContinuumParticle, q: Any) -> Any:
 
     The array-module-generic twin of ``particle.form_factor`` (numpy or CuPy), used on the GPU.
     """
-    from .particles import UniformShell
-
     xp = get_array_module(q)
 
     def phi(x: Any) -> Any:
@@ -357,7 +361,75 @@ def place_aggregate(rng: np.random.Generator, radii: Sequence[float], overlap: f
     return pos
 
 
-def _draw_count_multi(rng: np.random.Generator, spec: MultiSpec) -> int:
+@dataclass(frozen=True)
+class MultiHits:
+    """How a multiple hit is made: 2 to N particles in a cluster.
+
+    Attributes:
+        n_min, n_max: fewest and most particles.
+        distribution: ``uniform`` on n_min..n_max, or ``poisson`` with ``mean``, redrawn until inside.
+        mean: mean of the poisson law.
+        placement: ``touching`` (each particle touches one placed before, plus ``gap``), ``cluster`` (centres
+            uniform in a ball of ``cluster_radius``, no overlaps) or ``aggregate`` (see :func:`place_aggregate`).
+        gap: m, extra distance between the bounding spheres of touching particles.
+        cluster_radius: m, radius of the ball of centres (``cluster``).
+        overlap: largest fraction by which neighbours of an aggregate interpenetrate.
+        same_species: all particles of one hit are of one kind.
+        coherence: ``auto``, ``coherent`` or ``incoherent`` (see :func:`coherent_groups`).
+    """
+
+    n_min: int
+    n_max: int
+    distribution: str
+    mean: float
+    placement: str
+    gap: float
+    cluster_radius: float
+    overlap: float
+    same_species: bool
+    coherence: str
+
+
+@dataclass(frozen=True)
+class SpheroidLaw:
+    """Continuum spheroids of an unintended hit: equatorial radius (m) uniform in ``radius``, axis ratio c/a
+    uniform in ``aspect``, electron density ``density`` (e/Å³)."""
+
+    radius: tuple[float, float]
+    aspect: tuple[float, float]
+    density: float
+
+
+@dataclass(frozen=True)
+class DebrisLaw:
+    """A debris cluster: ``n`` fragments (uniform in [low, high]), each a spheroid as :class:`SpheroidLaw` says,
+    their centres uniform in a ball of ``cluster_radius`` (m)."""
+
+    n: tuple[int, int]
+    radius: tuple[float, float]
+    aspect: tuple[float, float]
+    density: float
+    cluster_radius: float
+
+
+@dataclass(frozen=True)
+class UnintendedHits:
+    """Hits on what is not the sample.
+
+    Attributes:
+        weights: relative weights of ``droplet``, ``salt``, ``debris`` and ``molecule`` (0 for a kind that cannot
+            occur, e.g. molecule without molecules).
+        droplet, salt: their spheroid laws.
+        debris: the debris law.
+    """
+
+    weights: dict[str, float]
+    droplet: SpheroidLaw
+    salt: SpheroidLaw
+    debris: DebrisLaw
+
+
+def _draw_count_multi(rng: np.random.Generator, spec: MultiHits) -> int:
     if spec.distribution == "uniform":
         return int(rng.integers(spec.n_min, spec.n_max + 1))
     for _ in range(1000):
@@ -375,7 +447,7 @@ class SceneModel:
         hit_probabilities: (4,) in :data:`spisim.cxi.HIT_TYPES` order.
         particles: the sample kinds (single and multiple hits).
         molecules: other molecules (unintended hits).
-        multi, unintended: the manifest's settings.
+        multi, unintended: how multiple and unintended hits are made.
         sample_position: rng -> (3,) m, where a hit happens (e.g. :meth:`spisim.beam.Beam.sample_position`).
         names: structure names the labels index; droplet, salt and debris must be among them.
     """
@@ -383,8 +455,8 @@ class SceneModel:
     hit_probabilities: np.ndarray
     particles: Sequence[Kind]
     molecules: Sequence[Kind]
-    multi: MultiSpec
-    unintended: UnintendedSpec
+    multi: MultiHits
+    unintended: UnintendedHits
     sample_position: Callable[[np.random.Generator], np.ndarray]
     names: Sequence[str]
 
@@ -425,7 +497,7 @@ class SceneModel:
 
     def _draw_unintended(self, rng: np.random.Generator, centre: np.ndarray) -> tuple[PlacedParticle, ...]:
         u = self.unintended
-        weights = u.weights()
+        weights = u.weights
         kind = list(weights)[_pick(rng, list(weights.values()))]
         if kind == "molecule":
             m = self.molecules[_pick(rng, [k.weight for k in self.molecules])]
@@ -437,7 +509,7 @@ class SceneModel:
             return (self._place(rng, index, body, centre),)
         return self._draw_debris(rng, centre, index, u.debris)
 
-    def _draw_debris(self, rng: np.random.Generator, centre: np.ndarray, index: int, spec: DebrisSpec) -> tuple:
+    def _draw_debris(self, rng: np.random.Generator, centre: np.ndarray, index: int, spec: DebrisLaw) -> tuple:
         n = int(rng.integers(spec.n[0], spec.n[1] + 1))
         bodies = [_random_spheroid(rng, spec.radius, spec.aspect, spec.density) for _ in range(n)]
         offsets = place_in_cluster(rng, [b.radius_angstrom * 1e-10 for b in bodies], spec.cluster_radius)

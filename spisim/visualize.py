@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,38 @@ def _indices_text(idx: np.ndarray, limit: int = 10) -> str:
     return shown + (f" and {idx.size - limit} more" if idx.size > limit else "")
 
 
+@dataclass
+class _Shown:
+    """What the figure of :func:`show_dataset` shows, read from the file in one pass (see there)."""
+
+    path: Path
+    n: int
+    names: list[str]
+    hit_type: np.ndarray
+    units: str
+    shape: tuple[int, int, int]
+    energy: float | None
+    n_particles: np.ndarray | None
+    r: np.ndarray
+    r_label: str
+    good: np.ndarray
+    extent: Any
+    examples: dict[int, np.ndarray]
+    profile_pick: dict[int, np.ndarray]
+    scan: _Scan
+    skipped: np.ndarray
+
+    @property
+    def codes(self) -> list[int]:
+        return sorted(self.examples)
+
+    def name(self, code: int) -> str:
+        return self.names[code] if code < len(self.names) else str(code)
+
+    def edges(self) -> np.ndarray:
+        return np.linspace(0.0, float(self.r[self.good].max()) if self.good.any() else 1.0, 61)
+
+
 def show_dataset(path: str | Path, out: str | Path, *, per_class: int = 4, max_profile_shots: int = 200,
                  dpi: int = 110, block_bytes: int = 64 << 20, on_start: Callable[[int], None] | None = None,
                  progress: Callable[[int], None] | None = None, say: Callable[[str], None] | None = None) -> Path:
@@ -125,15 +158,32 @@ def show_dataset(path: str | Path, out: str | Path, *, per_class: int = 4, max_p
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
-
-    from .detector.assemble import build_assembly_map
 
     if per_class < 1:
         from .errors import ConfigError
 
         raise ConfigError(f"--per-class must be >= 1, got {per_class}")
     picture_format(out)  # a bad output name fails before the data are read
+    shown = _read_shown(Path(path), per_class, max_profile_shots, block_bytes, on_start, progress, say)
+    fig = plt.figure(figsize=(2.3 * per_class + 6.2, max(2.35 * len(shown.codes) + 1.2, 5.0)), layout="constrained")
+    outer = fig.add_gridspec(1, 2, width_ratios=[2.3 * per_class, 6.0])
+    right = outer[1].subgridspec(2, 1)
+    _draw_montage(fig, outer[0].subgridspec(len(shown.codes), per_class), shown, per_class)
+    _draw_profiles(fig.add_subplot(right[0]), shown)
+    _draw_totals(fig.add_subplot(right[1]), shown)
+    left_out = f" ({shown.skipped.size} without a finite pixel left out)" if shown.skipped.size else ""
+    shape, energy = shown.shape, shown.energy
+    fig.suptitle(f"{Path(path).name}: {shown.n} shots{left_out}, detector {shape[0]}×{shape[1]}×{shape[2]}"
+                 + (f", {energy:.0f} eV" if energy else ""), fontsize=12)
+    return _save(fig, Path(out), dpi)
+
+
+def _read_shown(path: Path, per_class: int, max_profile_shots: int, block_bytes: int,
+                on_start: Callable[[int], None] | None, progress: Callable[[int], None] | None,
+                say: Callable[[str], None] | None) -> _Shown:
+    """Open the file, check it, and read what the figure needs in one pass over the frames (see show_dataset)."""
+    from .detector.assemble import build_assembly_map
+
     with CXIReader(path) as reader:
         n = len(reader)
         if n == 0:
@@ -142,19 +192,11 @@ def show_dataset(path: str | Path, out: str | Path, *, per_class: int = 4, max_p
         hit_type = reader.hit_type if reader.has_labels else np.zeros(n, np.int64)
         if hit_type.shape != (n,):
             raise InputFileError(f"{path}: {hit_type.size} hit_type labels for {n} shots")
-        units = str(reader.data.attrs.get("units", "counts"))
-        mask = reader.mask
-        shape = reader.frame_shape
-        pos = reader.pixel_position
-        energy = reader.photon_energy_ev
-        n_particles = reader.labels("n_particles") if f"{LABELS_PATH}/n_particles" in reader.file else None
-
+        shape, pos, energy = reader.frame_shape, reader.pixel_position, reader.photon_energy_ev
         covered = np.isfinite(pos).all(-1) if pos is not None else np.ones(shape, bool)
-        good = covered & ~mask
+        good = covered & ~reader.mask
         image, r, r_label, extent = _layout(pos, covered, good, shape, energy, build_assembly_map)
         edges = np.linspace(0.0, float(r[good].max()) if good.any() else 1.0, 61)
-        bins = _radial_bins(r, good, edges)
-
         examples = pick_examples(hit_type, per_class)
         profile_pick = {}
         for c in examples:
@@ -162,7 +204,7 @@ def show_dataset(path: str | Path, out: str | Path, *, per_class: int = 4, max_p
             profile_pick[c] = idx[np.unique(np.linspace(0, idx.size - 1, min(max_profile_shots, idx.size)).astype(int))]
         want_image = {int(i) for idx in examples.values() for i in idx}
         want_profile = {int(i) for idx in profile_pick.values() for i in idx}
-        scan = _Scan(n, good, image, bins, len(edges) - 1, want_image, want_profile)
+        scan = _Scan(n, good, image, _radial_bins(r, good, edges), len(edges) - 1, want_image, want_profile)
         if on_start is not None:
             on_start(n)
         step = max(1, int(block_bytes) // max(1, 4 * int(np.prod(shape))))
@@ -171,121 +213,139 @@ def show_dataset(path: str | Path, out: str | Path, *, per_class: int = 4, max_p
             scan.add(np.asarray(reader.data[start:stop], dtype=np.float32).reshape(stop - start, *shape), start)
             if progress is not None:
                 progress(stop - start)
-        totals, n_bad, usable, images = scan.totals, scan.n_bad, scan.usable, scan.images
-
-        skipped = np.flatnonzero(~usable)
-        masked_shots = np.flatnonzero(usable & (n_bad > 0))
-        if say is not None and masked_shots.size:
-            say(f"{int(n_bad[masked_shots].sum()):,} non-finite pixels (NaN or inf) in {masked_shots.size} shot"
-                f"{'s' if masked_shots.size != 1 else ''} of {path} were masked ({_indices_text(masked_shots)})")
-        if skipped.size == n:
-            raise InputFileError(f"{path}: no shot has a finite unmasked pixel (all {n} are NaN or inf): "
-                                 f"nothing to draw")
-        if say is not None and skipped.size:
-            say(f"{skipped.size} shot{'s' if skipped.size != 1 else ''} of {path} with no finite unmasked pixel "
-                f"left out of the picture ({_indices_text(skipped)})")
+        skipped = _report_bad_shots(path, scan, say)
         if skipped.size:  # show other shots of the class instead of the skipped ones
-            kept_type = np.where(usable, hit_type, -1)
-            examples = pick_examples(kept_type, per_class)
-            missing = sorted({int(i) for idx in examples.values() for i in idx} - set(images))
+            hit_type = np.where(scan.usable, hit_type, -1)
+            examples = pick_examples(hit_type, per_class)
+            missing = sorted({int(i) for idx in examples.values() for i in idx} - set(scan.images))
             if missing:
-                block = reader.frames(missing)
-                for i, frame in zip(missing, block, strict=True):
-                    images[i] = image(np.where(np.isfinite(frame), frame, np.nan))
-            hit_type = kept_type
+                for i, frame in zip(missing, reader.frames(missing), strict=True):
+                    scan.images[i] = image(np.where(np.isfinite(frame), frame, np.nan))
+        units = str(reader.data.attrs.get("units", "counts"))
+        n_particles = reader.labels("n_particles") if f"{LABELS_PATH}/n_particles" in reader.file else None
+        return _Shown(path=path, n=n, names=names, hit_type=hit_type, units=units, shape=shape, energy=energy,
+                      n_particles=n_particles, r=r, r_label=r_label, good=good, extent=extent, examples=examples,
+                      profile_pick=profile_pick, scan=scan, skipped=skipped)
 
-    codes = sorted(examples)
-    shown_images = {c: [images[int(i)] for i in examples[c]] for c in codes}
-    profile_rows = {c: np.array([scan.profiles[int(i)] for i in profile_pick.get(c, []) if usable[i]]).reshape(
-        -1, len(edges) - 1) for c in codes}
-    values = np.concatenate([np.ravel(i)[np.isfinite(np.ravel(i))] for c in codes for i in shown_images[c]])
+
+def _report_bad_shots(path: Path, scan: _Scan, say: Callable[[str], None] | None) -> np.ndarray:
+    """Say how many non-finite pixels were masked and which shots are left out; returns the left-out shots.
+
+    Raises:
+        InputFileError: no shot has a finite unmasked pixel.
+    """
+    n = len(scan.usable)
+    skipped = np.flatnonzero(~scan.usable)
+    masked_shots = np.flatnonzero(scan.usable & (scan.n_bad > 0))
+    if say is not None and masked_shots.size:
+        say(f"{int(scan.n_bad[masked_shots].sum()):,} non-finite pixels (NaN or inf) in {masked_shots.size} shot"
+            f"{'s' if masked_shots.size != 1 else ''} of {path} were masked ({_indices_text(masked_shots)})")
+    if skipped.size == n:
+        raise InputFileError(f"{path}: no shot has a finite unmasked pixel (all {n} are NaN or inf): "
+                             f"nothing to draw")
+    if say is not None and skipped.size:
+        say(f"{skipped.size} shot{'s' if skipped.size != 1 else ''} of {path} with no finite unmasked pixel "
+            f"left out of the picture ({_indices_text(skipped)})")
+    return skipped
+
+
+def _draw_montage(fig: Any, grid: Any, shown: _Shown, cols: int) -> None:
+    """The shots of each class, one row per class, on one log colour scale, with a colour bar below."""
+    import matplotlib
+    from matplotlib.colors import LogNorm
+
+    codes = shown.codes
+    images = {c: [shown.scan.images[int(i)] for i in shown.examples[c]] for c in codes}
+    values = np.concatenate([np.ravel(i)[np.isfinite(np.ravel(i))] for c in codes for i in images[c]])
     positive = values[values > 0]
     vmax = float(np.percentile(positive, 99.9)) if positive.size else 1.0
     low = float(np.percentile(positive, 5)) if positive.size else 0.1
-    vmin = min(max(low, 0.5 if units == "photons" else 1e-3), vmax / 10)
+    vmin = min(max(low, 0.5 if shown.units == "photons" else 1e-3), vmax / 10)
     norm = LogNorm(vmin=vmin, vmax=max(vmax, vmin * 10))
-
-    rows = len(codes)
-    cols = per_class
-    fig = plt.figure(figsize=(2.3 * cols + 6.2, max(2.35 * rows + 1.2, 5.0)), layout="constrained")
-    outer = fig.add_gridspec(1, 2, width_ratios=[2.3 * cols, 6.0])
-    left = outer[0].subgridspec(rows, cols)
-    right = outer[1].subgridspec(2, 1)
     cmap = matplotlib.colormaps["magma"].with_extremes(bad="#d9d9d9", under="black")
     last = None
     montage = []
     for r_i, c in enumerate(codes):
-        idx = examples[c]
+        idx = shown.examples[c]
         for k in range(cols):
-            ax = fig.add_subplot(left[r_i, k])
+            ax = fig.add_subplot(grid[r_i, k])
             montage.append(ax)
             ax.set_xticks([])
             ax.set_yticks([])
             if k >= len(idx):
                 ax.axis("off")
                 continue
-            img = np.clip(shown_images[c][k], vmin * 0.999, None)
-            last = ax.imshow(img, norm=norm, cmap=cmap, extent=extent, origin="upper", interpolation="nearest")
+            img = np.clip(images[c][k], vmin * 0.999, None)
+            last = ax.imshow(img, norm=norm, cmap=cmap, extent=shown.extent, origin="upper", interpolation="nearest")
             label = f"#{idx[k]}"
-            if n_particles is not None:
-                label += f"  n={int(n_particles[idx[k]])}"
-            label += f"  {totals[idx[k]]:.3g}"
+            if shown.n_particles is not None:
+                label += f"  n={int(shown.n_particles[idx[k]])}"
+            label += f"  {shown.scan.totals[idx[k]]:.3g}"
             ax.set_title(label, fontsize=8)
             if k == 0:
-                ax.set_ylabel(names[c] if c < len(names) else str(c), fontsize=11,
-                              color=CLASS_COLOURS.get(names[c] if c < len(names) else "", "black"))
+                name = shown.name(c)
+                ax.set_ylabel(name, fontsize=11, color=CLASS_COLOURS.get(name if c < len(shown.names) else "",
+                                                                         "black"))
     if last is not None:
         from matplotlib.ticker import NullFormatter
 
         bar = fig.colorbar(last, ax=montage, location="bottom", shrink=0.5, aspect=35, pad=0.01)
         bar.ax.xaxis.set_minor_formatter(NullFormatter())
-        bar.set_label(f"{units} per image pixel (log scale; grey: masked or no pixel)", fontsize=9)
+        bar.set_label(f"{shown.units} per image pixel (log scale; grey: masked or no pixel)", fontsize=9)
 
-    ax_p = fig.add_subplot(right[0])
-    edges = np.linspace(0.0, float(r[good].max()) if good.any() else 1.0, 61)
+
+def _draw_profiles(ax_p: Any, shown: _Shown) -> None:
+    """Radial profiles: the mean of each class with its 16–84 % band over shots."""
+    edges = shown.edges()
     centres = 0.5 * (edges[1:] + edges[:-1])
-    for c in codes:
-        prof = profile_rows[c]
+    scan = shown.scan
+    for c in shown.codes:
+        prof = np.array([scan.profiles[int(i)] for i in shown.profile_pick.get(c, []) if scan.usable[i]]).reshape(
+            -1, len(edges) - 1)
         if not len(prof):
             continue
-        name = names[c] if c < len(names) else str(c)
+        name = shown.name(c)
         colour = CLASS_COLOURS.get(name, None)
         with np.errstate(invalid="ignore"), _quiet():
             mean = np.nanmean(prof, axis=0)
             lo, hi = np.nanpercentile(prof, [16, 84], axis=0)
-        ax_p.plot(centres, mean, color=colour, label=f"{name} ({int((hit_type == c).sum())})")
+        ax_p.plot(centres, mean, color=colour, label=f"{name} ({int((shown.hit_type == c).sum())})")
         ax_p.fill_between(centres, lo, hi, color=colour, alpha=0.2, linewidth=0)
     if any(ln.get_ydata().size and np.nanmax(np.asarray(ln.get_ydata(), float), initial=0.0) > 0
            for ln in ax_p.get_lines()):
         ax_p.set_yscale("log")  # else (all frames zero or negative) a log axis has nothing to show
-    ax_p.set_xlabel(r_label)
-    ax_p.set_ylabel(f"mean {units} per pixel")
+    ax_p.set_xlabel(shown.r_label)
+    ax_p.set_ylabel(f"mean {shown.units} per pixel")
     ax_p.set_title("radial profiles (mean, 16–84 % of shots)", fontsize=10)
     ax_p.legend(fontsize=8)
     ax_p.grid(alpha=0.3)
 
-    ax_h = fig.add_subplot(right[1])
-    kept = totals[usable]
+
+def _draw_totals(ax_h: Any, shown: _Shown) -> None:
+    """Histograms of the total counts per shot of each class (log axis)."""
+    totals = shown.scan.totals
+    kept = totals[shown.scan.usable]
     pos_totals = kept[kept > 0]
     lo_t = max(float(pos_totals.min()) if pos_totals.size else 1.0, 1e-3)
     hi_t = float(pos_totals.max()) if pos_totals.size else 10.0
     bins = np.logspace(math.log10(lo_t / 1.3), math.log10(max(hi_t * 1.3, lo_t * 3)), 40)
-    for c in codes:
-        name = names[c] if c < len(names) else str(c)
-        ax_h.hist(np.clip(totals[hit_type == c], bins[0], None), bins=bins, histtype="step", linewidth=1.6,
+    for c in shown.codes:
+        name = shown.name(c)
+        ax_h.hist(np.clip(totals[shown.hit_type == c], bins[0], None), bins=bins, histtype="step", linewidth=1.6,
                   color=CLASS_COLOURS.get(name, None), label=name)
     ax_h.set_xscale("log")
     edge = "; shots with ≤ 0 at the left edge" if (kept <= 0).any() else ""
-    ax_h.set_xlabel(f"total {units} per shot (unmasked pixels{edge})")
+    ax_h.set_xlabel(f"total {shown.units} per shot (unmasked pixels{edge})")
     ax_h.set_ylabel("shots")
     ax_h.set_title("counts per shot", fontsize=10)
     ax_h.legend(fontsize=8)
     ax_h.grid(alpha=0.3)
 
-    left_out = f" ({skipped.size} without a finite pixel left out)" if skipped.size else ""
-    fig.suptitle(f"{Path(path).name}: {n} shots{left_out}, detector {shape[0]}×{shape[1]}×{shape[2]}"
-                 + (f", {energy:.0f} eV" if energy else ""), fontsize=12)
-    out = Path(out)
+
+def _save(fig: Any, out: Path, dpi: int) -> Path:
+    """Write the figure to ``out`` through a temporary name (never a half-written picture), and close it."""
+    import matplotlib.pyplot as plt
+
     tmp = out.with_name(f".{out.name}.tmp.{os.getpid()}")
     try:
         fig.savefig(tmp, dpi=dpi, format=picture_format(out))

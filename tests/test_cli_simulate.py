@@ -89,9 +89,9 @@ def test_manifest_errors_are_one_line(tmp_path, text, message):
 def test_other_user_errors(tmp_path, monkeypatch):
     res = _run("simulate", tmp_path / "nope.yaml", "-o", tmp_path / "d.h5")
     assert res.exit_code == 1 and "no such manifest file" in res.output
-    import spisim.generate
+    import spisim.backend
 
-    monkeypatch.setattr(spisim.generate, "cuda_available", lambda: False)
+    monkeypatch.setattr(spisim.backend, "cupy_available", lambda: False)
     res = _run("simulate", "-o", tmp_path / "d.h5", "--device", "cuda")
     assert res.exit_code == 1 and res.output.strip() == (
         "Error: --device cuda: no CUDA GPU found (or CuPy is not installed: pip install cupy-cuda12x); "

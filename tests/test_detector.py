@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from spisim.detector import Detector, Panel, rotation_x, rotation_y, rotation_z
-from spisim.detector.crystfel import parse_direction, parse_quantity
+from spisim.detector.crystfel import parse_direction
 from spisim.errors import ConfigError
+from spisim.units import parse_quantity
 
 # ---- independent reference formulas ----------------------------------------------------------------
 
@@ -371,10 +372,10 @@ def test_direction_and_unit_parsing():
     np.testing.assert_allclose(parse_direction("-x"), [-1, 0, 0])
     np.testing.assert_allclose(parse_direction("+1.x +0.y"), [1, 0, 0])
     np.testing.assert_allclose(parse_direction("0.0003420x -0.9999310y -2e-5z"), [0.000342, -0.999931, -2e-5])
-    assert parse_quantity("95.3 mm", {"m": 1.0, "mm": 1e-3}, "m", what="clen", where="f") == pytest.approx(0.0953)
-    assert parse_quantity("4.57keV", {"eV": 1.0, "keV": 1e3}, "eV", what="e", where="f") == pytest.approx(4570)
+    assert parse_quantity("95.3 mm", "length", "m", "f", what="clen") == pytest.approx(0.0953)
+    assert parse_quantity("4.57keV", "photon_energy", "eV", "f", what="e") == pytest.approx(4570)
     with pytest.raises(ConfigError, match="unknown unit 'furlong'"):
-        parse_quantity("3 furlong", {"m": 1.0}, "m", what="clen", where="f")
+        parse_quantity("3 furlong", "length", "m", "f", what="clen")
     with pytest.raises(ConfigError):
         parse_direction("+0.5q")
 

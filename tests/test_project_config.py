@@ -19,7 +19,7 @@ def _declared() -> set[str]:
 
 
 def test_pillow_is_declared_where_the_label_page_imports_it():
-    assert "from PIL import" in (REPO / "cli" / "label_server.py").read_text()
+    assert "from PIL import" in (REPO / "spisim" / "shotimage.py").read_text()  # the drawing of spi label's shots
     assert "pillow" in _declared()
 
 

@@ -63,7 +63,7 @@ def simulate_buffer(manifest_path: str | Path | Manifest | None, n_shots: int | 
         label_mode: ``hit_type`` or ``structure_hit_type`` class names.
         progress: called with 1 after each shot.
     """
-    from spisim.generate import Simulator
+    from spisim.simulator import Simulator
 
     if isinstance(manifest_path, Manifest):
         if n_shots is not None or seed is not None:

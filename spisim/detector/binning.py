@@ -13,18 +13,14 @@ joins is bad (a conservative rule: the sum of its good pixels would under-count 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from ..errors import ConfigError
-from .panels import Panel
-
-if TYPE_CHECKING:
-    from .geometry import Detector
+from .panels import GeometryFile, Panel
 
 
-def _check_factor(n: int, what: str) -> int:
+def check_factor(n: int, what: str) -> int:
+    """``n`` as an int; ConfigError unless it is a whole number >= 1 (``what`` names it)."""
     if int(n) != n or n < 1:
         raise ConfigError(f"{what} must be a whole number >= 1, got {n!r}")
     return int(n)
@@ -35,7 +31,7 @@ def bin_sum(data: np.ndarray, n: int) -> np.ndarray:
 
     Both sizes must be multiples of ``n``. Works on numpy and CuPy arrays alike (reshape and sum).
     """
-    n = _check_factor(n, "bin factor")
+    n = check_factor(n, "bin factor")
     if n == 1:
         return data
     ss, fs = data.shape[-2:]
@@ -52,14 +48,14 @@ def bin_mask(mask: np.ndarray, n: int) -> np.ndarray:
 
 def upsample_mask(mask: np.ndarray, n: int) -> np.ndarray:
     """(..., SS·n, FS·n) bool: each pixel's flag repeated over the ``n × n`` pixels it is split into."""
-    n = _check_factor(n, "subdivision factor")
+    n = check_factor(n, "subdivision factor")
     m = np.asarray(mask, dtype=bool)
     return np.repeat(np.repeat(m, n, axis=-2), n, axis=-1)
 
 
 def binned_panel(panel: Panel, n: int) -> Panel:
     """The tile with ``n × n`` pixels joined (pitch × n); its size and data offsets must divide by ``n``."""
-    n = _check_factor(n, "bin factor")
+    n = check_factor(n, "bin factor")
     bad = [k for k in ("n_ss", "n_fs", "ss_offset", "fs_offset") if getattr(panel, k) % n]
     if bad:
         label = f"panel {panel.name!r}" if panel.name else "a panel"
@@ -72,38 +68,28 @@ def binned_panel(panel: Panel, n: int) -> Panel:
 
 def subdivided_panel(panel: Panel, n: int) -> Panel:
     """The tile with each pixel split into ``n × n`` pixels of 1/n the pitch (same area, same place)."""
-    n = _check_factor(n, "subdivision factor")
+    n = check_factor(n, "subdivision factor")
     return Panel(corner=panel.corner, fs_vec=panel.fs_vec / n, ss_vec=panel.ss_vec / n, n_fs=panel.n_fs * n,
                  n_ss=panel.n_ss * n, module=panel.module, ss_offset=panel.ss_offset * n,
                  fs_offset=panel.fs_offset * n, name=panel.name)
 
 
-def binned_detector(detector: Detector, n: int) -> Detector:
-    """``detector`` with ``n × n`` pixels joined: data shape (M, SS/n, FS/n), mask by :func:`bin_mask`."""
-    from .geometry import Detector
-
-    n = _check_factor(n, "bin factor")
-    if n == 1:
-        return detector
-    m, ss, fs = detector.shape
+def binned_geometry(geometry: GeometryFile, n: int) -> GeometryFile:
+    """``geometry`` with ``n × n`` pixels joined: data shape (M, SS/n, FS/n), mask by :func:`bin_mask` (``n`` > 1)."""
+    n = check_factor(n, "bin factor")
+    m, ss, fs = geometry.shape
     if ss % n or fs % n:
         raise ConfigError(f"cannot bin the detector's {ss} x {fs} data pixels per module by {n}: "
                           f"both sizes must be multiples of {n}")
-    panels = [binned_panel(p, n) for p in detector.panels]
-    user = detector.mask & detector.covered
-    return Detector(panels, (m, ss // n, fs // n), mask=bin_mask(user, n), name=f"{detector.name} binned {n}x{n}",
-                    metadata={**detector.metadata, "binned": n})
+    return GeometryFile(panels=[binned_panel(p, n) for p in geometry.panels], shape=(m, ss // n, fs // n),
+                        mask=bin_mask(geometry.mask, n), metadata={**geometry.metadata, "binned": n},
+                        name=f"{geometry.name} binned {n}x{n}")
 
 
-def subdivided_detector(detector: Detector, n: int) -> Detector:
-    """``detector`` with every pixel split into ``n × n``: data shape (M, SS·n, FS·n), mask repeated."""
-    from .geometry import Detector
-
-    n = _check_factor(n, "subdivision factor")
-    if n == 1:
-        return detector
-    m, ss, fs = detector.shape
-    panels = [subdivided_panel(p, n) for p in detector.panels]
-    user = detector.mask & detector.covered
-    return Detector(panels, (m, ss * n, fs * n), mask=upsample_mask(user, n), name=f"{detector.name} subdivided {n}",
-                    metadata=detector.metadata)
+def subdivided_geometry(geometry: GeometryFile, n: int) -> GeometryFile:
+    """``geometry`` with every pixel split into ``n × n``: data shape (M, SS·n, FS·n), mask repeated."""
+    n = check_factor(n, "subdivision factor")
+    m, ss, fs = geometry.shape
+    return GeometryFile(panels=[subdivided_panel(p, n) for p in geometry.panels], shape=(m, ss * n, fs * n),
+                        mask=upsample_mask(geometry.mask, n), metadata=dict(geometry.metadata),
+                        name=f"{geometry.name} subdivided {n}")

@@ -27,21 +27,15 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..constants import HC_EV_ANGSTROM
 from ..errors import ConfigError, InputFileError
-from .panels import GeometryFile, Panel
+from ..units import parse_quantity
+from .panels import GeometryFile, Panel, Tiled, mean_distance
 
-if TYPE_CHECKING:
-    from .geometry import Detector
-
-_LENGTH_UNITS = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "µm": 1e-6}
-_ENERGY_UNITS = {"eV": 1.0, "keV": 1e3}
-_WAVELENGTH_UNITS = {"m": 1e10, "A": 1.0}  # to Å
-_NUMBER_WITH_UNIT = re.compile(r"^([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([^\s\d.+-]\S*)?$")
 _DIRECTION_TERM = re.compile(r"([-+]?(?:\d+\.?\d*|\.\d+)?(?:[eE][-+]?\d+)?)([xyz])")
 
 _TOP_LEVEL_KEYS = {
@@ -116,21 +110,6 @@ class _Entry:
 
 def _is_location(value: str) -> bool:
     return value.split()[0].startswith("/") if value.split() else False
-
-
-def parse_quantity(value: str, units: dict[str, float], default_unit: str, *, what: str, where: str) -> float:
-    """Number with an optional unit suffix -> float in the unit of scale 1 of ``units``.
-
-    ``parse_quantity("95.3 mm", _LENGTH_UNITS, "m", ...) == 0.0953``. ConfigError for a bad number or an
-    unknown unit; ``what``/``where`` name the field and its file line in the message.
-    """
-    match = _NUMBER_WITH_UNIT.match(value.strip())
-    if match is None:
-        raise ConfigError(f"{where}: cannot read {what} = {value!r} as a number with optional unit")
-    number, unit = float(match.group(1)), match.group(2) or default_unit
-    if unit not in units:
-        raise ConfigError(f"{where}: unknown unit {unit!r} in {what} = {value!r} (expected one of {', '.join(units)})")
-    return number * units[unit]
 
 
 def parse_direction(value: str, *, where: str = "") -> np.ndarray:
@@ -294,9 +273,7 @@ def read_crystfel(path: str | Path, *, clen_m: float | None = None) -> CrystfelG
             if _is_location(entry.value):
                 warnings.warn(f"{path.name}: {key} is read from a data file ({entry.value}); using 0", stacklevel=3)
             else:
-                shift[axis] = parse_quantity(
-                    entry.value, _LENGTH_UNITS, "m", what=key, where=f"{path.name}:{entry.line}"
-                )
+                shift[axis] = parse_quantity(entry.value, "length", "m", f"{path.name}:{entry.line}", what=key)
     metadata.update(_beam_metadata(top, path))
 
     # ---- panels -------------------------------------------------------------------------------------
@@ -344,7 +321,7 @@ def read_crystfel(path: str | Path, *, clen_m: float | None = None) -> CrystfelG
                 mask[p.data_slice] |= region
     _apply_bad_regions(bad_raw, panels, resolutions, mask, path)
     metadata["ignored_masks"] = _apply_mask_files(panels, list(panels_raw.values()), has_module_axis, mask, path)
-    return CrystfelGeometry(panels=panels, shape=shape, mask=mask, metadata=metadata)
+    return CrystfelGeometry(panels=panels, shape=shape, mask=mask, metadata=metadata, name=path.name)
 
 
 def _clen(entry: _Entry | None, clen_m: float | None, path: Path) -> tuple[float, str]:
@@ -362,7 +339,7 @@ def _clen(entry: _Entry | None, clen_m: float | None, path: Path) -> tuple[float
             stacklevel=4,
         )
         return 0.0, entry.value.split()[0]
-    return parse_quantity(entry.value, _LENGTH_UNITS, "m", what="clen", where=f"{path.name}:{entry.line}"), ""
+    return parse_quantity(entry.value, "length", "m", f"{path.name}:{entry.line}", what="clen"), ""
 
 
 def _check_camera_length(panels: list[Panel], entry: _Entry | None, clen_m: float | None, path: Path) -> None:
@@ -386,9 +363,7 @@ def _beam_metadata(top: dict[str, _Entry], path: Path) -> dict[str, Any]:
         if _is_location(entry.value):
             out["photon_energy_from"] = entry.value.split()[0]
         else:
-            ev = parse_quantity(
-                entry.value, _ENERGY_UNITS, "eV", what="photon_energy", where=f"{path.name}:{entry.line}"
-            )
+            ev = parse_quantity(entry.value, "photon_energy", "eV", f"{path.name}:{entry.line}", what="photon_energy")
             out["photon_energy_ev"] = ev
     elif "wavelength" in top:
         entry = top["wavelength"]
@@ -397,9 +372,8 @@ def _beam_metadata(top: dict[str, _Entry], path: Path) -> dict[str, Any]:
         else:
             if len(entry.value.split()) < 2 and not re.search(r"[A-Za-z]$", entry.value):
                 raise ConfigError(f"{path.name}:{entry.line}: wavelength needs a unit (m or A), got {entry.value!r}")
-            lam = parse_quantity(
-                entry.value, _WAVELENGTH_UNITS, "A", what="wavelength", where=f"{path.name}:{entry.line}"
-            )
+            lam = parse_quantity(entry.value, "length", "A", f"{path.name}:{entry.line}", what="wavelength",
+                                 to_unit="A")
             out["photon_energy_ev"] = HC_EV_ANGSTROM / lam
     return out
 
@@ -424,9 +398,7 @@ def _build_panel(name: str, d: dict[str, _Entry], clen_default: float, path: Pat
     if "res" in d:
         res = _parse_float(d["res"].value, what=f"{name}/res", where=where("res"))
     elif "pixel_pitch" in d:
-        pitch = parse_quantity(
-            d["pixel_pitch"].value, _LENGTH_UNITS, "m", what=f"{name}/pixel_pitch", where=where("pixel_pitch")
-        )
+        pitch = parse_quantity(d["pixel_pitch"].value, "length", "m", where("pixel_pitch"), what=f"{name}/pixel_pitch")
         res = 1.0 / pitch if pitch > 0 else 0.0
     else:
         raise ConfigError(f"{path.name}: panel {name!r} has no pixel size (res or pixel_pitch)")
@@ -438,12 +410,12 @@ def _build_panel(name: str, d: dict[str, _Entry], clen_default: float, path: Pat
     ss = parse_direction(need("ss").value, where=where("ss"))
     coffset = 0.0
     if "coffset" in d:
-        coffset = parse_quantity(d["coffset"].value, _LENGTH_UNITS, "m", what=f"{name}/coffset", where=where("coffset"))
+        coffset = parse_quantity(d["coffset"].value, "length", "m", where("coffset"), what=f"{name}/coffset")
     clen = clen_default
     if "clen" in d:  # old syntax: per-panel camera length
         entry = d["clen"]
         if not _is_location(entry.value):
-            clen = parse_quantity(entry.value, _LENGTH_UNITS, "m", what=f"{name}/clen", where=where("clen"))
+            clen = parse_quantity(entry.value, "length", "m", where("clen"), what=f"{name}/clen")
     module, module_axis = _panel_layout(name, d, path.name)
     try:
         panel = Panel(
@@ -608,7 +580,7 @@ def _load_mask_array(resolved: Path, location: str, path: Path) -> np.ndarray | 
 
 
 def write_crystfel(
-    detector: Detector, path: str | Path, *, photon_energy_ev: float | None = None, mask_file: str | Path | None = None
+    detector: Tiled, path: str | Path, *, photon_energy_ev: float | None = None, mask_file: str | Path | None = None
 ) -> None:
     """Write ``detector`` as a CrystFEL geometry file (readable by CrystFEL ≥ 0.9, EXtra-geom, cfel_fmt).
 
@@ -618,14 +590,14 @@ def write_crystfel(
     single module) and referenced as ``mask0``.
 
     Args:
-        detector: the geometry.
+        detector: the geometry (a :class:`~spisim.detector.Detector` or a :class:`GeometryFile`).
         path: output ``.geom`` file.
         photon_energy_ev: written as ``photon_energy`` (eV) when given.
         mask_file: optional HDF5 file for the mask.
     """
     path = Path(path)
     modules = detector.shape[0]
-    clen = detector.distance
+    clen = mean_distance(detector.panels)
     out = [
         "; CrystFEL geometry written by spisim",
         "; lab frame: x horizontal, y up, z along the beam; lengths in metres",

@@ -18,13 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, InputFileError
+from ..errors import ConfigError
 from .assemble import AssemblyMap, build_assembly_map
-from .panels import Panel
+from .binning import binned_geometry, check_factor, subdivided_geometry
+from .crystfel import read_crystfel, write_crystfel
+from .panels import GeometryFile, Panel, data_shape, mean_distance
+from .pixelgrid import read_cxi_geometry
+from .presets import is_preset_name, panels_from_extra_geom, preset_geometry, square_panels
+from .psana import read_psana
+from .readers import CXI_SUFFIXES, read_geometry
 from .solid_angle import grid_solid_angles
 
-CXI_SUFFIXES: tuple[str, ...] = (".cxi", ".h5", ".hdf5", ".hdf", ".nxs")
-"""File suffixes read as CXI/HDF5 files by :meth:`Detector.load`."""
+__all__ = ["CXI_SUFFIXES", "POLARIZATION_KINDS", "Detector", "normalise_polarization"]
 
 POLARIZATION_KINDS: tuple[str, ...] = ("horizontal", "vertical", "none")
 """Polarisation of the incident beam understood by :meth:`Detector.polarization_factor`."""
@@ -85,11 +90,7 @@ class Detector:
             if not isinstance(p, Panel):
                 raise ConfigError(f"detector panels must be Panel objects, got {type(p).__name__}")
         if shape is None:
-            shape = (
-                max(p.module for p in panels) + 1,
-                max(p.ss_offset + p.n_ss for p in panels),
-                max(p.fs_offset + p.n_fs for p in panels),
-            )
+            shape = data_shape(panels)
         shape = tuple(int(n) for n in shape)
         if len(shape) != 3 or min(shape) < 1:
             raise ConfigError(f"detector data shape must be (modules, ss, fs) of positive sizes, got {shape}")
@@ -180,9 +181,7 @@ class Detector:
     @property
     def distance(self) -> float:
         """Mean z (m) of all pixel centres: the sample-to-detector distance of a flat detector."""
-        weights = np.array([p.n_pixels for p in self._panels], dtype=np.float64)
-        z = np.array([p.centre()[2] for p in self._panels])
-        return float(np.sum(weights * z) / np.sum(weights))
+        return mean_distance(self._panels)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle without the cached per-pixel arrays (they are rebuilt on demand), e.g. for Dask workers."""
@@ -313,16 +312,17 @@ class Detector:
         return self.shifted(0.0, 0.0, d - self.distance)
 
     def binned(self, n: int) -> Detector:
-        """A copy with ``n × n`` pixels joined into one (pitch × n; see :mod:`.binning`)."""
-        from .binning import binned_detector
-
-        return binned_detector(self, n)
+        """A copy with ``n × n`` pixels joined into one (pitch × n; see :mod:`.binning`); ``n`` = 1: itself."""
+        if check_factor(n, "bin factor") == 1:
+            return self
+        return type(self).from_geometry(binned_geometry(self.description(), n))
 
     def subdivided(self, n: int) -> Detector:
-        """A copy with every pixel split into ``n × n`` pixels of 1/n the pitch (see :mod:`.binning`)."""
-        from .binning import subdivided_detector
-
-        return subdivided_detector(self, n)
+        """A copy with every pixel split into ``n × n`` pixels of 1/n the pitch (see :mod:`.binning`); ``n`` = 1:
+        itself."""
+        if check_factor(n, "subdivision factor") == 1:
+            return self
+        return type(self).from_geometry(subdivided_geometry(self.description(), n))
 
     def rotated(self, matrix: np.ndarray, centre: Sequence[float] = (0.0, 0.0, 0.0)) -> Detector:
         """A copy rotated by the (3, 3) ``matrix`` about ``centre`` (3,) m (see :mod:`.panels` helpers)."""
@@ -359,7 +359,19 @@ class Detector:
         """(H, W) bool, True where the assembled image has no good detector pixel (gaps and masked areas)."""
         return self.assembly_indices(pixel_size).assemble_mask(self._mask)
 
-    # ---- constructors -------------------------------------------------------------------------------
+    # ---- description and constructors ---------------------------------------------------------------
+    def description(self) -> GeometryFile:
+        """What this detector is made of: tiles, data shape, its own mask (without the uncovered pixels),
+        metadata and name; ``Detector.from_geometry(d.description())`` equals ``d``."""
+        return GeometryFile(panels=list(self._panels), shape=self._shape, mask=self._user_mask(),
+                            metadata=dict(self.metadata), name=self.name)
+
+    @classmethod
+    def from_geometry(cls, geometry: GeometryFile) -> Detector:
+        """The detector of a description (a reader's or a preset's :class:`GeometryFile`), checked."""
+        return cls(geometry.panels, geometry.shape, mask=geometry.mask, name=geometry.name,
+                   metadata=geometry.metadata)
+
     @classmethod
     def square(
         cls, n_pixels: int, pixel_size_m: float, distance_m: float, gap_m: float = 0.0, *, name: str = "square"
@@ -370,8 +382,6 @@ class Detector:
         apart vertically so that a gap of ``gap_m`` m opens around the beam (n must then be even).
         Fast scan runs along +x, slow scan along −y (row 0 at the top).
         """
-        from .presets import square_panels
-
         return cls(square_panels(n_pixels, pixel_size_m, distance_m, gap_m), name=name)
 
     @classmethod
@@ -385,9 +395,7 @@ class Detector:
 
         See :mod:`spisim.detector.presets` for the layouts, default distances and keyword options.
         """
-        from .presets import build_preset
-
-        return build_preset(name, distance_m, **kw)
+        return cls.from_geometry(preset_geometry(name, distance_m, **kw))
 
     @classmethod
     def from_crystfel(cls, path: str | Path, *, clen_m: float | None = None) -> Detector:
@@ -398,18 +406,12 @@ class Detector:
             clen_m: camera length (m) to use when the file takes ``clen`` from a data file (an HDF5 path);
                 such a ``clen`` counts as 0 otherwise (with a warning), leaving ``coffset`` as the z.
         """
-        from .crystfel import read_crystfel
-
-        geom = read_crystfel(path, clen_m=clen_m)
-        return cls(geom.panels, geom.shape, mask=geom.mask, name=Path(path).name, metadata=geom.metadata)
+        return cls.from_geometry(read_crystfel(path, clen_m=clen_m))
 
     @classmethod
     def from_psana(cls, path: str | Path) -> Detector:
         """Read a psana geometry ``.data`` file without psana (see :mod:`spisim.detector.psana`)."""
-        from .psana import read_psana
-
-        geom = read_psana(path)
-        return cls(geom.panels, geom.shape, mask=geom.mask, name=Path(path).name, metadata=geom.metadata)
+        return cls.from_geometry(read_psana(path))
 
     @classmethod
     def from_cxi(cls, path: str | Path) -> Detector:
@@ -417,23 +419,19 @@ class Detector:
 
         Files written by ``spi simulate`` and ``spi import`` qualify (see :mod:`spisim.detector.pixelgrid`).
         """
-        from .pixelgrid import read_cxi_geometry
-
-        geom = read_cxi_geometry(path)
-        return cls(geom.panels, geom.shape, mask=geom.mask, name=Path(path).name, metadata=geom.metadata)
+        return cls.from_geometry(read_cxi_geometry(path))
 
     @classmethod
     def from_extra_geom(cls, geom: Any, distance_m: float, *, name: str | None = None) -> Detector:
         """Convert an EXtra-geom geometry object (z of its tiles + ``distance_m``) into a Detector."""
-        from .presets import panels_from_extra_geom
-
         panels, shape = panels_from_extra_geom(geom, distance_m)
         return cls(panels, shape, name=name or type(geom).__name__)
 
     @classmethod
     def load(cls, path: str | Path, *, clen_m: float | None = None) -> Detector:
         """Read a geometry file, choosing the reader by suffix: ``.geom`` (CrystFEL), ``.data`` (psana), or
-        ``.h5``/``.cxi``/``.hdf5`` (the pixel positions and mask of a CXI file, :meth:`from_cxi`).
+        ``.h5``/``.cxi``/``.hdf5`` (the pixel positions and mask of a CXI file, :meth:`from_cxi`); see
+        :func:`spisim.detector.readers.read_geometry`.
 
         Args:
             path: the file.
@@ -443,24 +441,7 @@ class Detector:
             InputFileError: the file does not exist or cannot be read.
             ConfigError: unknown suffix or an impossible geometry.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise InputFileError(f"geometry file not found: {path}")
-        suffix = path.suffix.lower()
-        if suffix == ".geom":
-            return cls.from_crystfel(path, clen_m=clen_m)
-        if suffix == ".data":
-            if clen_m is not None:
-                raise ConfigError("clen_m applies to CrystFEL .geom files; psana files give the distance themselves")
-            return cls.from_psana(path)
-        if suffix in CXI_SUFFIXES:
-            if clen_m is not None:
-                raise ConfigError("clen_m applies to CrystFEL .geom files; a CXI file gives the pixel positions")
-            return cls.from_cxi(path)
-        raise ConfigError(
-            f"unknown geometry file type {path.suffix!r} for {path}: expected .geom (CrystFEL), .data (psana) "
-            "or a CXI/HDF5 file (.cxi, .h5)"
-        )
+        return cls.from_geometry(read_geometry(path, clen_m=clen_m))
 
     @classmethod
     def from_spec(cls, spec: str | Path | Mapping[str, Any]) -> Detector:
@@ -474,14 +455,9 @@ class Detector:
         Raises:
             ConfigError: unknown keys or values; InputFileError: a missing file.
         """
-        from .presets import PRESET_NAMES
-
         if isinstance(spec, (str, Path)):
             text = str(spec)
-            key = text.strip().lower().replace("-", "").replace("_", "")
-            if key in PRESET_NAMES or key in ("jf4m", "epix10ka2m", "agipd"):
-                return cls.preset(text)
-            return cls.load(text)
+            return cls.preset(text) if is_preset_name(text) else cls.load(text)
         if not isinstance(spec, Mapping):
             raise ConfigError(f"detector must be a preset name, a file or a mapping, got {type(spec).__name__}")
         spec = dict(spec)
@@ -515,6 +491,4 @@ class Detector:
         self, path: str | Path, *, photon_energy_ev: float | None = None, mask_file: str | Path | None = None
     ) -> None:
         """Write this geometry as a CrystFEL ``.geom`` file (see :func:`.crystfel.write_crystfel`)."""
-        from .crystfel import write_crystfel
-
         write_crystfel(self, path, photon_energy_ev=photon_energy_ev, mask_file=mask_file)

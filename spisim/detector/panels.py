@@ -8,8 +8,9 @@ slow-scan (ss) axes of the data array, and the pixel counts, plus where the tile
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -177,18 +178,59 @@ def rotation_z(deg: float) -> np.ndarray:
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
+def data_shape(panels: Sequence[Panel]) -> tuple[int, int, int]:
+    """The smallest data shape (modules, ss, fs) that holds every tile of ``panels``."""
+    return (
+        max(p.module for p in panels) + 1,
+        max(p.ss_offset + p.n_ss for p in panels),
+        max(p.fs_offset + p.n_fs for p in panels),
+    )
+
+
+def mean_distance(panels: Sequence[Panel]) -> float:
+    """Mean z (m) of all pixel centres of ``panels``: the sample-to-detector distance of a flat detector."""
+    weights = np.array([p.n_pixels for p in panels], dtype=np.float64)
+    z = np.array([p.centre()[2] for p in panels])
+    return float(np.sum(weights * z) / np.sum(weights))
+
+
+def moved_to_distance(panels: Sequence[Panel], distance_m: float) -> list[Panel]:
+    """``panels`` moved along z so that their :func:`mean_distance` is ``distance_m`` (m, > 0)."""
+    d = float(distance_m)
+    if not (np.isfinite(d) and d > 0):
+        raise ConfigError(f"detector distance must be a positive length in metres, got {distance_m!r}")
+    shift = np.array([0.0, 0.0, d - mean_distance(panels)], dtype=np.float64)
+    return [p.offset(shift) for p in panels]
+
+
 @dataclass
 class GeometryFile:
-    """What a geometry-file reader (CrystFEL or psana) found.
+    """The description of a detector that a reader or a preset gives (no checks, no per-pixel arrays): what
+    :class:`~spisim.detector.Detector` is built from, and what :meth:`Detector.description` gives back.
 
     Attributes:
         panels: the tiles.
         shape: data shape (modules, ss, fs) the tiles fill.
-        mask: (modules, ss, fs) bool, True for bad pixels the file declares.
-        metadata: what else the file said (source, format, photon energy, ...).
+        mask: (modules, ss, fs) bool, True for bad pixels the source declares (uncovered pixels need not be set).
+        metadata: what else the source said (source, format, photon energy, ...).
+        name: a label (the file name, the preset name).
     """
 
     panels: list[Panel]
     shape: tuple[int, int, int]
     mask: np.ndarray
     metadata: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+
+
+class Tiled(Protocol):
+    """Anything that has tiles, a data shape and a mask: a :class:`GeometryFile` or a ``Detector``."""
+
+    @property
+    def panels(self) -> Sequence[Panel]: ...
+
+    @property
+    def shape(self) -> tuple[int, int, int]: ...
+
+    @property
+    def mask(self) -> np.ndarray: ...

@@ -132,4 +132,5 @@ def read_cxi_geometry(path: str | Path) -> GeometryFile:
         if f"{SOURCE_PATH}/energy" in f:
             metadata["photon_energy_ev"] = float(f[f"{SOURCE_PATH}/energy"][()]) / EV
     panels = panels_from_pixel_positions(pos, source=str(path))
-    return GeometryFile(panels=panels, shape=shape, mask=mask, metadata=metadata)  # type: ignore[arg-type]
+    return GeometryFile(panels=panels, shape=shape, mask=mask, metadata=metadata,  # type: ignore[arg-type]
+                        name=path.name)

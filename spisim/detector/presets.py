@@ -1,6 +1,7 @@
-"""Named detector layouts and builders shared by the :class:`~spisim.detector.Detector` constructors.
+"""Named detector layouts: each preset is a :class:`~spisim.detector.panels.GeometryFile` (tiles, data shape,
+mask, metadata) that :meth:`Detector.preset <spisim.detector.Detector.preset>` builds a detector from.
 
-Presets (``Detector.preset(name, distance_m=None, **kw)``):
+Presets (``preset_geometry(name, distance_m=None, **kw)``; names and their aliases in :data:`PRESET_ALIASES`):
 
 ``pnccd``
     LCLS CAMP/AMO pnCCD: two 512 × 1024 (ss × fs) panels of 75 µm above and below the beam, data shape
@@ -29,15 +30,13 @@ Presets (``Detector.preset(name, distance_m=None, **kw)``):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError
-from .panels import Panel
-
-if TYPE_CHECKING:
-    from .geometry import Detector
+from .panels import GeometryFile, Panel, data_shape, moved_to_distance
+from .psana import psana_geometry_from_text
 
 DEFAULT_DISTANCES_M: dict[str, float] = {
     "pnccd": 0.130,
@@ -49,6 +48,32 @@ DEFAULT_DISTANCES_M: dict[str, float] = {
 """Default sample-to-detector distance (m) of each preset."""
 
 PRESET_NAMES: tuple[str, ...] = tuple(DEFAULT_DISTANCES_M)
+"""The presets' canonical names."""
+
+PRESET_ALIASES: dict[str, str] = {
+    **{name: name for name in PRESET_NAMES},
+    "jf4m": "jungfrau4m",
+    "epix10ka2m": "epix10k2m",
+    "agipd": "agipd1m",
+}
+"""Every name a preset is known by (lower case, without ``-`` and ``_``) → its canonical name: the one alias table."""
+
+
+def _alias_key(name: object) -> str:
+    return str(name).strip().lower().replace("-", "").replace("_", "")
+
+
+def is_preset_name(name: object) -> bool:
+    """True when ``name`` names a preset (any case, with or without ``-``/``_``, or an alias)."""
+    return _alias_key(name) in PRESET_ALIASES
+
+
+def canonical_preset(name: object) -> str:
+    """The canonical name (one of :data:`PRESET_NAMES`) of preset ``name``; ConfigError if unknown."""
+    key = _alias_key(name)
+    if key not in PRESET_ALIASES:
+        raise ConfigError(f"unknown detector preset {name!r}: choose one of {', '.join(PRESET_NAMES)}")
+    return PRESET_ALIASES[key]
 
 # psana default geometry of the 8-module JUNGFRAU 4M (slac-lcls/lcls2, geometry-def-jungfrau4M.data).
 _JUNGFRAU4M_PSANA = """
@@ -150,34 +175,18 @@ def _check_options(name: str, kw: dict[str, Any], allowed: set[str]) -> None:
         raise ConfigError(f"unknown option(s) {sorted(extra)} for detector preset {name!r} (allowed: {allowed_txt})")
 
 
-def build_preset(name: str, distance_m: float | None = None, **kw: Any) -> Detector:
-    """The preset detector ``name`` (see the module docstring) at ``distance_m`` (m, default per preset)."""
-    from .geometry import Detector
-    from .psana import psana_geometry_from_text
-
-    key = str(name).strip().lower().replace("-", "").replace("_", "")
-    aliases = {
-        "pnccd": "pnccd",
-        "jungfrau4m": "jungfrau4m",
-        "jf4m": "jungfrau4m",
-        "epix10k2m": "epix10k2m",
-        "epix10ka2m": "epix10k2m",
-        "agipd1m": "agipd1m",
-        "agipd": "agipd1m",
-        "square": "square",
-    }
-    if key not in aliases:
-        raise ConfigError(f"unknown detector preset {name!r}: choose one of {', '.join(PRESET_NAMES)}")
-    key = aliases[key]
+def preset_geometry(name: str, distance_m: float | None = None, **kw: Any) -> GeometryFile:
+    """The description of preset ``name`` (see the module docstring) at ``distance_m`` (m, default per preset)."""
+    key = canonical_preset(name)
     distance = DEFAULT_DISTANCES_M[key] if distance_m is None else float(distance_m)
     if not (np.isfinite(distance) and distance > 0):
         raise ConfigError(f"detector distance must be a positive length in metres, got {distance_m!r}")
-
+    metadata: dict[str, Any] = {}
     if key == "square":
         _check_options(key, kw, {"n_pixels", "pixel_size_m", "gap_m"})
         panels = square_panels(kw.get("n_pixels", 128), kw.get("pixel_size_m", 300e-6), distance, kw.get("gap_m", 0.0))
-        return Detector(panels, name="square")
-    if key == "pnccd":
+        shape = data_shape(panels)
+    elif key == "pnccd":
         from extra_geom import PNCCDGeometry
 
         _check_options(key, kw, {"gap_m"})
@@ -185,15 +194,17 @@ def build_preset(name: str, distance_m: float | None = None, **kw: Any) -> Detec
         if not (np.isfinite(gap) and gap >= 0):
             raise ConfigError(f"gap_m must be a length >= 0 in metres, got {gap!r}")
         panels, shape = panels_from_extra_geom(PNCCDGeometry.from_relative_positions(gap=gap), distance)
-        return Detector(panels, shape, name="pnccd", metadata={"gap_m": gap})
-    if key == "agipd1m":
+        metadata = {"gap_m": gap}
+    elif key == "agipd1m":
         from extra_geom import AGIPD_1MGeometry
 
         _check_options(key, kw, {"quad_pos"})
         quad_pos = kw.get("quad_pos", [(-525, 625), (-550, -10), (520, -160), (542.5, 475)])
         panels, shape = panels_from_extra_geom(AGIPD_1MGeometry.from_quad_positions(quad_pos), distance)
-        return Detector(panels, shape, name="agipd1m")
-    _check_options(key, kw, set())
-    text = _JUNGFRAU4M_PSANA if key == "jungfrau4m" else _epix10k2m_psana()
-    geom = psana_geometry_from_text(text, key)
-    return Detector(geom.panels, geom.shape, name=key).with_distance(distance)
+    else:
+        _check_options(key, kw, set())
+        text = _JUNGFRAU4M_PSANA if key == "jungfrau4m" else _epix10k2m_psana()
+        geom = psana_geometry_from_text(text, key)
+        panels, shape = moved_to_distance(geom.panels, distance), geom.shape
+    return GeometryFile(panels=list(panels), shape=shape, mask=np.zeros(shape, dtype=bool), metadata=metadata,
+                        name=key)

@@ -300,4 +300,5 @@ def psana_geometry_from_text(text: str, path: str | Path = "<text>") -> PsanaGeo
         "segment_type": segments[0][0].oname,
         "top_object": root.oname,
     }
-    return PsanaGeometry(panels=panels, shape=shape, mask=np.zeros(shape, dtype=bool), metadata=metadata)
+    return PsanaGeometry(panels=panels, shape=shape, mask=np.zeros(shape, dtype=bool), metadata=metadata,
+                         name=path.name)

@@ -293,42 +293,15 @@ def run_import(opts: ImportOptions, *, progress: Callable[[int], None] | None = 
                       "source": {**file_facts(src.path), "format": src.kind, "data_path": src.data_path,
                                  "shape": list(src.raw_shape), "dtype": str(src.dtype)},
                       "options": opts.as_dict()}
-
-        # ---- static mask and labels
-        user_mask = np.zeros(shape, dtype=bool)
-        mask_facts = []
-        for spec in opts.masks:
-            m, where = load_mask(spec, src, value=opts.mask_value)
-            mask_facts.append({"spec": spec, "from": where, "masked_pixels": int(m.sum())})
-            user_mask |= m
-        codes = None
-        label_facts: dict = {}
-        if opts.labels is not None:
-            all_codes, where = load_labels(opts.labels, src, opts.label_map)
-            codes = all_codes[np.asarray(selected, dtype=np.int64)]
-            counts = {name: int(np.sum(codes == k)) for k, name in enumerate(LABEL_CLASSES) if np.any(codes == k)}
-            label_facts = {"from": where, "map": opts.label_map, "counts": counts,
-                           "unlabelled": int(np.sum(codes < 0))}
+        user_mask, mask_facts = _static_mask(opts, src)
+        codes, label_facts = _labels(opts, src, selected)
 
         # ---- geometry (checked before any frame is read)
         geo_det, geo_facts = _check_geometry(opts, shape)
         n = int(opts.bin)
         flat = opts.geometry is None and opts.pixel_size_m is not None
-        if geo_det is not None:
-            ss_c, fs_c = shape[1], shape[2]
-        else:
-            ss_c, fs_c = _cropped(shape, n)
-            if ss_c == 0 or fs_c == 0:
-                raise ConfigError(f"--bin {n} is larger than the frames ({shape[1]} x {shape[2]} pixels)")
-        cropped = {"rows": shape[1] - ss_c, "cols": shape[2] - fs_c}
-        if cropped["rows"] or cropped["cols"]:
-            notes.append(f"binning {n}x{n}: cropped the last {cropped['rows']} rows and {cropped['cols']} columns "
-                         f"({shape[1]} x {shape[2]} -> {ss_c} x {fs_c} pixels before binning)")
-        energy = opts.photon_energy_ev
-        if energy is None and geo_det is not None:
-            energy = geo_det.metadata.get("photon_energy_ev")
-        if energy is not None and not (math.isfinite(energy) and energy > 0):
-            energy = None
+        ss_c, fs_c, cropped = _crop_for_bin(shape, n, keep=geo_det is not None, notes=notes)
+        energy = _photon_energy(opts, geo_det)
 
         # ---- first pass: gain and centre statistics
         gain_fit: GainFit | None = None
@@ -336,24 +309,9 @@ def run_import(opts: ImportOptions, *, progress: Callable[[int], None] | None = 
         first_pass: dict = {}
         if opts.gain == "auto" or opts.centre == "auto":
             gain_fit, centre_fit, first_pass = _first_pass(src, selected, user_mask, opts, advance, start_phase, tell)
-
         gain: float | None = gain_fit.gain if gain_fit is not None else (
             float(opts.gain) if isinstance(opts.gain, float) else None)
-
-        # ---- the output detector
-        centre_xy: tuple[float, float] | None = None
-        det_out: Detector | None = None
-        if flat:
-            assert opts.pixel_size_m is not None and opts.distance_m is not None
-            if centre_fit is not None:
-                centre_xy = (centre_fit.col, centre_fit.row)
-            elif isinstance(opts.centre, tuple):
-                centre_xy = opts.centre
-            else:
-                centre_xy = ((shape[2] - 1) / 2.0, (shape[1] - 1) / 2.0)
-            det_out = flat_panel(ss_c, fs_c, opts.pixel_size_m, opts.distance_m, centre_xy).binned(n)
-        elif geo_det is not None:
-            det_out = geo_det.binned(n)
+        det_out, centre_xy = _output_detector(opts, flat, geo_det, centre_fit, shape, (ss_c, fs_c), n)
         out_shape = (shape[0], ss_c // n, fs_c // n)
 
         # ---- main pass
@@ -369,12 +327,7 @@ def run_import(opts: ImportOptions, *, progress: Callable[[int], None] | None = 
                 start_phase("importing", len(selected))
                 stats = _write_frames(data, src, selected, user_mask, gain=gain, crop=(ss_c, fs_c), bin_n=n,
                                       compression=opts.compression, block_mb=opts.block_mb, advance=advance)
-                nonfinite_px = stats.nonfinite_pixels
-                n_nonfinite_values = stats.nonfinite_values
-                frames_with_nonfinite = stats.frames_with_nonfinite
-                nan_frames = stats.nan_frames
-
-                bad = user_mask | nonfinite_px
+                bad = user_mask | stats.nonfinite_pixels
                 if geo_det is not None:
                     bad |= geo_det.mask
                 out_mask = bin_mask(bad[..., :ss_c, :fs_c], n) if n > 1 else bad.copy()
@@ -384,41 +337,17 @@ def run_import(opts: ImportOptions, *, progress: Callable[[int], None] | None = 
                                  pixel_position=None if det_out is None else det_out.pixel_positions,
                                  solid_angle=None if det_out is None else det_out.solid_angles(),
                                  photon_energy_ev=energy, pulse_energy_j=float("nan"))
-                if gain is not None:
-                    data.attrs["adu_per_photon"] = float(gain)
-                    data.attrs["adu_per_photon_sd"] = float(gain_fit.gain_sd) if gain_fit is not None else 0.0
-                    data.attrs["adu_offset"] = float(gain_fit.offset) if gain_fit is not None else math.nan
-                    data.attrs["gain_source"] = "auto" if gain_fit is not None else "given"
-                if gain_fit is not None:
-                    rn = f[DETECTOR_PATH].create_dataset("read_noise_photons", data=float(gain_fit.read_noise_photons))
-                    rn.attrs["units"] = "photons"
-
-                if nonfinite_px.any():
-                    new = int((nonfinite_px & ~user_mask).sum())
-                    notes.append(f"{int(nonfinite_px.sum())} pixels non-finite in some frame ({n_nonfinite_values} "
-                                 f"values in {frames_with_nonfinite} frames; {new} not already masked): masked, "
-                                 f"values written as 0")
-                if nan_frames:
-                    shown = ", ".join(map(str, nan_frames[:10])) + (" ..." if len(nan_frames) > 10 else "")
-                    notes.append(f"{len(nan_frames)} frames without any finite good pixel kept as NaN (source "
-                                 f"indices {shown})")
+                _write_gain(f, data, gain, gain_fit)
+                notes += _frame_notes(stats, user_mask)
                 prov.update({
                     "frames": {"source_indices": [selected.start, selected.stop, selected.step],
-                               "n_written": len(selected), "nan_frames": nan_frames},
+                               "n_written": len(selected), "nan_frames": stats.nan_frames},
                     "gain": ({"mode": "auto", **gain_fit.as_dict()} if gain_fit is not None else
                              {"mode": "given", "adu_per_photon": gain} if gain is not None else
                              {"mode": "none (frames taken as photons)"}),
                     "centre": _centre_facts(opts, flat, centre_xy, centre_fit, n),
                     "first_pass": first_pass,
-                    "mask": {"files": mask_facts, "mask_value": opts.mask_value,
-                             "user_masked_pixels": int(user_mask.sum()),
-                             "nonfinite_pixels": int(nonfinite_px.sum()),
-                             "nonfinite_pixels_not_in_user_mask": int((nonfinite_px & ~user_mask).sum()),
-                             "nonfinite_values": n_nonfinite_values,
-                             "frames_with_nonfinite": frames_with_nonfinite,
-                             "geometry_masked_pixels": int(geo_det.mask.sum()) if geo_det is not None else 0,
-                             "masked_pixels_written": int(out_mask.sum()),
-                             "pixels_written": int(out_mask.size)},
+                    "mask": _mask_facts(opts, mask_facts, user_mask, stats, geo_det, out_mask),
                     "geometry": {"kind": "file" if geo_det is not None else "flat panel" if flat else "none",
                                  **geo_facts, "pixel_size_m": opts.pixel_size_m,
                                  "distance_m": det_out.distance if det_out is not None else None,
@@ -441,6 +370,116 @@ def run_import(opts: ImportOptions, *, progress: Callable[[int], None] | None = 
             raise
     return ImportResult(path=out, n_frames=len(selected), frame_shape=out_shape, gain=gain_fit, centre=centre_fit,
                         centre_xy=centre_xy, provenance=prov, seconds=time.monotonic() - t0, notes=notes)
+
+
+def _static_mask(opts: ImportOptions, src: FrameSource) -> tuple[np.ndarray, list[dict]]:
+    """The OR of the ``--mask`` files, (M, SS, FS) bool True = bad, and what each gave."""
+    user_mask = np.zeros(src.frame_shape, dtype=bool)
+    facts = []
+    for spec in opts.masks:
+        m, where = load_mask(spec, src, value=opts.mask_value)
+        facts.append({"spec": spec, "from": where, "masked_pixels": int(m.sum())})
+        user_mask |= m
+    return user_mask, facts
+
+
+def _labels(opts: ImportOptions, src: FrameSource, selected: range) -> tuple[np.ndarray | None, dict]:
+    """The class codes of the selected frames (``--labels``), or None, and what they held."""
+    if opts.labels is None:
+        return None, {}
+    all_codes, where = load_labels(opts.labels, src, opts.label_map)
+    codes = all_codes[np.asarray(selected, dtype=np.int64)]
+    counts = {name: int(np.sum(codes == k)) for k, name in enumerate(LABEL_CLASSES) if np.any(codes == k)}
+    return codes, {"from": where, "map": opts.label_map, "counts": counts, "unlabelled": int(np.sum(codes < 0))}
+
+
+def _crop_for_bin(shape: tuple[int, int, int], n: int, *, keep: bool, notes: list[str]
+                  ) -> tuple[int, int, dict[str, int]]:
+    """(rows, columns) kept before binning by ``n`` (all with ``keep``: a geometry file's panels must divide by
+    it), and what was cropped; a note is added when something was."""
+    if keep:
+        ss_c, fs_c = shape[1], shape[2]
+    else:
+        ss_c, fs_c = _cropped(shape, n)
+        if ss_c == 0 or fs_c == 0:
+            raise ConfigError(f"--bin {n} is larger than the frames ({shape[1]} x {shape[2]} pixels)")
+    cropped = {"rows": shape[1] - ss_c, "cols": shape[2] - fs_c}
+    if cropped["rows"] or cropped["cols"]:
+        notes.append(f"binning {n}x{n}: cropped the last {cropped['rows']} rows and {cropped['cols']} columns "
+                     f"({shape[1]} x {shape[2]} -> {ss_c} x {fs_c} pixels before binning)")
+    return ss_c, fs_c, cropped
+
+
+def _photon_energy(opts: ImportOptions, geo_det: Detector | None) -> float | None:
+    """eV: ``--energy``, else the geometry file's; None when neither gives a positive finite one."""
+    energy = opts.photon_energy_ev
+    if energy is None and geo_det is not None:
+        energy = geo_det.metadata.get("photon_energy_ev")
+    if energy is not None and not (math.isfinite(energy) and energy > 0):
+        energy = None
+    return energy
+
+
+def _output_detector(opts: ImportOptions, flat: bool, geo_det: Detector | None, centre_fit: CentreFit | None,
+                     shape: tuple[int, int, int], kept: tuple[int, int], n: int
+                     ) -> tuple[Detector | None, tuple[float, float] | None]:
+    """The detector written (flat panel at the beam centre, or the geometry file's, binned) and the beam centre
+    (X, Y) px of a flat panel (fitted, given, or the panel centre)."""
+    if flat:
+        assert opts.pixel_size_m is not None and opts.distance_m is not None
+        if centre_fit is not None:
+            centre_xy = (centre_fit.col, centre_fit.row)
+        elif isinstance(opts.centre, tuple):
+            centre_xy = opts.centre
+        else:
+            centre_xy = ((shape[2] - 1) / 2.0, (shape[1] - 1) / 2.0)
+        return flat_panel(kept[0], kept[1], opts.pixel_size_m, opts.distance_m, centre_xy).binned(n), centre_xy
+    if geo_det is not None:
+        return geo_det.binned(n), None
+    return None, None
+
+
+def _write_gain(f: h5py.File, data: h5py.Dataset, gain: float | None, gain_fit: GainFit | None) -> None:
+    """The gain the frames were divided by (attributes of the data) and the fitted read noise."""
+    if gain is not None:
+        data.attrs["adu_per_photon"] = float(gain)
+        data.attrs["adu_per_photon_sd"] = float(gain_fit.gain_sd) if gain_fit is not None else 0.0
+        data.attrs["adu_offset"] = float(gain_fit.offset) if gain_fit is not None else math.nan
+        data.attrs["gain_source"] = "auto" if gain_fit is not None else "given"
+    if gain_fit is not None:
+        rn = f[DETECTOR_PATH].create_dataset("read_noise_photons", data=float(gain_fit.read_noise_photons))
+        rn.attrs["units"] = "photons"
+
+
+def _frame_notes(stats: FrameStats, user_mask: np.ndarray) -> list[str]:
+    """Notes on the non-finite pixels masked and the frames kept as NaN."""
+    notes = []
+    if stats.nonfinite_pixels.any():
+        new = int((stats.nonfinite_pixels & ~user_mask).sum())
+        notes.append(f"{int(stats.nonfinite_pixels.sum())} pixels non-finite in some frame ({stats.nonfinite_values} "
+                     f"values in {stats.frames_with_nonfinite} frames; {new} not already masked): masked, "
+                     f"values written as 0")
+    if stats.nan_frames:
+        nan_frames = stats.nan_frames
+        shown = ", ".join(map(str, nan_frames[:10])) + (" ..." if len(nan_frames) > 10 else "")
+        notes.append(f"{len(nan_frames)} frames without any finite good pixel kept as NaN (source "
+                     f"indices {shown})")
+    return notes
+
+
+def _mask_facts(opts: ImportOptions, mask_facts: list[dict], user_mask: np.ndarray, stats: FrameStats,
+                geo_det: Detector | None, out_mask: np.ndarray) -> dict:
+    """The provenance of the written mask."""
+    nonfinite_px = stats.nonfinite_pixels
+    return {"files": mask_facts, "mask_value": opts.mask_value,
+            "user_masked_pixels": int(user_mask.sum()),
+            "nonfinite_pixels": int(nonfinite_px.sum()),
+            "nonfinite_pixels_not_in_user_mask": int((nonfinite_px & ~user_mask).sum()),
+            "nonfinite_values": stats.nonfinite_values,
+            "frames_with_nonfinite": stats.frames_with_nonfinite,
+            "geometry_masked_pixels": int(geo_det.mask.sum()) if geo_det is not None else 0,
+            "masked_pixels_written": int(out_mask.sum()),
+            "pixels_written": int(out_mask.size)}
 
 
 def _centre_facts(opts: ImportOptions, flat: bool, centre_xy: tuple[float, float] | None,

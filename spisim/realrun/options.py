@@ -10,7 +10,8 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from ..errors import ConfigError
-from ..manifest import MAX_PHOTON_ENERGY, MIN_PHOTON_ENERGY, parse_quantity
+from ..manifest import MAX_PHOTON_ENERGY, MIN_PHOTON_ENERGY
+from ..units import parse_quantity
 
 DEFAULT_FIRST_PASS = 2000
 """Most frames (evenly spaced) read by the first pass that feeds ``--gain auto`` and ``--centre auto``."""

@@ -81,25 +81,6 @@ def _kernel(single: bool):
     return kernel
 
 
-def cuda_simulated() -> bool:
-    """True when numba.cuda runs on its CPU simulator (NUMBA_ENABLE_CUDASIM=1)."""
-    from numba import config
-
-    return bool(config.ENABLE_CUDASIM)
-
-
-def cuda_available() -> bool:
-    """True when a real CUDA device can run kernels (False under the simulator's fake device too)."""
-    from numba import config
-
-    if config.ENABLE_CUDASIM:
-        return False
-    try:
-        return bool(cuda.is_available())
-    except Exception:  # pragma: no cover - broken driver installs
-        return False
-
-
 def structure_factor_cuda(groups: ElementGroups, q: np.ndarray, precision: str = "double") -> np.ndarray:
     """Exact F (electrons), complex128 (P,), at particle-frame q (P, 3) Å⁻¹ with the numba.cuda kernel.
 

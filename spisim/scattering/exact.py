@@ -7,14 +7,13 @@ F_R(q) = Σ_j f_j exp(i q·R r_j) = F(Rᵀ q). Passing `rotation=R` is the same 
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 
 from ..atoms import Atoms
+from ..backend import cufinufft_available, numba_cuda_available, require_numba_cuda
 from ..errors import ConfigError
 from .direct_cpu import structure_factor_cpu
-from .direct_cuda import cuda_available, cuda_simulated, structure_factor_cuda
+from .direct_cuda import structure_factor_cuda
 from .inputs import check_precision, check_q, check_rotation, group_atoms, rotate_q
 from .nufft import DEFAULT_TOL, structure_factor_cufinufft, structure_factor_nufft
 from .select import choose_method
@@ -66,19 +65,13 @@ def structure_factor(
             q_half_widths=np.abs(qr).max(axis=0) if qr.size else np.zeros(3),
             precision=precision,
             tol=tol,
-            gpu=cuda_available(),
+            gpu=numba_cuda_available(),
         )
     if method == "cpu":
         return structure_factor_cpu(groups, qr, precision)
     if method == "cuda":
-        if not (cuda_available() or cuda_simulated()):
-            raise ConfigError("method 'cuda' needs a CUDA GPU (none found); use method='cpu' or 'auto'")
+        require_numba_cuda("method 'cuda'", "method='cpu' or 'auto'")
         return structure_factor_cuda(groups, qr, precision)
-    if cuda_available() and _have_cufinufft():
+    if numba_cuda_available() and cufinufft_available():
         return structure_factor_cufinufft(groups, qr, precision, nufft_tol)
     return structure_factor_nufft(groups, qr, precision, nufft_tol)
-
-
-def _have_cufinufft() -> bool:
-    """True when cupy and cufinufft are importable (the GPU NUFFT path)."""
-    return importlib.util.find_spec("cufinufft") is not None and importlib.util.find_spec("cupy") is not None

@@ -12,6 +12,9 @@ tol ≥ 1e-6 and gives ≈ 1e-5.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from ..errors import ConfigError
@@ -39,6 +42,35 @@ def _check_grid(groups: ElementGroups, q: np.ndarray, tol: float) -> None:
         )
 
 
+ElementSum = Callable[[list[Any], np.ndarray, list[Any], float, Any], np.ndarray]
+"""(x, y, z of one element's atoms, their occupancies (n,), the q components s, t, u, tolerance, complex dtype)
+-> S_e(q) = Σ_j occ_j exp(+i q·r_j), (P,) on the host."""
+
+
+def _type3_sum(groups: ElementGroups, q: np.ndarray, precision: str, tol: float | None, to_array: Callable,
+               element_sum: ElementSum) -> np.ndarray:
+    """F = Σ_e f_e(|q|) S_e(q), complex128 (P,), with ``element_sum`` giving S_e by a type-3 transform.
+
+    The set-up the CPU and GPU paths share: tolerance, dtypes, the empty cases, the grid-size check, the
+    form-factor table; ``to_array(values, dtype)`` puts coordinates where ``element_sum`` wants them.
+    """
+    tol = _check_tol(DEFAULT_TOL[precision] if tol is None else tol, precision)
+    real, cplx = (np.float32, np.complex64) if precision == "single" else (np.float64, np.complex128)
+    out = np.zeros(q.shape[0], dtype=np.complex128)
+    if groups.n_atoms == 0 or q.shape[0] == 0:
+        return out
+    _check_grid(groups, q, tol)
+    ff = groups.form_factors.table(np.linalg.norm(q, axis=1))
+    stu = [to_array(q[:, k], real) for k in range(3)]
+    for e in range(len(groups.form_factors)):
+        pos, occ = groups.group(e)
+        if pos.shape[0] == 0:
+            continue
+        xyz = [to_array(pos[:, k], real) for k in range(3)]
+        out += ff[e] * element_sum(xyz, occ, stu, tol, cplx)
+    return out
+
+
 def structure_factor_nufft(
     groups: ElementGroups,
     q: np.ndarray,
@@ -49,23 +81,12 @@ def structure_factor_nufft(
     """F (electrons), complex128 (P,), at particle-frame q (P, 3) Å⁻¹ by FINUFFT type 3 per element."""
     import finufft
 
-    tol = _check_tol(DEFAULT_TOL[precision] if tol is None else tol, precision)
-    real, cplx = (np.float32, np.complex64) if precision == "single" else (np.float64, np.complex128)
-    out = np.zeros(q.shape[0], dtype=np.complex128)
-    if groups.n_atoms == 0 or q.shape[0] == 0:
-        return out
-    _check_grid(groups, q, tol)
-    ff = groups.form_factors.table(np.linalg.norm(q, axis=1))
-    s, t, u = (np.ascontiguousarray(q[:, k], dtype=real) for k in range(3))
     opts = {} if nthreads is None else {"nthreads": int(nthreads)}
-    for e in range(len(groups.form_factors)):
-        pos, occ = groups.group(e)
-        if pos.shape[0] == 0:
-            continue
-        x, y, z = (np.ascontiguousarray(pos[:, k], dtype=real) for k in range(3))
-        se = finufft.nufft3d3(x, y, z, occ.astype(cplx), s, t, u, eps=tol, isign=1, **opts)
-        out += ff[e] * se
-    return out
+
+    def element_sum(xyz: list, occ: np.ndarray, stu: list, eps: float, cplx: Any) -> np.ndarray:
+        return finufft.nufft3d3(*xyz, occ.astype(cplx), *stu, eps=eps, isign=1, **opts)
+
+    return _type3_sum(groups, q, precision, tol, lambda a, dtype: np.ascontiguousarray(a, dtype=dtype), element_sum)
 
 
 def structure_factor_cufinufft(
@@ -80,23 +101,13 @@ def structure_factor_cufinufft(
         import cupy as cp
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise ConfigError(f"method 'nufft' on the GPU needs cupy and cufinufft >= 2.3 ({exc})") from exc
-    tol = _check_tol(DEFAULT_TOL[precision] if tol is None else tol, precision)
-    real, cplx = (np.float32, np.complex64) if precision == "single" else (np.float64, np.complex128)
-    out = np.zeros(q.shape[0], dtype=np.complex128)
-    if groups.n_atoms == 0 or q.shape[0] == 0:
-        return out
-    _check_grid(groups, q, tol)
-    ff = groups.form_factors.table(np.linalg.norm(q, axis=1))
-    s, t, u = (cp.asarray(q[:, k], dtype=real) for k in range(3))
-    for e in range(len(groups.form_factors)):
-        pos, occ = groups.group(e)
-        if pos.shape[0] == 0:
-            continue
-        x, y, z = (cp.asarray(pos[:, k], dtype=real) for k in range(3))
-        plan = cufinufft.Plan(3, 3, eps=tol, isign=1, dtype=np.dtype(cplx).name)
-        plan.setpts(x, y, z, s, t, u)
-        out += ff[e] * cp.asnumpy(plan.execute(cp.asarray(occ, dtype=cplx)))
-    return out
+
+    def element_sum(xyz: list, occ: np.ndarray, stu: list, eps: float, cplx: Any) -> np.ndarray:
+        plan = cufinufft.Plan(3, 3, eps=eps, isign=1, dtype=np.dtype(cplx).name)
+        plan.setpts(*xyz, *stu)
+        return cp.asnumpy(plan.execute(cp.asarray(occ, dtype=cplx)))
+
+    return _type3_sum(groups, q, precision, tol, lambda a, dtype: cp.asarray(a, dtype=dtype), element_sum)
 
 
 def grid_sum_nufft(

@@ -32,63 +32,68 @@ def bspline3_weights(t: float) -> tuple[float, float, float, float]:
     return s * s * s * sixth, (0.5 * t3 - t2) + 2.0 / 3.0, ((t2 - t3) + t) * 0.5 + sixth, t3 * sixth
 
 
+@njit(inline="always", fastmath={"contract"}, cache=True)
+def _grid_position(q, p, rot, inv_dq, half, n, below, above):  # pragma: no cover - numba
+    """The prologue both kernels share, for pixel ``p``: particle-frame k = Rᵀ q_p (Å⁻¹), the floors i of its grid
+    coordinates u = k/Δq + h and their fractional parts t = u − i, and whether the stencil (``below`` points
+    before i, ``above`` after it) lies inside the n-point grid. Returns (inside, k0, k1, k2, t0, t1, t2, i0, i1, i2).
+    """
+    k0 = rot[0, 0] * q[p, 0] + rot[1, 0] * q[p, 1] + rot[2, 0] * q[p, 2]
+    k1 = rot[0, 1] * q[p, 0] + rot[1, 1] * q[p, 1] + rot[2, 1] * q[p, 2]
+    k2 = rot[0, 2] * q[p, 0] + rot[1, 2] * q[p, 1] + rot[2, 2] * q[p, 2]
+    u0 = k0 * inv_dq + half
+    u1 = k1 * inv_dq + half
+    u2 = k2 * inv_dq + half
+    i0 = int(math.floor(u0))
+    i1 = int(math.floor(u1))
+    i2 = int(math.floor(u2))
+    inside = min(i0, i1, i2) >= below and max(i0, i1, i2) + above < n
+    return inside, k0, k1, k2, u0 - i0, u1 - i1, u2 - i2, i0, i1, i2
+
+
+@njit(inline="always", fastmath={"contract"}, cache=True)
+def _cubic_at(coef, q, p, rot, inv_dq, half, centre_ht, cf):  # pragma: no cover - numba
+    """F at pixel ``p`` from the cubic B-spline coefficients (see :func:`_slice_cubic`)."""
+    inside, k0, k1, k2, t0, t1, t2, i0, i1, i2 = _grid_position(q, p, rot, inv_dq, half, coef.shape[0], 1, 2)
+    if not inside:
+        return complex(np.nan, np.nan)
+    re, im = tap_sum(coef, i0 - 1, i1 - 1, i2 - 1, bspline3_weights(t0), bspline3_weights(t1), bspline3_weights(t2))
+    s_ph, c_ph, par = sincospi_parity(k0 * centre_ht[0] + k1 * centre_ht[1] + k2 * centre_ht[2], cf)
+    sgn = 1.0 - 2.0 * par
+    re *= sgn
+    im *= sgn
+    return complex(re * c_ph - im * s_ph, re * s_ph + im * c_ph)
+
+
+@njit(inline="always", fastmath={"contract"}, cache=True)
+def _linear_at(values, q, p, rot, inv_dq, half, centre):  # pragma: no cover - numba
+    """F at pixel ``p`` by trilinear interpolation of the samples (see :func:`_slice_linear`)."""
+    inside, k0, k1, k2, t0, t1, t2, i0, i1, i2 = _grid_position(q, p, rot, inv_dq, half, values.shape[0], 0, 1)
+    if not inside:
+        return complex(np.nan, np.nan)
+    acc = 0j
+    for a in range(2):
+        wa = t0 if a else 1.0 - t0
+        for b in range(2):
+            wb = t1 if b else 1.0 - t1
+            acc += wa * wb * ((1.0 - t2) * values[i0 + a, i1 + b, i2] + t2 * values[i0 + a, i1 + b, i2 + 1])
+    s_ph, c_ph = sincos64(k0 * centre[0] + k1 * centre[1] + k2 * centre[2])
+    return acc * complex(c_ph, s_ph)
+
+
 @njit(parallel=True, fastmath={"contract"}, cache=True)
 def _slice_cubic(coef, q, rot, dq, half, centre_ht, cf, out):  # pragma: no cover - numba
     # coef: float64 view (n, n, 2n) of the complex128 coefficient grid; centre_ht = centre / π
-    n = coef.shape[0]
     inv_dq = 1.0 / dq
     for p in prange(q.shape[0]):
-        k0 = rot[0, 0] * q[p, 0] + rot[1, 0] * q[p, 1] + rot[2, 0] * q[p, 2]
-        k1 = rot[0, 1] * q[p, 0] + rot[1, 1] * q[p, 1] + rot[2, 1] * q[p, 2]
-        k2 = rot[0, 2] * q[p, 0] + rot[1, 2] * q[p, 1] + rot[2, 2] * q[p, 2]
-        u0 = k0 * inv_dq + half
-        u1 = k1 * inv_dq + half
-        u2 = k2 * inv_dq + half
-        i0 = int(math.floor(u0))
-        i1 = int(math.floor(u1))
-        i2 = int(math.floor(u2))
-        if i0 < 1 or i1 < 1 or i2 < 1 or i0 + 2 >= n or i1 + 2 >= n or i2 + 2 >= n:
-            out[p] = complex(np.nan, np.nan)
-            continue
-        wa = bspline3_weights(u0 - i0)
-        wb = bspline3_weights(u1 - i1)
-        wc = bspline3_weights(u2 - i2)
-        re, im = tap_sum(coef, i0 - 1, i1 - 1, i2 - 1, wa, wb, wc)
-        s_ph, c_ph, par = sincospi_parity(k0 * centre_ht[0] + k1 * centre_ht[1] + k2 * centre_ht[2], cf)
-        sgn = 1.0 - 2.0 * par
-        re *= sgn
-        im *= sgn
-        out[p] = complex(re * c_ph - im * s_ph, re * s_ph + im * c_ph)
+        out[p] = _cubic_at(coef, q, p, rot, inv_dq, half, centre_ht, cf)
 
 
 @njit(parallel=True, fastmath={"contract"}, cache=True)
 def _slice_linear(values, q, rot, dq, half, centre, out):  # pragma: no cover - numba
-    n = values.shape[0]
     inv_dq = 1.0 / dq
     for p in prange(q.shape[0]):
-        k0 = rot[0, 0] * q[p, 0] + rot[1, 0] * q[p, 1] + rot[2, 0] * q[p, 2]
-        k1 = rot[0, 1] * q[p, 0] + rot[1, 1] * q[p, 1] + rot[2, 1] * q[p, 2]
-        k2 = rot[0, 2] * q[p, 0] + rot[1, 2] * q[p, 1] + rot[2, 2] * q[p, 2]
-        u0 = k0 * inv_dq + half
-        u1 = k1 * inv_dq + half
-        u2 = k2 * inv_dq + half
-        i0 = int(math.floor(u0))
-        i1 = int(math.floor(u1))
-        i2 = int(math.floor(u2))
-        if i0 < 0 or i1 < 0 or i2 < 0 or i0 + 1 >= n or i1 + 1 >= n or i2 + 1 >= n:
-            out[p] = complex(np.nan, np.nan)
-            continue
-        t0 = u0 - i0
-        t1 = u1 - i1
-        t2 = u2 - i2
-        acc = 0j
-        for a in range(2):
-            wa = t0 if a else 1.0 - t0
-            for b in range(2):
-                wb = t1 if b else 1.0 - t1
-                acc += wa * wb * ((1.0 - t2) * values[i0 + a, i1 + b, i2] + t2 * values[i0 + a, i1 + b, i2 + 1])
-        s_ph, c_ph = sincos64(k0 * centre[0] + k1 * centre[1] + k2 * centre[2])
-        out[p] = acc * complex(c_ph, s_ph)
+        out[p] = _linear_at(values, q, p, rot, inv_dq, half, centre)
 
 
 def slice_cpu(

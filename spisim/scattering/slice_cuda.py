@@ -13,6 +13,8 @@ import math
 import numpy as np
 from numba import cuda
 
+from ..backend import is_device_array
+
 THREADS = 128
 """Threads per block."""
 
@@ -68,12 +70,6 @@ def _slice_kernel(grid, cubic, q, rot, dq, half, centre, out):  # pragma: no cov
     c_ph = math.cos(ph)
     s_ph = math.sin(ph)
     out[p] = complex(acc_re * c_ph - acc_im * s_ph, acc_re * s_ph + acc_im * c_ph)
-
-
-def is_device_array(x: object) -> bool:
-    """True for an array in GPU memory: a numba device array or anything with ``__cuda_array_interface__``
-    (CuPy, PyTorch CUDA tensors)."""
-    return hasattr(x, "__cuda_array_interface__") or bool(cuda.devicearray.is_cuda_ndarray(x))
 
 
 def slice_cuda(

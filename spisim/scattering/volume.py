@@ -45,9 +45,10 @@ import numpy as np
 from scipy import ndimage
 
 from ..atoms import Atoms
+from ..backend import is_device_array, numba_cuda_available, require_numba_cuda
 from ..errors import ConfigError
 from .direct_cpu import structure_factor_cpu
-from .direct_cuda import cuda_available, cuda_simulated, structure_factor_cuda
+from .direct_cuda import structure_factor_cuda
 from .inputs import ElementGroups, check_q, check_rotation, group_atoms
 from .nufft import grid_sum_nufft
 from .slice_cpu import slice_cpu
@@ -247,20 +248,19 @@ class ReciprocalVolume:
         pixel q crosses the bus once (checked once per array object), not every shot.
         """
         rot = check_rotation(rotation)
-        if _on_device(q):
+        if is_device_array(q):
             if method not in ("auto", "cuda"):
                 raise ConfigError(f"q is a GPU array: slice it with method 'cuda' (or 'auto'), not {method!r}")
             method, qa = "cuda", self._checked_device_q(q)
         else:
             qa = self._check_q_range(check_q(q))
         if method == "auto":
-            method = "cuda" if cuda_available() else "cpu"
+            method = "cuda" if numba_cuda_available() else "cpu"
         cubic = self.interpolation == "cubic"
         if method == "cpu":
             return slice_cpu(self.grid, cubic, qa, rot, self.dq, self.half, self.centre)
         if method == "cuda":
-            if not (cuda_available() or cuda_simulated()):
-                raise ConfigError("method 'cuda' needs a CUDA GPU (none found); use method='cpu' or 'auto'")
+            require_numba_cuda("method 'cuda'", "method='cpu' or 'auto'")
             from numba import cuda
 
             from .slice_cuda import slice_cuda
@@ -269,15 +269,6 @@ class ReciprocalVolume:
                 self._device_grid = cuda.to_device(self.grid)
             return slice_cuda(self._device_grid, cubic, qa, rot, self.dq, self.half, self.centre)
         raise ConfigError(f"slice method must be 'auto', 'cpu' or 'cuda', got {method!r}")
-
-
-def _on_device(q: Any) -> bool:
-    """True for q in GPU memory (CuPy / numba device array); numba.cuda is imported only then."""
-    if isinstance(q, np.ndarray):
-        return False
-    from .slice_cuda import is_device_array
-
-    return is_device_array(q)
 
 
 def _grid_q(dq: float, n: int) -> np.ndarray:
@@ -312,8 +303,7 @@ def _fill_direct(groups: ElementGroups, dq: float, n: int, centre: np.ndarray, m
         groups.positions - centre, groups.occupancies, groups.element_index, groups.starts, groups.form_factors
     )
     if method == "cuda":
-        if not (cuda_available() or cuda_simulated()):
-            raise ConfigError("method 'cuda' needs a CUDA GPU (none found); use method='nufft' or 'cpu'")
+        require_numba_cuda("method 'cuda'", "method='nufft' or 'cpu'")
         f = structure_factor_cuda(shifted, q)
     else:
         f = structure_factor_cpu(shifted, q)

@@ -1,353 +1,22 @@
-"""Dataset manifests: the YAML recipes of ``spi simulate``, validated with one-line errors.
+"""The sections of a manifest: one frozen dataclass per section, each key declared once with :func:`~spisim.schema.key`.
 
-A manifest names the beam, the detector, the particles, the mix of hit types and the noise of a
-dataset (see ``docs/manifest.md``, generated from the schema below by :func:`reference_markdown`).
-Every key is declared once, in the frozen dataclasses of this module, with its kind, default, unit
-and documentation; :func:`parse_manifest` walks them, so an unknown key (with a did-you-mean), a
-missing value, a wrong unit or an impossible value raises :class:`~spisim.errors.ConfigError` naming
-the key path, e.g. ``manifest beam.photon_energy: unit 'kg' is not a photon energy``.
-
-Quantities accept a unit suffix (``'1.6 keV'``, ``'2 mJ'``, ``'100 nm'``, ``'0.74 m'``,
-``'1e12 photons/um^2'``, ``'0.43 e/A^3'``); a bare number is read in the key's documented unit.
-Values are stored in SI (m, J, photons/m²), except photon energies (eV) and electron densities
-(electrons/Å³), which the physics modules take as such.
+The engine that validates them (unknown keys with a did-you-mean, units, bounds, one-line errors naming the key
+path) is :mod:`spisim.schema`; quantities are read by :mod:`spisim.units`. Values are stored in SI (m, J,
+photons/m²), except photon energies (eV) and electron densities (electrons/Å³), which the physics modules take
+as such. The sections hold settings, not physics: :mod:`spisim.manifest.build` turns them into the physics
+modules' own types.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import math
-import os
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .constants import HC_EV_ANGSTROM
-from .errors import ConfigError
-
-# ----------------------------------------------------------------------------------------------
-# Quantities with units
-
-
-_LENGTH = {
-    "m": 1.0, "cm": 1e-2, "mm": 1e-3, "um": 1e-6, "micron": 1e-6, "microns": 1e-6,
-    "nm": 1e-9, "A": 1e-10, "angstrom": 1e-10, "pm": 1e-12,
-}
-_PHOTON_ENERGY = {"eV": 1.0, "keV": 1e3, "MeV": 1e6}
-_PULSE_ENERGY = {"J": 1.0, "mJ": 1e-3, "uJ": 1e-6, "nJ": 1e-9}
-
-
-@dataclass(frozen=True)
-class Dimension:
-    """A physical dimension: the name used in messages, the stored unit and examples of units."""
-
-    name: str
-    stored: str
-    examples: str
-    sample: str
-
-
-DIMENSIONS: dict[str, Dimension] = {
-    "length": Dimension("length", "m", "m, mm, um, nm, A", "100 nm"),
-    "photon_energy": Dimension("photon energy", "eV", "eV, keV, or a wavelength in A or nm", "1.6 keV"),
-    "pulse_energy": Dimension("pulse energy", "J", "J, mJ, uJ", "0.4 mJ"),
-    "fluence": Dimension("fluence", "photons/m^2", "photons/m^2, photons/um^2, photons/nm^2", "1e14 photons/um^2"),
-    "electron_density": Dimension("electron density", "e/A^3", "e/A^3, e/nm^3", "0.43 e/A^3"),
-    "inverse_length": Dimension("inverse length", "1/A", "1/A, 1/nm", "0.05 1/A"),
-}
-
-
-def _normalise_unit(text: str) -> str:
-    t = text.strip()
-    for a, b in (("µ", "u"), ("μ", "u"), ("Å", "A"), ("²", "^2"), ("³", "^3"), ("**", "^"), ("⁻¹", "^-1")):
-        t = t.replace(a, b)
-    t = re.sub(r"\s+", "", t)
-    if t.lower() in ("angstrom", "angstroms", "ang"):
-        return "A"
-    return t
-
-
-def _lookup(table: dict[str, float], unit: str) -> float | None:
-    if unit in table:
-        return table[unit]
-    matches = [v for k, v in table.items() if k.lower() == unit.lower()]
-    return matches[0] if len(matches) == 1 else None
-
-
-def _unit_factor(dim: str, unit: str) -> float | None:
-    """Factor that turns a number in ``unit`` into the stored unit of ``dim`` (None: not that dimension)."""
-    if dim == "length":
-        return _lookup(_LENGTH, unit)
-    if dim == "photon_energy":
-        return _lookup(_PHOTON_ENERGY, unit)
-    if dim == "pulse_energy":
-        return _lookup(_PULSE_ENERGY, unit)
-    if dim == "fluence":
-        m = re.fullmatch(r"(?:photons?|ph)?/([A-Za-z]+)\^?2", unit)
-        if m and (f := _lookup(_LENGTH, m.group(1))) is not None:
-            return 1.0 / f**2
-        return None
-    if dim == "electron_density":
-        m = re.fullmatch(r"(?:e|electrons?)/([A-Za-z]+)\^?3", unit)
-        if m and (f := _lookup(_LENGTH, m.group(1))) is not None:
-            return (1e-10 / f) ** 3
-        return None
-    if dim == "inverse_length":
-        m = re.fullmatch(r"1/([A-Za-z]+)", unit) or re.fullmatch(r"([A-Za-z]+)\^-1", unit)
-        if m and (f := _lookup(_LENGTH, m.group(1))) is not None:
-            return 1e-10 / f
-        return None
-    raise ValueError(f"unknown dimension {dim!r}")
-
-
-_NUMBER = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(.*?)\s*$")
-
-
-def parse_quantity(value: Any, dim: str, default_unit: str, where: str = "value") -> float:
-    """A number with an optional unit suffix, in the stored unit of ``dim``.
-
-    Args:
-        value: a number (read in ``default_unit``) or a string such as ``'1.6 keV'``.
-        dim: a key of :data:`DIMENSIONS`.
-        default_unit: unit of a bare number.
-        where: key path for messages.
-
-    Returns:
-        The value in the stored unit (m, eV, J, photons/m², e/Å³ or 1/Å).
-    """
-    if isinstance(value, bool) or value is None:
-        raise ConfigError(f"{where}: expected a {DIMENSIONS[dim].name}, got {value!r}")
-    if isinstance(value, (int, float)):
-        number, unit = float(value), default_unit
-    elif isinstance(value, str):
-        m = _NUMBER.match(value)
-        if not m:
-            d = DIMENSIONS[dim]
-            raise ConfigError(f"{where}: cannot read {value!r} as a {d.name} (e.g. {d.sample!r})")
-        number, unit = float(m.group(1)), (m.group(2) or default_unit)
-    else:
-        raise ConfigError(f"{where}: expected a {DIMENSIONS[dim].name}, got {type(value).__name__} {value!r}")
-    unit_n = _normalise_unit(unit)
-    factor = _unit_factor(dim, unit_n)
-    if factor is None and dim == "photon_energy":
-        length = _lookup(_LENGTH, unit_n)  # a wavelength
-        if length is not None:
-            if number <= 0:
-                raise ConfigError(f"{where}: a wavelength must be > 0, got {value!r}")
-            return HC_EV_ANGSTROM / (number * length / 1e-10)
-    if factor is None:
-        d = DIMENSIONS[dim]
-        raise ConfigError(f"{where}: unit {unit.strip()!r} is not a {d.name} (use {d.examples})")
-    result = number * factor
-    if not math.isfinite(result):
-        raise ConfigError(f"{where}: {value!r} is not a finite number")
-    return result
-
-
-def format_quantity(value: float | None, dim: str, unit: str) -> str:
-    """``value`` (stored unit of ``dim``) written in ``unit``, e.g. ``'75 um'`` (for documentation)."""
-    if value is None:
-        return "null"
-    factor = _unit_factor(dim, _normalise_unit(unit))
-    assert factor is not None
-    return f"{value / factor:.6g} {unit}"
-
-
-# ----------------------------------------------------------------------------------------------
-# The schema: one frozen dataclass per section; each field carries its kind, unit and doc.
-
-
-class _Required:
-    def __repr__(self) -> str:
-        return "REQUIRED"
-
-
-REQUIRED: Any = _Required()
-"""Default of a key that the manifest must give."""
-
-
-def key(
-    default: Any = REQUIRED,
-    *,
-    kind: str,
-    doc: str,
-    dim: str | None = None,
-    unit: str | None = None,
-    choices: tuple[str, ...] = (),
-    minimum: float | None = None,
-    maximum: float | None = None,
-    exclusive: bool = False,
-    nullable: bool = False,
-    cls: type | None = None,
-    names: tuple[str, ...] = (),
-) -> Any:
-    """Declare a manifest key (a dataclass field with its schema in ``metadata``).
-
-    Kinds: ``int``, ``float``, ``qty`` (with ``dim`` and bare-number ``unit``), ``range`` (a quantity or a
-    pair [low, high]), ``int_range``, ``bool``, ``str``, ``choice``, ``int_list``, ``weights`` (a mapping
-    of ``names`` to weights ≥ 0), ``section`` (a nested ``cls``), ``section_list`` (a list of ``cls``).
-    ``minimum``/``maximum`` bound numbers (strictly with ``exclusive``), in the stored unit.
-    """
-    meta = dict(kind=kind, doc=doc, dim=dim, unit=unit, choices=choices, minimum=minimum, maximum=maximum,
-                exclusive=exclusive, nullable=nullable, cls=cls, names=names, default=default)
-    if kind == "section" and default is REQUIRED:
-        return field(default_factory=lambda: _build(cls, {}, "<default>"), metadata=meta)  # type: ignore[arg-type]
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def _path(where: str, name: str) -> str:
-    return f"{where}.{name}" if where else name
-
-
-def _number(value: Any, where: str, integer: bool = False) -> float:
-    if isinstance(value, bool) or value is None:
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if isinstance(value, str):
-        m = _NUMBER.match(value)
-        if not m or m.group(2):
-            raise ConfigError(f"{where}: expected a plain number, got {value!r}")
-        value = float(m.group(1))
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if integer:
-        if float(value) != int(value):
-            raise ConfigError(f"{where}: expected a whole number, got {value!r}")
-        return int(value)
-    return float(value)
-
-
-def _bounds(value: float, meta: dict, where: str, shown: Any) -> None:
-    lo, hi, excl = meta["minimum"], meta["maximum"], meta["exclusive"]
-    if lo is not None and (value < lo or (excl and value == lo)):
-        raise ConfigError(f"{where} must be {'>' if excl else '>='} {_show_bound(lo, meta)}, got {shown!r}")
-    if hi is not None and value > hi:
-        raise ConfigError(f"{where} must be <= {_show_bound(hi, meta)}, got {shown!r}")
-
-
-def _show_bound(v: float, meta: dict) -> str:
-    return format_quantity(v, meta["dim"], meta["unit"]) if meta["dim"] is not None else f"{v:g}"
-
-
-def _convert(value: Any, meta: dict, where: str) -> Any:
-    kind = meta["kind"]
-    if kind in ("int", "float"):
-        v = _number(value, where, integer=kind == "int")
-        _bounds(v, meta, where, value)
-        return v
-    if kind == "qty":
-        v = parse_quantity(value, meta["dim"], meta["unit"], where)
-        _bounds(v, meta, where, value)
-        return v
-    if kind in ("range", "int_range"):
-        items = value if isinstance(value, (list, tuple)) else [value, value]
-        if len(items) != 2:
-            raise ConfigError(f"{where}: expected a value or a pair [low, high], got {value!r}")
-        if kind == "range" and meta["dim"] is not None:
-            lo, hi = (parse_quantity(v, meta["dim"], meta["unit"], where) for v in items)
-        elif kind == "range":
-            lo, hi = (_number(v, where) for v in items)
-        else:
-            lo, hi = (_number(v, where, integer=True) for v in items)
-        for v in (lo, hi):
-            _bounds(v, meta, where, value)
-        if lo > hi:
-            raise ConfigError(f"{where}: low end {items[0]!r} is above high end {items[1]!r}")
-        return (lo, hi)
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if kind == "str":
-        if not isinstance(value, (str, int)) or isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return str(value)
-    if kind == "choice":
-        text = str(value).lower() if value is not False else "none"  # YAML reads `none`-ish words oddly
-        if text not in meta["choices"]:
-            hint = _did_you_mean(text, meta["choices"])
-            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(meta['choices'])}{hint}")
-        return text
-    if kind == "int_list":
-        items = value if isinstance(value, (list, tuple)) else [value]
-        out = tuple(_number(v, where, integer=True) for v in items)
-        for v in out:
-            _bounds(v, meta, where, value)
-        return out
-    if kind == "weights":
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping of {', '.join(meta['names'])} to weights")
-        out = {}
-        for name, w in value.items():
-            if name not in meta["names"]:
-                raise ConfigError(f"{_path(where, str(name))}: unknown key{_did_you_mean(str(name), meta['names'])}")
-            out[name] = _number(w, _path(where, name))
-            if out[name] < 0:
-                raise ConfigError(f"{_path(where, name)} must be >= 0, got {w!r}")
-        return out
-    if kind == "section":
-        return _build(meta["cls"], value, where)
-    if kind == "section_list":
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list of entries (each starting with '- ')")
-        return tuple(_build(meta["cls"], v, f"{where}[{i}]") for i, v in enumerate(value))
-    raise ValueError(f"unknown kind {kind!r}")
-
-
-def _did_you_mean(word: str, options: Any) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
-
-
-def _build(cls: type, raw: Any, where: str) -> Any:
-    """Validate ``raw`` (parsed YAML) against dataclass ``cls``; the key path ``where`` goes into messages."""
-    coerce = getattr(cls, "coerce", None)
-    if coerce is not None:
-        raw = coerce(raw, where)
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where or 'manifest'}: expected a mapping of keys, got {raw!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for name in raw:
-        if name not in fields:
-            where_key = _path(where, str(name))
-            raise ConfigError(f"{where_key}: unknown key{_did_you_mean(str(name), fields)}")
-    values = {}
-    for name, f in fields.items():
-        meta = f.metadata
-        here = _path(where, name)
-        if name not in raw:
-            if meta["default"] is REQUIRED and meta["kind"] != "section":
-                raise ConfigError(f"{here}: missing value (required key)")
-            if meta["kind"] == "section":
-                values[name] = _build(meta["cls"], None, here)
-            continue
-        value = raw[name]
-        if value is None:
-            if meta["nullable"]:
-                values[name] = None
-                continue
-            if meta["kind"] in ("section", "section_list", "int_list", "weights"):
-                value = {} if meta["kind"] in ("section", "weights") else []
-            else:
-                raise ConfigError(f"{here}: missing value (give one or remove the key)")
-        values[name] = _convert(value, meta, here)
-    obj = cls(**values)
-    check = getattr(obj, "check", None)
-    if check is not None:
-        check(where, raw)
-    return obj
-
-
-# ----------------------------------------------------------------------------------------------
-# Sections
-
+from ..detector.presets import PRESET_NAMES
+from ..errors import ConfigError
+from ..particles import SHAPES
+from ..schema import did_you_mean, key, key_path
 
 PROTEIN_DENSITY = 0.43
 """Electron density of protein, electrons/Å³."""
@@ -369,8 +38,9 @@ HIT_MIXES: dict[str, dict[str, float]] = {
 }
 """Named mixes of hit types (weights, normalised when drawing)."""
 
-DETECTOR_PRESETS = ("pnccd", "jungfrau4m", "epix10k2m", "agipd1m", "square")
-SHAPES = ("sphere", "spheroid", "icosahedron", "shell", "lobed")
+DETECTOR_PRESETS = PRESET_NAMES
+"""Detector presets a manifest may name (:data:`spisim.detector.presets.PRESET_NAMES`)."""
+
 ATOMS_ONLY_SHAPES = ("lobed",)
 """Built-in shapes with no analytic form factor (always filled with atoms)."""
 
@@ -443,7 +113,7 @@ class DetectorSpec:
             raise ConfigError(f"{where}: give exactly one of preset and geometry")
         for name in ("n_pixels", "pixel_size"):
             if name in raw and self.preset != "square":
-                raise ConfigError(f"{_path(where, name)}: only for the square preset")
+                raise ConfigError(f"{key_path(where, name)}: only for the square preset")
 
 
 @dataclass(frozen=True)
@@ -497,23 +167,24 @@ class ParticleSpec:
             raise ConfigError(f"{where}: give exactly one of structure and shape")
         if self.shape is not None:
             if self.radius is None:
-                raise ConfigError(f"{_path(where, 'radius')}: missing value (required for shape {self.shape})")
+                raise ConfigError(f"{key_path(where, 'radius')}: missing value (required for shape {self.shape})")
             if self.shape == "spheroid" and self.polar_radius is None:
-                raise ConfigError(f"{_path(where, 'polar_radius')}: missing value (required for a spheroid)")
+                raise ConfigError(f"{key_path(where, 'polar_radius')}: missing value (required for a spheroid)")
             if self.shape == "shell":
                 if self.thickness is None:
-                    raise ConfigError(f"{_path(where, 'thickness')}: missing value (required for a shell)")
+                    raise ConfigError(f"{key_path(where, 'thickness')}: missing value (required for a shell)")
                 if self.thickness >= self.radius:
-                    raise ConfigError(f"{_path(where, 'thickness')} must be < radius for a shell")
+                    raise ConfigError(f"{key_path(where, 'thickness')} must be < radius for a shell")
             if self.shape in ATOMS_ONLY_SHAPES and self.model == "continuum":
-                raise ConfigError(f"{_path(where, 'model')}: the {self.shape} shape has no continuum model (use atoms)")
+                raise ConfigError(f"{key_path(where, 'model')}: the {self.shape} shape has no continuum model "
+                                  "(use atoms)")
             if self.core_density is not None and not (self.shape == "shell" and self.continuum):
-                raise ConfigError(f"{_path(where, 'core_density')}: only for a continuum shell (shape: shell, "
+                raise ConfigError(f"{key_path(where, 'core_density')}: only for a continuum shell (shape: shell, "
                                   f"model: continuum or auto)")
         else:
             for k in ("radius", "polar_radius", "thickness", "core_density"):
                 if getattr(self, k) is not None:
-                    raise ConfigError(f"{_path(where, k)}: only for built-in shapes")
+                    raise ConfigError(f"{key_path(where, k)}: only for built-in shapes")
 
     @property
     def max_stretch(self) -> float:
@@ -556,7 +227,7 @@ class HitsSpec:
         if isinstance(raw, str):
             if raw not in HIT_MIXES:
                 raise ConfigError(f"{where}: {raw!r} is not a named mix ({', '.join(HIT_MIXES)})"
-                                  f"{_did_you_mean(raw, HIT_MIXES)}")
+                                  f"{did_you_mean(raw, HIT_MIXES)}")
             return dict(HIT_MIXES[raw])
         if isinstance(raw, dict):  # a given mapping: unnamed types get weight 0
             return {k: raw.get(k, 0.0) for k in ("no_hit", "single", "multi", "unintended")} | raw
@@ -603,9 +274,9 @@ class MultiSpec:
 
     def check(self, where: str, raw: dict) -> None:
         if self.n_max < self.n_min:
-            raise ConfigError(f"{_path(where, 'n_max')} must be >= n_min ({self.n_min}), got {self.n_max}")
+            raise ConfigError(f"{key_path(where, 'n_max')} must be >= n_min ({self.n_min}), got {self.n_max}")
         if "overlap" in raw and self.placement != "aggregate":
-            raise ConfigError(f"{_path(where, 'overlap')}: only for placement aggregate")
+            raise ConfigError(f"{key_path(where, 'overlap')}: only for placement aggregate")
 
 
 @dataclass(frozen=True)
@@ -677,9 +348,9 @@ class UnintendedSpec:
     def check(self, where: str, raw: dict) -> None:
         explicit = isinstance(raw.get("kinds"), dict) and raw["kinds"].get("molecule", 0) > 0
         if explicit and not self.molecules:
-            raise ConfigError(f"{_path(where, 'kinds.molecule')}: weight > 0 needs unintended.molecules")
+            raise ConfigError(f"{key_path(where, 'kinds.molecule')}: weight > 0 needs unintended.molecules")
         if sum(self.weights().values()) <= 0:
-            raise ConfigError(f"{_path(where, 'kinds')}: the weights must not all be 0")
+            raise ConfigError(f"{key_path(where, 'kinds')}: the weights must not all be 0")
 
     def weights(self) -> dict[str, float]:
         """Weights of the kinds that can occur (molecule only with molecules given)."""
@@ -719,12 +390,12 @@ class BackgroundSpec:
 
     def check(self, where: str, raw: dict) -> None:
         if self.kind == "template" and self.template is None:
-            raise ConfigError(f"{_path(where, 'template')}: missing value (required for kind template)")
+            raise ConfigError(f"{key_path(where, 'template')}: missing value (required for kind template)")
         if self.kind != "template":
             if self.template is not None:
-                raise ConfigError(f"{_path(where, 'template')}: only for kind template")
+                raise ConfigError(f"{key_path(where, 'template')}: only for kind template")
             if self.photons is None:
-                raise ConfigError(f"{_path(where, 'photons')}: null only for kind template (0: off)")
+                raise ConfigError(f"{key_path(where, 'photons')}: null only for kind template (0: off)")
 
 
 @dataclass(frozen=True)
@@ -777,9 +448,9 @@ class NoiseSpec:
     def check(self, where: str, raw: dict) -> None:
         if self.common_mode_block is not None and len(self.common_mode_block) != 2:
             got = list(self.common_mode_block)
-            raise ConfigError(f"{_path(where, 'common_mode_block')}: expected [ss, fs], got {got}")
+            raise ConfigError(f"{key_path(where, 'common_mode_block')}: expected [ss, fs], got {got}")
         if len(set(self.missing_panels)) != len(self.missing_panels):
-            raise ConfigError(f"{_path(where, 'missing_panels')}: a panel is listed twice")
+            raise ConfigError(f"{key_path(where, 'missing_panels')}: a panel is listed twice")
 
     @property
     def is_off(self) -> bool:
@@ -850,273 +521,3 @@ class ManifestSpec:
         """Names the labels index: particles, then unintended molecules, droplet, salt, debris."""
         return [p.label for p in self.particles] + [m.label for m in self.unintended.molecules] + [
             "droplet", "salt", "debris"]
-
-
-# ----------------------------------------------------------------------------------------------
-# Loading
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """A validated manifest with its text and origin.
-
-    Attributes:
-        spec: the validated settings.
-        text: the manifest's YAML text, as written.
-        source: file path or ``<built-in default>``.
-        base_dir: folder against which relative paths are looked up first (then the current directory).
-        overrides: settings given on the command line (``shots``, ``seed``), applied over the text.
-    """
-
-    spec: ManifestSpec
-    text: str
-    source: str
-    base_dir: Path | None
-    overrides: dict
-
-    def resolve_path(self, name: str, where: str) -> Path:
-        """An existing file named in the manifest.
-
-        ``$VARIABLES`` and ``~`` are expanded; an absolute path is used as is; a relative one is looked up
-        next to the manifest file first (so a manifest works from any working directory), then in the
-        current directory (for manifests given as text, and older manifests written relative to it).
-        """
-        expanded = os.path.expandvars(name)
-        unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)
-        if unset:
-            raise ConfigError(f"{where}: environment variable {unset[0]} in {name!r} is not set")
-        p = Path(expanded).expanduser()
-        tried = [p] if p.is_absolute() else ([self.base_dir / p] if self.base_dir else []) + [Path.cwd() / p]
-        for candidate in tried:
-            if candidate.is_file():
-                return candidate.resolve()
-            if candidate.exists():
-                raise ConfigError(f"{where}: {candidate} is not a file")
-        looked = ", ".join(dict.fromkeys(str(c.parent.resolve()) for c in tried))
-        raise ConfigError(f"{where}: no such file {name!r} (looked in {looked})")
-
-    def check_files(self) -> None:
-        """ConfigError unless every file the manifest names exists (PDB ids are not fetched here)."""
-        spec = self.spec
-        if spec.detector.geometry is not None:
-            self.resolve_path(spec.detector.geometry, "detector.geometry")
-        if spec.detector.mask is not None:
-            self.resolve_path(split_dataset(spec.detector.mask)[0], "detector.mask")
-        if spec.noise.background.template is not None:
-            self.resolve_path(split_dataset(spec.noise.background.template)[0], "noise.background.template")
-        for where, plist in (("particles", spec.particles), ("unintended.molecules", spec.unintended.molecules)):
-            for i, p in enumerate(plist):
-                if p.structure is not None:
-                    self.structure_source(p.structure, f"{where}[{i}].structure")
-
-    def read_array(self, name: str, where: str, default_dataset: str) -> Any:
-        """The array (numpy) of a file named in the manifest: ``.npy``, an HDF5 dataset ``FILE.h5:/path``,
-        or the ``default_dataset`` of an HDF5 file (``.h5``, ``.hdf5``, ``.hdf``, ``.cxi``, ``.nxs``).
-
-        Raises:
-            ConfigError: no such file, an unknown file type, no such dataset.
-            InputFileError: a file that cannot be read.
-        """
-        import numpy as np
-
-        from .errors import InputFileError
-
-        file_name, dataset = split_dataset(name)
-        path = self.resolve_path(file_name, where)
-        suffix = path.suffix.lower()
-        if suffix == ".npy":
-            if dataset is not None:
-                raise ConfigError(f"{where}: a .npy file holds one array; drop ':{dataset}'")
-            try:
-                return np.load(path, allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                raise InputFileError(f"{where}: {path} is not a readable .npy array ({exc})") from None
-        if suffix not in HDF5_SUFFIXES:
-            raise ConfigError(f"{where}: {path.name} is neither .npy nor an HDF5 file ({', '.join(HDF5_SUFFIXES)})")
-        import h5py
-
-        dataset = dataset or default_dataset
-        try:
-            f = h5py.File(path, "r")
-        except OSError:
-            raise InputFileError(f"{where}: {path} is not a readable HDF5 file") from None
-        with f:
-            node = f.get(dataset)
-            if not isinstance(node, h5py.Dataset):
-                what = "is not a dataset" if node is not None else "does not exist"
-                raise ConfigError(f"{where}: {dataset} in {path} {what} (name one as {path.name}:/path/to/dataset)")
-            try:
-                return np.asarray(node[()])
-            except OSError as exc:
-                raise InputFileError(f"{where}: cannot read {dataset} of {path} ({exc})") from None
-
-    def structure_source(self, name: str, where: str) -> str | Path:
-        """A structure file (Path) or a PDB id (str) for :func:`spisim.structure.load_structure`."""
-        try:
-            return self.resolve_path(name, where)
-        except ConfigError:
-            if re.fullmatch(r"[0-9][A-Za-z0-9]{3}", name):
-                return name.lower()
-            raise
-
-
-HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".cxi", ".nxs")
-"""File suffixes read as HDF5 by :meth:`Manifest.read_array`."""
-
-
-def split_dataset(name: str) -> tuple[str, str | None]:
-    """``'run.h5:/entry/mask'`` -> ``('run.h5', '/entry/mask')``; a name without ``:/`` after an HDF5 suffix
-    -> ``(name, None)``."""
-    suffixes = "|".join(s.lstrip(".") for s in HDF5_SUFFIXES)
-    m = re.fullmatch(rf"(.+\.(?:{suffixes})):(/.*)", name, flags=re.IGNORECASE)
-    return (m.group(1), m.group(2)) if m else (name, None)
-
-
-BUILTIN_DEFAULT = Path(__file__).with_name("manifests") / "default.yaml"
-"""The built-in default manifest (no file and no network needed)."""
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, except that a key given twice in one mapping is an error, not a silent overwrite."""
-
-
-def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue
-        key = loader.construct_object(key_node, deep=True)
-        line = key_node.start_mark.line + 1
-        try:
-            first = seen.get(key)
-        except TypeError:  # an unhashable key: SafeLoader reports it
-            break
-        if first is not None:
-            where = f"on line {line}" if first == line else f"lines {first} and {line}"
-            raise ConfigError(f"key {key!r} is given twice ({where}): keep one")
-        seen[key] = line
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
-
-
-def _deep_merge(base: dict, over: dict) -> dict:
-    """``base`` with ``over`` set on top; nested mappings merge key by key."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def parse_manifest(
-    text: str, *, source: str = "<string>", base_dir: Path | None = None, overrides: dict | None = None
-) -> Manifest:
-    """Validate a manifest given as YAML text.
-
-    Args:
-        text: the YAML document.
-        source: where it came from (for messages and the dataset's attributes).
-        base_dir: folder for relative paths.
-        overrides: keys set over the text (e.g. ``{"shots": 10, "output": {"compression": "lz4"}}``; nested
-            mappings merge); top-level None values are ignored.
-    """
-    try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"manifest {source}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
-    except ConfigError as exc:
-        raise ConfigError(f"manifest {source}: {exc}") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"manifest {source}: expected a mapping of keys at the top, got {type(raw).__name__}")
-    ov = {k: v for k, v in (overrides or {}).items() if v is not None}
-    raw = _deep_merge(raw, ov)
-    try:
-        spec = _build(ManifestSpec, raw, "")
-    except ConfigError as exc:
-        raise ConfigError(f"manifest {source}: {exc}") from None
-    return Manifest(spec=spec, text=text, source=source, base_dir=base_dir, overrides=ov)
-
-
-def load_manifest(path: str | Path | None = None, *, overrides: dict | None = None) -> Manifest:
-    """Read and validate a manifest file; ``None`` gives the built-in default (:data:`BUILTIN_DEFAULT`)."""
-    if path is None:
-        return parse_manifest(BUILTIN_DEFAULT.read_text(), source="<built-in default>", overrides=overrides)
-    p = Path(path)
-    if not p.is_file():
-        from .errors import InputFileError
-
-        raise InputFileError(f"no such manifest file: {p}")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"manifest {p} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
-    return parse_manifest(text, source=str(p), base_dir=p.resolve().parent, overrides=overrides)
-
-
-# ----------------------------------------------------------------------------------------------
-# Reference documentation generated from the schema
-
-
-def _describe_default(meta: dict) -> str:
-    d = meta["default"]
-    kind = meta["kind"]
-    if d is REQUIRED:
-        return "required"
-    if d is None:
-        return "null"
-    if kind == "qty":
-        return format_quantity(d, meta["dim"], meta["unit"])
-    if kind == "range":
-        if meta["dim"] is None:
-            return f"[{d[0]:g}, {d[1]:g}]"
-        return "[" + ", ".join(format_quantity(v, meta["dim"], meta["unit"]) for v in d) + "]"
-    if kind in ("int_range", "int_list"):
-        return "[" + ", ".join(str(v) for v in d) + "]"
-    if kind == "weights":
-        return "{" + ", ".join(f"{k}: {v:g}" for k, v in d.items()) + "}"
-    if kind == "bool":
-        return "true" if d else "false"
-    if kind == "section_list":
-        return "[]"
-    return f"{d:g}" if isinstance(d, float) else str(d)
-
-
-def _describe_unit(meta: dict) -> str:
-    if meta["kind"] in ("qty", "range") and meta["dim"] is not None:
-        return meta["unit"]
-    if meta["kind"] == "choice":
-        return " / ".join(meta["choices"])
-    return "-"
-
-
-def reference_rows(cls: type = ManifestSpec, where: str = "") -> list[tuple[str, str, str, str]]:
-    """(key path, unit of a bare number or choices, default, meaning) of every key, depth first."""
-    rows = []
-    for f in dataclasses.fields(cls):
-        meta = f.metadata
-        here = _path(where, f.name)
-        if meta["kind"] == "section":
-            rows += reference_rows(meta["cls"], here)
-        elif meta["kind"] == "section_list":
-            rows.append((here, "list", "[]", meta["doc"]))
-            rows += reference_rows(meta["cls"], here + "[]")
-        else:
-            rows.append((here, _describe_unit(meta), _describe_default(meta), meta["doc"]))
-    return rows
-
-
-def reference_markdown() -> str:
-    """The key table of ``docs/manifest.md`` (kept equal to the schema by a test)."""
-    lines = ["| key | unit of a bare number (or choices) | default | meaning |", "|---|---|---|---|"]
-    for path, unit, default, doc in reference_rows():
-        lines.append(f"| `{path}` | {unit} | {default} | {doc} |")
-    return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":  # python -m spisim.manifest: print the key table
-    print(reference_markdown(), end="")
