@@ -243,3 +243,18 @@ def test_match_moves_a_detector_whose_beam_centre_is_off(tmp_path):
     row, col = a.beam_pixel
     assert abs(row - 47.5) < 0.3 and abs(col - 47.5) < 0.3  # the true centre of the 96 x 96 frames
     assert result.radius * 1e9 == pytest.approx(RADIUS_NM, rel=0.02)
+
+
+def test_profiles_reduced_on_the_fly_equal_those_of_the_held_frames(tmp_path):
+    from spisim.realrun.match import simulate_profiles, simulate_single
+    from spisim.realrun.profiles import photon_totals
+
+    run = tmp_path / "run.cxi"
+    _write_run(run, n_single=6, n_blob=0, n_empty=3, seed=7)
+    result = match_run(run, MatchOptions(aspect_sd=0.1, calibrate=False))
+    frames = simulate_single(result, 7, seed=3)
+    reduced = simulate_profiles(result, 7, seed=3, keep=2)
+    bins = result.analysis.bins
+    assert np.array_equal(reduced.profiles, bins.profiles(frames))
+    assert np.array_equal(reduced.totals, photon_totals(frames, result.analysis.valid))
+    assert reduced.examples.shape == (2, *frames.shape[1:]) and np.array_equal(reduced.examples[0], frames[0])

@@ -1,12 +1,14 @@
 """Corrections of a match by simulation: the particles' stretch spread so that simulated single hits have the run's
 ring depth (:func:`calibrate_aspect`), then radius and peak fluence so that their rings and photon counts sit at
-the run's (:func:`calibrate_scale`); :func:`simulate_single` makes the single hits of a matched manifest."""
+the run's (:func:`calibrate_scale`); :func:`simulate_single` and :func:`simulate_profiles` (reduced as they are
+made, memory bounded) make the single hits of a matched manifest."""
 
 from __future__ import annotations
 
 import math
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +34,11 @@ def calibrate_scale(result: MatchResult) -> tuple[float, float]:
         (simulated / real median fitted radius, simulated / real median photons), before the correction.
     """
     a = result.analysis
-    frames = simulate_single(result, result.options.calibration_shots)
+    sim = simulate_profiles(result, result.options.calibration_shots)
     radius_range = (0.7 * result.radius * 1e10, 1.4 * result.radius * 1e10)
-    fits = fit_spheres(a.bins.profiles(frames), a.bins, radius_range=radius_range, pixel_noise=a.read_noise)
+    fits = fit_spheres(sim.profiles, a.bins, radius_range=radius_range, pixel_noise=a.read_noise)
     ring = float(np.median([f.radius for f in fits])) / float(np.median(a.radii[result.single]))
-    photons = float(np.median(photon_totals(frames, a.valid))) / float(np.median(a.totals[result.single]))
+    photons = float(np.median(sim.totals)) / float(np.median(a.totals[result.single]))
     if abs(ring - 1.0) > 0.002:
         result.radius /= ring
     if abs(photons - 1.0) > 0.002:
@@ -52,10 +54,23 @@ ASPECT_TRIALS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 """rms stretches tried by :func:`calibrate_aspect` (the manifest's ``aspect_sd`` allows up to 1)."""
 
 
-def simulate_single(result: MatchResult, shots: int, *, aspect_sd: float | None = None, seed: int | None = None,
-                    progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """``shots`` single hits (n, M, SS, FS) photons of the matched manifest (optionally another ``aspect_sd`` or
-    seed; calibrations use the manifest's seed, the report another one, so that it checks them independently)."""
+@dataclass
+class SimulatedShots:
+    """Single hits of a matched manifest, reduced as they are made (memory does not grow with their number).
+
+    Attributes:
+        profiles: (n, K) mean photons per pixel in the run's shells.
+        totals: (n,) photons per shot on the run's valid pixels.
+        examples: (m, M, SS, FS) the first ``keep`` frames, kept whole (for pictures).
+    """
+
+    profiles: np.ndarray
+    totals: np.ndarray
+    examples: np.ndarray
+
+
+def _each_single(result: MatchResult, shots: int, aspect_sd: float | None, seed: int | None):  # noqa: ANN202
+    """Yield the frames (M, SS, FS) of ``shots`` single hits of the matched manifest, one at a time."""
     saved = result.aspect_sd
     if aspect_sd is not None:
         result.aspect_sd = aspect_sd
@@ -67,14 +82,43 @@ def simulate_single(result: MatchResult, shots: int, *, aspect_sd: float | None 
             m = parse_manifest(text, source="<matched>", base_dir=Path(tmp),
                                overrides={"shots": shots, "hits": {"single": 1.0}, "seed": seed})
             sim = Simulator(m).prepare()
-            frames = np.empty((shots, *sim.shape), dtype=np.float32)
             for i in range(shots):
-                frames[i], _ = sim.shot(i)
-                if progress is not None:
-                    progress(1)
+                yield sim.shot(i)[0]
     finally:
         result.aspect_sd = saved
-    return frames
+
+
+def simulate_single(result: MatchResult, shots: int, *, aspect_sd: float | None = None, seed: int | None = None,
+                    progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """``shots`` single hits (n, M, SS, FS) photons of the matched manifest (optionally another ``aspect_sd`` or
+    seed; calibrations use the manifest's seed, the report another one, so that it checks them independently).
+    Holds every frame: :func:`simulate_profiles` reduces them as they come."""
+    frames = []
+    for frame in _each_single(result, shots, aspect_sd, seed):
+        frames.append(frame)
+        if progress is not None:
+            progress(1)
+    return np.array(frames, dtype=np.float32)
+
+
+def simulate_profiles(result: MatchResult, shots: int, *, aspect_sd: float | None = None, seed: int | None = None,
+                      keep: int = 0, progress: Callable[[int], None] | None = None) -> SimulatedShots:
+    """Like :func:`simulate_single`, but each frame is reduced to its radial profile (the run's shells) and its
+    photons at once; ``keep`` frames, spread over the run, are kept whole."""
+    a = result.analysis
+    pick = set(np.linspace(0, shots - 1, min(keep, shots)).round().astype(int).tolist()) if keep else set()
+    profiles = np.empty((shots, a.bins.n_shells))
+    totals = np.empty(shots)
+    examples = []
+    for i, frame in enumerate(_each_single(result, shots, aspect_sd, seed)):
+        profiles[i] = a.bins.profiles(frame[None])[0]
+        totals[i] = photon_totals(frame[None], a.valid)[0]
+        if i in pick:
+            examples.append(frame)
+        if progress is not None:
+            progress(1)
+    empty = np.zeros((0, *a.valid.shape), np.float32)
+    return SimulatedShots(profiles, totals, np.array(examples, dtype=np.float32) if examples else empty)
 
 
 def median_contrast(profiles: np.ndarray, fits: list[SphereFit], q: np.ndarray) -> float:
@@ -105,8 +149,7 @@ def calibrate_aspect(result: MatchResult) -> tuple[float, float, float]:
     radius_range = (0.7 * result.radius * 1e10, 1.4 * result.radius * 1e10)
     seen = []
     for sd in ASPECT_TRIALS:
-        frames = simulate_single(result, result.options.calibration_shots, aspect_sd=sd)
-        profiles = a.bins.profiles(frames)
+        profiles = simulate_profiles(result, result.options.calibration_shots, aspect_sd=sd).profiles
         fits = fit_spheres(profiles, a.bins, radius_range=radius_range, pixel_noise=a.read_noise)
         seen.append(median_contrast(profiles, fits, a.bins.q))
         if seen[-1] >= target:

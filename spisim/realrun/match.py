@@ -43,7 +43,15 @@ from ..cxi import CXIReader
 from ..detector import Detector
 from ..errors import SpiError
 from .analysis import CENTRE_GROUPS, DEFAULT_OPTIONS, MatchOptions, MatchResult, RunAnalysis, analyse_run
-from .calibrate import ASPECT_TRIALS, calibrate_aspect, calibrate_scale, median_contrast, simulate_single
+from .calibrate import (
+    ASPECT_TRIALS,
+    SimulatedShots,
+    calibrate_aspect,
+    calibrate_scale,
+    median_contrast,
+    simulate_profiles,
+    simulate_single,
+)
 from .fit import (
     SHAPES,
     SPHERE_MINIMA,
@@ -61,7 +69,8 @@ __all__ = [
     "ASPECT_TRIALS", "BACKGROUND_NAME", "CENTRE_GROUPS", "CENTRE_TOLERANCE", "MIN_WEAK_FRAMES", "RADIUS_CLUSTER",
     "RESIDUAL_FACTOR", "SHAPES", "WEAK_FRACTION", "MatchOptions", "MatchResult", "RunAnalysis", "analyse_run",
     "calibrate_aspect", "calibrate_scale", "choose_oversample", "companion_path", "manifest_text", "match_run",
-    "median_contrast", "report_markdown", "select_single", "simulate_single", "sphere_equivalent_factor",
+    "median_contrast", "report_markdown", "select_single", "simulate_single", "simulate_profiles", "SimulatedShots",
+    "sphere_equivalent_factor",
     "write_companion", "write_match", "write_report",
 ]
 

@@ -11,7 +11,7 @@ from ..cxi import CXIReader
 from ..detector import Detector
 from ..jsonutil import json_safe
 from .analysis import MatchResult
-from .calibrate import simulate_single
+from .calibrate import simulate_profiles
 from .matchfile import companion_path
 from .realism import ShotSet, compare, write_figures
 
@@ -28,12 +28,13 @@ def write_report(result: MatchResult, manifest: str | Path, folder: str | Path, 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     a = result.analysis
-    frames = simulate_single(result, shots, seed=result.options.seed + 1, progress=progress)
+    sim = simulate_profiles(result, shots, seed=result.options.seed + 1, keep=6, progress=progress)
     with CXIReader(a.path) as reader:
         real_frames = reader.frames(a.indices[result.single])
     radius_range = (0.5 * result.radius * 1e10, 2.0 * result.radius * 1e10)
     real = ShotSet.from_frames("real", real_frames, a.bins, a.read_noise, radius_range=radius_range)
-    simulated = ShotSet.from_frames("simulated", frames, a.bins, a.read_noise, radius_range=radius_range)
+    simulated = ShotSet.from_profiles("simulated", sim.profiles, sim.totals, sim.examples, a.bins, a.read_noise,
+                                      radius_range=radius_range)
     metrics = compare(real, simulated, a.bins, seed=result.options.seed)
     detector = Detector.from_cxi(companion_path(manifest))
     figures = write_figures(folder, real, simulated, a.bins, detector)

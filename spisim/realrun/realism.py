@@ -52,6 +52,14 @@ class ShotSet:
         pick = np.unique(np.linspace(0, len(frames) - 1, min(n_examples, len(frames))).round().astype(int))
         return cls(name, profiles, photon_totals(frames, bins.valid), fits, np.asarray(frames)[pick])
 
+    @classmethod
+    def from_profiles(cls, name: str, profiles: np.ndarray, totals: np.ndarray, examples: np.ndarray,
+                      bins: RadialBins, pixel_noise: float = 0.0,
+                      radius_range: tuple[float, float] | None = None) -> ShotSet:
+        """A set already reduced to profiles (n, K) and photons (n,), with a few frames for pictures."""
+        fits = fit_spheres(profiles, bins, pixel_noise=pixel_noise, radius_range=radius_range)
+        return cls(name, np.asarray(profiles), np.asarray(totals), fits, np.asarray(examples))
+
     @property
     def radii(self) -> np.ndarray:
         """(n,) fitted sphere radii, Å."""
