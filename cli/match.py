@@ -59,9 +59,10 @@ def _radius_range(ctx: click.Context, param: click.Parameter, value: str | None)
               help="Folder for the realism report (report.md, metrics.json, PNG figures).  [default: none]")
 @click.option("--report-shots", type=click.IntRange(min=3), default=200, show_default=True,
               help="Simulated single hits the report compares with the run's.")
-@click.option("--shape", type=click.Choice(["sphere", "icosahedron"]), default="sphere", show_default=True,
-              help="The manifest's particle, a continuum body: a sphere of the fitted radius, or an icosahedron whose "
-              "rings match it (circumradius = fitted radius / 0.847; PR772 is icosahedral).")
+@click.option("--shape", default="sphere", show_default=True,
+              help="The manifest's particle: 'sphere' (continuum, the fitted radius), 'icosahedron' (continuum, "
+              "circumradius = fitted radius / 0.847; PR772 is icosahedral), or a structure, by PDB ID or file, "
+              "scaled so that its orientation-averaged rings match the fitted sphere.")
 @click.option("--density", default="0.43", show_default=True, callback=_quantity("electron_density", "e/A^3",
               "--density"), help="Electron density of the particle (e/Å³ for a bare number); photon counts fix "
               "fluence x density², so this is assumed. 0.43: protein.")

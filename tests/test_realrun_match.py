@@ -258,3 +258,20 @@ def test_profiles_reduced_on_the_fly_equal_those_of_the_held_frames(tmp_path):
     assert np.array_equal(reduced.profiles, bins.profiles(frames))
     assert np.array_equal(reduced.totals, photon_totals(frames, result.analysis.valid))
     assert reduced.examples.shape == (2, *frames.shape[1:]) and np.array_equal(reduced.examples[0], frames[0])
+
+
+@pytest.mark.slow
+def test_a_named_structure_is_scaled_so_that_its_rings_fall_where_the_run_has_them(tmp_path, shared_data):
+    from spisim.realrun.fit import fit_spheres
+    from spisim.realrun.match import simulate_profiles
+
+    run = tmp_path / "run.cxi"
+    _write_run(run, n_single=8, n_blob=0, n_empty=4, seed=8)
+    result = match_run(run, MatchOptions(shape="2buk", aspect_sd=0.0, calibration_shots=32))
+    assert "structure: 2buk" in result.manifest_text and "scale:" in result.manifest_text
+    assert 3.0 < result.radius * 1e10 / result.structure_radius < 4.5  # a 35 nm sphere from the ~10 nm STNV capsid
+    a = result.analysis
+    sim = simulate_profiles(result, 24, seed=77)
+    fits = fit_spheres(sim.profiles, a.bins, radius_range=(200.0, 600.0), pixel_noise=a.read_noise)
+    ring = np.median([f.radius for f in fits]) / np.median(a.radii[result.single])
+    assert ring == pytest.approx(1.0, abs=0.05)

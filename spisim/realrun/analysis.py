@@ -34,7 +34,8 @@ class MatchOptions:
 
     Attributes:
         shape: the manifest's particle: ``sphere`` or ``icosahedron`` (continuum, circumradius from the fitted
-            sphere radius by :func:`sphere_equivalent_factor`).
+            sphere radius by :func:`sphere_equivalent_factor`), or a structure (PDB ID or file) scaled so that it
+            scatters like the fitted sphere (:func:`spisim.realrun.fit.structure_equivalent_radius`).
         density: electron density of the particle (e/Å³); photon counts fix J·ρ², so ρ is assumed and repeated
             in the manifest (0.43: protein).
         focus_fwhm: m, FWHM of the (Gaussian) focus assumed; the hit radius is fitted relative to it.
@@ -141,6 +142,7 @@ class MatchResult:
     aspect_sd: float = 0.0
     aspect_source: str = "assumed"
     corrections: tuple[float, float] = (1.0, 1.0)  # factors applied to radius and peak fluence by calibrate_scale
+    structure_radius: float = 0.0  # Å: the equivalent sphere of a named structure (options.shape), else 0
     notes: list[str] = field(default_factory=list)
     manifest_text: str = ""
 

@@ -33,6 +33,7 @@ public names stay importable from here.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -55,6 +56,7 @@ from .calibrate import (
 from .fit import (
     SHAPES,
     SPHERE_MINIMA,
+    fit_spheres,
     fluence_from_amplitude,
     hit_spread,
     smeared_phi2,
@@ -192,9 +194,43 @@ def choose_oversample(bins: RadialBins, radius_m: float) -> int:
     return int(min(4, max(1, math.ceil(ratio / 0.1))))
 
 
+STRUCTURE_SHOTS = 24
+"""Simulated single hits that measure a structure's ring radius on the run's detector."""
+
+
+def structure_ring_radius(result: MatchResult) -> float:
+    """Å: the sphere radius the run's fits would give for the structure of ``result.options.shape`` unscaled.
+
+    A structure is not a sphere (a capsid is hollow, a protein lumpy); what must match is where its rings fall for
+    the same fitter. The structure (its biological assembly) is simulated at the scale s₀ that gives it the
+    fitted radius if it were a sphere of its radius of gyration (R₀ = √(5/3)·R_g), as
+    :data:`STRUCTURE_SHOTS` single hits on the run's detector with the run's noise and background, fitted by
+    :func:`spisim.realrun.fit.fit_spheres`; their median radius over s₀ is the structure's own. The manifest's
+    ``scale`` is the run's radius over it.
+    """
+    from ..structure import load_structure
+
+    atoms = load_structure(result.options.shape, assembly="auto")
+    pos = np.asarray(atoms.positions, dtype=np.float64)
+    r0 = math.sqrt(5.0 / 3.0 * float(np.mean(np.sum((pos - pos.mean(axis=0)) ** 2, axis=1))))
+    s0 = result.radius * 1e10 / r0
+    result.structure_radius = r0  # the manifest then scales the structure by s0
+    a = result.analysis
+    profiles = simulate_profiles(result, STRUCTURE_SHOTS, aspect_sd=0.0).profiles
+    radius_range = (0.3 * result.radius * 1e10, 3.0 * result.radius * 1e10)
+    fits = fit_spheres(profiles, a.bins, radius_range=radius_range, pixel_noise=a.read_noise)
+    radii = np.array([f.radius for f in fits])
+    radii = radii[np.isfinite(radii)]
+    if not radii.size:
+        raise SpiError(f"no simulated shot of {result.options.shape} could be fitted by a sphere on this detector")
+    return float(np.median(radii)) / s0
+
+
 def match_run(path: str | Path, options: MatchOptions = DEFAULT_OPTIONS,
               progress: Callable[[int], None] | None = None) -> MatchResult:
     """Fit simulation settings to a run (see the module doc); the manifest text is in the result."""
+    if options.shape not in SHAPES and Path(options.shape).expanduser().is_file():  # the manifest may live elsewhere
+        options = dataclasses.replace(options, shape=str(Path(options.shape).expanduser().resolve()))
     analysis = analyse_run(path, options, progress)
     notes = []
     offset = analysis.centre_offset
@@ -239,13 +275,15 @@ def match_run(path: str | Path, options: MatchOptions = DEFAULT_OPTIONS,
                          size_sd=size_sd, visibility=visibility, peak_fluence=spread.peak_fluence,
                          hit_radius=spread.hit_radius, background=background, background_method=how,
                          droplet_radius=droplet, oversample=oversample, notes=notes)
+    if options.shape not in SHAPES:
+        result.structure_radius = structure_ring_radius(result)
     if options.aspect_sd is not None:
         result.aspect_sd, result.aspect_source = options.aspect_sd, "given (--aspect-sd)"
     else:
         result.aspect_sd, real_depth, sim_depth = calibrate_aspect(result)
         result.aspect_source = (f"fitted: simulated rings as deep as the run's (first minimum / next maximum "
                                 f"{real_depth:.2f} real, {sim_depth:.2f} simulated)")
-    if options.calibrate and (result.aspect_sd > 0 or result.size_sd > 0):
+    if options.calibrate and (result.aspect_sd > 0 or result.size_sd > 0 or options.shape not in SHAPES):
         calibrate_scale(result)
     result.manifest_text = manifest_text(result, companion="MATCHED.detector.h5")
     return result

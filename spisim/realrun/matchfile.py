@@ -17,7 +17,7 @@ from ..constants import EV
 from ..cxi import DETECTOR_PATH, SOURCE_PATH
 from ..errors import OutputFileError, os_error_message
 from .analysis import MatchResult
-from .fit import sphere_equivalent_factor
+from .fit import SHAPES, sphere_equivalent_factor
 
 BACKGROUND_NAME = "background"
 """Dataset of the companion file that holds the background template (photons per pixel per shot)."""
@@ -32,6 +32,24 @@ def companion_path(manifest: str | Path) -> Path:
 
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
+
+
+def _particle_lines(result: MatchResult, radius_nm: float) -> list[str]:
+    """The manifest lines naming the particle and its size (a sphere, an icosahedron or a scaled structure)."""
+    o = result.options
+    corrected = (f" (x {result.corrections[0]:.4f}: simulated rings at the run's)"
+                 if result.corrections[0] != 1 else "")
+    if o.shape == "sphere":
+        return ["  - name: matched-sphere", "    shape: sphere", "    model: continuum",
+                f"    radius: {_fmt(radius_nm)} nm              # fitted: mean of the single-like hits{corrected}"]
+    if o.shape in SHAPES:
+        return [f"  - name: matched-{o.shape}", f"    shape: {o.shape}", "    model: continuum",
+                f"    radius: {_fmt(radius_nm / sphere_equivalent_factor(o.shape))} nm  # fitted: circumradius whose "
+                f"rings match the hits' {_fmt(radius_nm)} nm sphere{corrected}"]
+    scale = radius_nm * 10.0 / result.structure_radius
+    return ["  - name: matched-structure", f"    structure: {o.shape}",
+            f"    scale: {_fmt(scale)}                 # fitted: the hits' {_fmt(radius_nm)} nm sphere over the "
+            f"structure's own {_fmt(result.structure_radius / 10.0)} nm{corrected}"]
 
 
 def manifest_text(result: MatchResult, companion: str) -> str:
@@ -61,17 +79,11 @@ def manifest_text(result: MatchResult, companion: str) -> str:
         f"  oversample: {result.oversample}                 # sub-pixels per pixel side (pixel-area integration)",
         "",
         "particles:",
-        f"  - name: matched-{o.shape}",
-        f"    shape: {o.shape}",
-        "    model: continuum",
-        (f"    radius: {_fmt(radius_nm)} nm              # fitted: mean of the single-like hits"
-         + (f" (x {result.corrections[0]:.4f}: simulated rings at the run's)" if result.corrections[0] != 1 else "")
-         if o.shape == "sphere"
-         else f"    radius: {_fmt(radius_nm / sphere_equivalent_factor(o.shape))} nm  # fitted: circumradius whose "
-         f"rings match the hits' {_fmt(radius_nm)} nm sphere"),
+        *_particle_lines(result, radius_nm),
         f"    size_sd: {_fmt(result.size_sd)}                # fitted: their relative spread",
         f"    aspect_sd: {_fmt(result.aspect_sd)}              # {result.aspect_source}",
-        f"    density: {_fmt(o.density)} e/A^3          # assumed (photon counts fix fluence x density^2)",
+        *([f"    density: {_fmt(o.density)} e/A^3          # assumed (photon counts fix fluence x density^2)"]
+          if o.shape in SHAPES else []),
         "",
         "hits: balanced",
         "",
