@@ -21,7 +21,7 @@ from ..cxi import DETECTOR_PATH, CXIReader
 from ..detector import Detector
 from ..errors import InputFileError, SpiError
 from .centre import fit_centre_groups
-from .fit import SphereFit, fit_spheres, read_noise_from_negatives
+from .fit import SphereFit, fit_spheres
 from .profiles import RadialBins, photon_totals
 
 CENTRE_GROUPS = 8
@@ -158,8 +158,15 @@ def _evenly(n: int, at_most: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, at_most).round().astype(np.int64))
 
 
+BLOCK_BYTES = 64 * 2**20
+"""Frames are read in blocks of about this many bytes (memory stays bounded whatever the detector)."""
+
+NOISE_FRAMES = 200
+"""Frames (the first ones analysed) whose values below zero give the read noise when the run does not store it."""
+
+
 def analyse_run(path: str | Path, options: MatchOptions = MatchOptions(),
-                progress: Callable[[int], None] | None = None, block: int = 64,
+                progress: Callable[[int], None] | None = None, block: int | None = None,
                 shift: tuple[float, float] = (0.0, 0.0)) -> RunAnalysis:
     """Radial profiles, photon counts and sphere fits of (at most ``options.max_frames``) frames of a run.
 
@@ -191,7 +198,9 @@ def analyse_run(path: str | Path, options: MatchOptions = MatchOptions(),
         bins = RadialBins.from_detector(q, weight, valid)
         indices = _evenly(len(reader), options.max_frames)
         profiles, totals, keep = [], [], []
-        noise_frames = []
+        if block is None:
+            block = max(1, min(64, BLOCK_BYTES // (4 * int(np.prod(detector.shape)))))
+        negative_sq, negative_n, noise_seen = 0.0, 0, 0  # read noise from values below zero (see fit.py)
         one_module = detector.shape[0] == 1
         group_sums = np.zeros((CENTRE_GROUPS, *detector.shape[1:])) if one_module else None
         group_counts = np.zeros((CENTRE_GROUPS, *detector.shape[1:])) if one_module else None
@@ -207,8 +216,12 @@ def analyse_run(path: str | Path, options: MatchOptions = MatchOptions(),
             keep.append(sel[usable])
             profiles.append(bins.profiles(frames[usable]))
             totals.append(photon_totals(frames[usable], valid))
-            if sum(len(f) for f in noise_frames) < 200:
-                noise_frames.append(frames[usable][:8])
+            if noise_seen < NOISE_FRAMES:
+                sample = frames[usable][: NOISE_FRAMES - noise_seen][:, valid]
+                negative = sample[np.isfinite(sample) & (sample < 0)].astype(np.float64)
+                negative_sq += float(np.sum(negative * negative))
+                negative_n += int(negative.size)
+                noise_seen += int(usable.sum())
             if progress is not None:
                 progress(len(sel))
         indices = np.concatenate(keep) if keep else np.zeros(0, np.int64)
@@ -219,7 +232,8 @@ def analyse_run(path: str | Path, options: MatchOptions = MatchOptions(),
     if stored is not None:
         read_noise, source = stored, "the run's import (gain fit)"
     else:
-        read_noise = read_noise_from_negatives(np.concatenate(noise_frames), valid)
+        # as read_noise_from_negatives: E[x² | x < 0] = σ² for zero-photon pixels with Gaussian read noise
+        read_noise = math.sqrt(negative_sq / negative_n) if negative_n else 0.0
         source = "the values below zero"
     profiles_arr = np.concatenate(profiles)
     radius_range = None if options.radius_range is None else tuple(r * 1e10 for r in options.radius_range)

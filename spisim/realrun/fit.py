@@ -121,7 +121,9 @@ def _smeared_interp(x: np.ndarray) -> np.ndarray:
     top = float(np.max(x)) if np.size(x) else 0.0
     if _SMEARED_TABLE is None or (len(_SMEARED_TABLE) - 1) * _SMEARED_STEP < top:
         n = int(math.ceil(max(top, 200.0) * 1.5 / _SMEARED_STEP)) + 1
-        _SMEARED_TABLE = smeared_phi2(np.arange(n) * _SMEARED_STEP)
+        x_all = np.arange(n) * _SMEARED_STEP
+        # in pieces: the quadrature holds (nodes x points) temporaries
+        _SMEARED_TABLE = np.concatenate([smeared_phi2(x_all[i:i + 8192]) for i in range(0, n, 8192)])
     return np.interp(x, np.arange(len(_SMEARED_TABLE)) * _SMEARED_STEP, _SMEARED_TABLE)
 
 
