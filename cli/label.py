@@ -48,6 +48,10 @@ from .label_server import LabelHTTPServer, LabelSession, is_loopback
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="TCP port; 0 picks a free one.")
 @click.option("--no-browser", is_flag=True, help="Only print the address; do not open a browser.")
+@click.option("--classes", default=None,
+              help="Comma-separated classes to choose from, in key order (keys 1, 2, ...), e.g. single,not_single "
+              "to label a run single vs rest; each one of no_hit, single, multi, unintended, not_single. "
+              "[default: the dataset's classes; the four hit types for a file without labels]")
 def command(
     data: Path,
     labels_path: Path | None,
@@ -57,9 +61,11 @@ def command(
     host: str,
     port: int,
     no_browser: bool,
+    classes: str | None,
 ) -> None:
     one_line_warnings()
-    session = LabelSession(data, labels_path, game=game, game_shots=game_shots, seed=seed)
+    chosen = None if classes is None else [c for c in classes.split(",") if c.strip()]
+    session = LabelSession(data, labels_path, game=game, game_shots=game_shots, seed=seed, classes=chosen)
     try:
         server = LabelHTTPServer(session, host, port)
     except BaseException:

@@ -11,13 +11,14 @@ import secrets
 import statistics
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from .cxi import CXIReader
+from .cxi import LABEL_CLASSES, CXIReader
 from .errors import ConfigError, InputFileError
 from .jsonutil import json_safe
 from .labels import LabelLog, game_report, now_iso, save_game_report
@@ -43,6 +44,23 @@ def default_labels_path(data_path: str | Path, game: bool) -> Path:
     return p.with_name(p.stem + (".game.csv" if game else ".labels.csv"))
 
 
+def check_label_classes(classes: Sequence[str]) -> list[str]:
+    """The classes of a labelling session, checked: each in :data:`spisim.cxi.LABEL_CLASSES`, no repeats, two or more.
+
+    Raises:
+        ConfigError: one line naming what is wrong and the known class names.
+    """
+    names = [str(c).strip() for c in classes]
+    unknown = [n for n in names if n not in LABEL_CLASSES]
+    if unknown:
+        raise ConfigError(f"unknown class {unknown[0]!r}: choose from {', '.join(LABEL_CLASSES)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"a class is given twice in {', '.join(names)}")
+    if len(names) < 2:
+        raise ConfigError(f"give at least two classes to choose from, got {', '.join(names) or 'none'}")
+    return names
+
+
 class LabelSession:
     """A dataset, its label file, and (for the game) the hidden truth and the order of play.
 
@@ -53,6 +71,9 @@ class LabelSession:
         game_shots: number of shots in a game (at most the dataset size).
         seed: seed of the game's random order.
         token: the access token; a random one when None.
+        classes: the classes a person chooses from, in key order (each one of
+            :data:`spisim.cxi.LABEL_CLASSES`, e.g. ``("single", "not_single")`` to label a run single vs rest);
+            None: the dataset's own class names (the four hit types for a file without labels).
     """
 
     def __init__(
@@ -64,13 +85,18 @@ class LabelSession:
         game_shots: int = 100,
         seed: int = 0,
         token: str | None = None,
+        classes: Sequence[str] | None = None,
     ) -> None:
         self.data_path = Path(data_path)
+        if classes is not None:
+            classes = check_label_classes(classes)
+            if game:
+                raise ConfigError("--classes does not go with --game: the game scores against the dataset's classes")
         self.reader = CXIReader(self.data_path)
         self.n_shots = len(self.reader)
         if self.n_shots == 0:
             raise InputFileError(f"{self.data_path} has no shots")
-        self.class_names: list[str] = list(self.reader.class_names)
+        self.class_names: list[str] = list(classes) if classes is not None else list(self.reader.class_names)
         self.units = str(self.reader.data.attrs.get("units", ""))
         self.mask = self.reader.mask
         self.assembly = assembly_for(self.reader.pixel_position, self.reader.frame_shape)

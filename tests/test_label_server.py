@@ -592,3 +592,28 @@ def test_command_user_errors_are_one_line(tmp_path: Path, dataset: Path) -> None
     bad.write_text("index,label,time\n40,single,t\n")
     result = CliRunner().invoke(spi, ["label", str(dataset), "--labels", str(bad), "--no-browser"])
     assert result.exit_code == 1 and "out of range" in result.output
+
+
+def test_classes_of_a_session_can_be_single_vs_rest(dataset: Path, tmp_path: Path) -> None:
+    from spisim.errors import ConfigError
+
+    labels = tmp_path / "binary.csv"
+    session = LabelSession(dataset, labels, classes=["single", "not_single"])
+    try:
+        assert session.class_names == ["single", "not_single"]
+        session.label(0, "not_single")
+        session.label(1, "single")
+        with pytest.raises(Exception, match="label must be one of single, not_single"):
+            session.label(2, "multi")
+    finally:
+        session.close()
+    from spisim.labels import read_label_file
+
+    assert read_label_file(labels) == {0: "not_single", 1: "single"}
+    for bad, message in ((["single", "alien"], "unknown class 'alien'"), (["single"], "at least two"),
+                         (["single", "single"], "twice")):
+        with pytest.raises(ConfigError, match=message):
+            LabelSession(dataset, tmp_path / "x.csv", classes=bad)
+    with pytest.raises(ConfigError, match="--game"):
+        LabelSession(dataset, tmp_path / "y.csv", classes=["single", "not_single"], game=True)
+    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "y.csv").exists()
