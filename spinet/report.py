@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from .metrics import SINGLE_PRECISION_TARGET, Spread, is_single_class, json_safe, single_hit_pr_curve, spread
-from .study import HUMAN_KIND, Perturbation, RunRecord, StudyResults
+from .study import HUMAN_KIND, SUPPORT_SOURCE, Perturbation, RunRecord, StudyResults
 
 GROUP_KEYS = ("model", "source", "test", "k")
 FIGURES = ("accuracy_vs_k", "confusion", "embedding", "pr", "sweep")
@@ -82,8 +82,40 @@ def summarize(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
         for key in ("accuracy", "macro_f1", "single_precision", "single_recall", "answered"):
             row[key] = spread([getattr(r.metrics, key) for r in rs])
         row["single_recall_at_98"] = spread([r.single_recall_at_98 for r in rs])
+        est = [r.estimate for r in rs if r.estimate and r.estimate.get("n")]
+        if est:  # what the supports alone said (leave-one-out), beside the test's figure
+            row["est_accuracy"] = spread([e["accuracy"] for e in est])
+            row["est_n"] = int(est[0]["n"])
+            row["est_interval"] = est[0]["interval_95"] if len(est) == 1 else None
+            row["chosen"] = "; ".join(dict.fromkeys(_chosen_text(e) for e in est if _chosen_text(e))) or None
         rows.append(row)
     return rows
+
+
+def _chosen_text(e: dict[str, Any]) -> str:
+    """What a model chose with its supports, in words (checkpoint, rule, ratio test; the photon rule)."""
+    if e.get("rule_text"):
+        return str(e["rule_text"])
+    parts = []
+    if e.get("checkpoint") and e["checkpoint"] != "best":
+        parts.append(str(e["checkpoint"]))
+    if e.get("rule"):
+        parts.append(f"rule {e['rule']}")
+    if e.get("min_ratio"):
+        parts.append(f"ratio {e['min_ratio']:g}")
+    return ", ".join(parts)
+
+
+def est_text(row: dict[str, Any]) -> str:
+    """The supports' own estimate of a summary row: ``0.900 [0.596–0.982] (n = 10)`` for one seed, else
+    ``mean ± sd (n = N per seed)``; ``—`` without one."""
+    e = row.get("est_accuracy")
+    if e is None or e.n == 0:
+        return "—"
+    if row.get("est_interval"):
+        lo, hi = row["est_interval"]
+        return f"{100 * e.mean:.1f} % [{100 * lo:.0f}–{100 * hi:.0f} %] (n = {row['est_n']})"
+    return f"{e.format(percent=True)} (n = {row['est_n']} per seed)"
 
 
 def per_class_summary(records: Sequence[RunRecord], classes: Sequence[str]) -> list[dict[str, Any]]:
@@ -241,7 +273,7 @@ def _series_styles(results: StudyResults) -> dict[tuple, dict[str, Any]]:
     import matplotlib.pyplot as plt
 
     models = [m.name for m in results.study.models]
-    sources = list(results.study.sources)
+    sources = [*results.study.sources, SUPPORT_SOURCE]
     cmap = plt.get_cmap("tab10" if len(models) <= 10 else "tab20")
     styles = {(m, s): {"color": cmap(i % cmap.N), "ls": _LINESTYLES[j % len(_LINESTYLES)],
                        "marker": _MARKERS[j % len(_MARKERS)]}
@@ -699,12 +731,24 @@ def _blocks(results: StudyResults, summary: list[dict], per_class: list[dict], f
         b.append(("p", "Answered: the share of shots given a class; a model with a ratio test (min_ratio) "
                        "answers \"unknown\" where it is unsure, which counts as wrong in the accuracy and is never a "
                        "single-hit prediction, so its single precision is that of the shots it keeps."))
-    b.append(("table", ["model", "training", "test", "k", "accuracy", "macro F1", "single precision",
-                        "single recall", *(["answered"] if unknowns else []), "seeds", "labels", "shots"],
+    estimates = any(r.get("est_accuracy") is not None for r in summary)
+    if estimates:
+        b.append(("p", "Estimated: what the supports alone say, before any test shot is looked at — each support "
+                       "classified by the other supports (leave-one-out), with the 95 % Wilson interval for one "
+                       "seed and the number of supports scored (n); the models that choose a checkpoint, rule, "
+                       "ratio test or photon cut with their supports make that choice on the same count (chosen). "
+                       "This is the figure a user with only the supports would have; the accuracy column is the "
+                       "test's."))
+    b.append(("table", ["model", "training", "test", "k", "accuracy", *(["estimated from the supports"]
+                                                                         if estimates else []),
+                        "macro F1", "single precision", "single recall", *(["answered"] if unknowns else []),
+                        *(["chosen"] if estimates else []), "seeds", "labels", "shots"],
               [[r["model"], r["source"], r["test"], _fmt_k(r["k"]), r["accuracy"].format(percent=True),
+                *([est_text(r)] if estimates else []),
                 r["macro_f1"].format(), r["single_precision"].format(percent=True),
                 r["single_recall"].format(percent=True),
-                *([r["answered"].format(percent=True)] if unknowns else []), str(r["seeds"]),
+                *([r["answered"].format(percent=True)] if unknowns else []),
+                *([r.get("chosen") or "—"] if estimates else []), str(r["seeds"]),
                 _space_label(r["label_space"]), str(r["n_test"])] for r in summary]))
     targets = _targets(results, summary)
     if targets:
