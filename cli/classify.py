@@ -249,7 +249,6 @@ def command(
 
     from cli.progress import Progress
     from spinet.checkpoint import ModelBundle
-    from spinet.fewshot import RULES
     from spinet.inference import (
         SupportSpec,
         adapt_bundle,
@@ -261,7 +260,7 @@ def command(
         truth_is_binary,
     )
     from spinet.labelspace import class_counts_text, is_binary_names
-    from spinet.selection import ratio_from_supports
+    from spinet.selection import SELECTION_RULES, ratio_from_supports
     from spisim.cxi import CXIReader
 
     if not supports and support_from is None:
@@ -297,7 +296,7 @@ def command(
     is_bin = binary if binary is not None else truth_is_binary(data, labels, mode, sup.class_names)
     if is_bin is None:
         is_bin = is_binary_names(sup.class_names)
-    rules = list(RULES) if rule == "auto" else [rule]
+    rules = list(SELECTION_RULES) if rule == "auto" else [rule]
     fixed_ratio = None if min_ratio == "auto" else min_ratio
     chosen = 0
     selection = None

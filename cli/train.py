@@ -8,8 +8,9 @@ from the training set); training stops early when it has not improved for train.
 with fewer than 2 training shots gets a warning (a triplet needs two shots of a class). --resume continues
 an interrupted run exactly.
 
-A training source is a CXI/HDF5 file, given as PATH[,labels=LABELS][,weight=W][,max_shots=N]: simulated
-files carry their labels; real data need a label file (CSV index,label or HDF5) whose names are the four hit
+A training source is a CXI/HDF5 file, given as PATH[,labels=LABELS][,weight=W][,max_shots=N][,binary=1]:
+simulated files carry their labels (binary=1 relabels them single / not_single, to train beside a real run
+labelled so); real data need a label file (CSV index,label or HDF5) whose names are the four hit
 types, not_single (a run labelled single vs rest) or those of data.classes. Several sources mix by
 their weights, e.g. a large simulated set and a few real labelled shots. --simulate MANIFEST[,weight=W]
 streams freshly simulated shots instead of (or besides) files.
@@ -44,7 +45,7 @@ import yaml
 
 from spisim.errors import ConfigError
 
-SOURCE_KEYS = {"labels": str, "weight": float, "max_shots": int}
+SOURCE_KEYS = {"labels": str, "weight": float, "max_shots": int, "binary": lambda v: _flag(v)}
 UNLABELLED_KEYS = {"indices": str, "max_shots": int}
 
 
@@ -66,8 +67,16 @@ def parse_unlabelled(text: str) -> dict[str, Any]:
     return src
 
 
+def _flag(value: str) -> bool:
+    if value.strip().lower() in ("1", "true", "yes"):
+        return True
+    if value.strip().lower() in ("0", "false", "no"):
+        return False
+    raise ValueError(value)
+
+
 def parse_source(text: str, kind: str = "path") -> dict[str, Any]:
-    """``PATH[,key=value]...`` → a source dict (keys labels, weight, max_shots)."""
+    """``PATH[,key=value]...`` → a source dict (keys labels, weight, max_shots, binary)."""
     head, *rest = text.split(",")
     if not head:
         raise ConfigError(f"empty path in {text!r}")
@@ -125,7 +134,7 @@ def _resume_config(config: Path | None, overrides: dict[str, Any]):
     "--data",
     "data",
     multiple=True,
-    metavar="PATH[,labels=L][,weight=W]",
+    metavar="PATH[,labels=L][,weight=W][,binary=1]",
     help="Training file (repeatable); replaces data.sources of the config.",
 )
 @click.option(

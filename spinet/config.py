@@ -194,6 +194,8 @@ class SourceConfig:
         simulate: a simulation manifest: shots are simulated live, no file in between (instead of path).
         weight: sampling weight of this source relative to the others (per class).
         max_shots: use at most this many labelled shots of the file (the first ones); null: all.
+        binary: relabel the file's shots single / not_single (every class but single becomes not_single), e.g.
+            a simulated 4-class file trained beside a real run labelled single vs rest (files only).
     """
 
     path: str | None = None
@@ -201,6 +203,7 @@ class SourceConfig:
     simulate: str | None = None
     weight: float = 1.0
     max_shots: int | None = None
+    binary: bool = False
 
     def validate(self, prefix: str = "source") -> None:
         if (self.path is None) == (self.simulate is None):
@@ -211,6 +214,8 @@ class SourceConfig:
             raise ConfigError(f"{prefix}.weight must be > 0, got {self.weight}")
         if self.max_shots is not None and self.max_shots < 1:
             raise ConfigError(f"{prefix}.max_shots must be >= 1, got {self.max_shots}")
+        if self.binary and self.simulate is not None:
+            raise ConfigError(f"{prefix}.binary applies to files, not to simulate")
 
 
 @dataclass

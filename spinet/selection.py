@@ -8,9 +8,10 @@ supports themselves, never on the shots to be classified:
   share right estimates the accuracy, with its Wilson score interval (:func:`wilson_interval`) and n stated.
   A support whose class has no other support cannot be scored and is left out (k = 1 gives no estimate).
 * :func:`select_candidate`: among candidates (a checkpoint × a rule, each with its own support embeddings) the
-  one with the most supports right under leave-one-out; ties go to the larger mean margin (the log distance
-  ratio of the true class against the nearest other, :func:`spinet.fewshot.log_distance_ratio`), then to the
-  earlier candidate.
+  one with the most supports right under leave-one-out; ties go to the earlier candidate, so the caller lists
+  its default first and the supports move the choice only with evidence. (Margins were tried as the
+  tie-break and dropped: they are not comparable across rules — the nearest support is always nearer than
+  the mean of three — and on the sim-to-real stand-in they moved the choice to worse readings.)
 * :func:`ratio_from_supports`: a ratio-test threshold R (``min_ratio``) from the supports' leave-one-out
   single-hit scores: the smallest R of a grid at which no non-single support would be answered single, if that
   keeps at least ``min_recall`` of the single supports; otherwise the R of the best leave-one-out precision at
@@ -33,6 +34,9 @@ import torch
 
 from .fewshot import FewShotClassifier, log_distance_ratio
 from .metrics import is_single_class
+
+SELECTION_RULES = ("knn", "nearest", "mean", "prototype")
+"""The order in which ``rule: auto`` / ``--rule auto`` tries the rules (the first wins ties)."""
 
 RATIO_GRID = (1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
 """Ratio-test thresholds :func:`ratio_from_supports` chooses from."""
@@ -229,8 +233,7 @@ class Selection:
 def select_candidate(candidates: Sequence[Candidate], classes: Sequence[int] | np.ndarray, class_names: Sequence[str],
                      *, binary: bool = False, evaluate: np.ndarray | None = None,
                      min_ratio: float | None = None) -> Selection:
-    """The candidate with the most supports right under leave-one-out (ties: larger mean margin, then the
-    earlier candidate).
+    """The candidate with the most supports right under leave-one-out (ties: the earlier candidate).
 
     Args:
         candidates: at least one; each with support embeddings in the same support order.
@@ -244,11 +247,7 @@ def select_candidate(candidates: Sequence[Candidate], classes: Sequence[int] | n
     results = [leave_one_out(c.embeddings, classes, class_names, c.rule, min_ratio=min_ratio, binary=binary,
                              evaluate=evaluate) for c in candidates]
 
-    def key(i: int) -> tuple[float, float, int]:
-        m = results[i].mean_margin
-        return (results[i].estimate.correct, -math.inf if math.isnan(m) else m, -i)
-
-    best = max(range(len(candidates)), key=key)
+    best = max(range(len(candidates)), key=lambda i: (results[i].estimate.correct, -i))
     return Selection(best, list(candidates), results)
 
 

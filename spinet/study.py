@@ -1968,7 +1968,7 @@ class StudyRunner:
         rule) chosen by leave-one-out over the supports, with ``min_ratio: auto`` the ratio test set from them. The
         supports' leave-one-out accuracy is kept as the record's estimate."""
         from .fewshot import FewShotClassifier, embed_images, log_distance_ratio
-        from .selection import Candidate, ratio_from_supports, select_candidate
+        from .selection import SELECTION_RULES, Candidate, ratio_from_supports, select_candidate
 
         m = trained.job.model
         classes = self.data.classes
@@ -1979,7 +1979,7 @@ class StudyRunner:
         local_cls = np.array([remap[int(c)] for c in s_cls], dtype=np.int64)
         local_names = [classes[c] for c in present]
         binary = self.data.label_space(v.spec.data.dataset).binary
-        rules = list(RULES) if m.rule == "auto" else [m.rule]
+        rules = list(SELECTION_RULES) if m.rule == "auto" else [m.rule]
         s_imgs = self.data.images(sname, pick, v.perturb)
         cands, nets = [], []
         for ckpt, bundle in self._checkpoints(trained):

@@ -192,6 +192,12 @@ def _file_source(cfg: Config, src: SourceConfig) -> tuple[CXIReader, np.ndarray,
         cfg.data.label, cfg.data.classes or ()))
     if src.max_shots is not None:
         idx, names = idx[: src.max_shots], names[: src.max_shots]
+    if src.binary:
+        from spisim.cxi import NOT_SINGLE
+
+        from .metrics import is_single_class
+
+        names = ["single" if is_single_class(n) else NOT_SINGLE for n in names]
     return reader, idx, names
 
 

@@ -173,3 +173,30 @@ def test_training_with_unlabelled_frames_init_and_kept_epochs(tmp_path):
     with pytest.raises(ConfigError, match="differs from this run"):
         train(bad)
     assert res.epochs_run == 3
+
+
+def test_a_simulated_source_relabelled_binary_trains_beside_a_binary_real_run(tmp_path):
+    """Without binary=1 a 4-class file beside a run labelled single / not_single makes five classes (not_single a
+    class of its own, pushed away from the simulated multi and unintended hits); with it, two."""
+    from cli.train import parse_source
+    from spinet.train import prepare_data
+    from spisim.cxi import CXIReader
+
+    sim = write_toy_dataset(tmp_path / "sim.h5", 24, seed=1)
+    real = write_toy_dataset(tmp_path / "real.h5", 16, seed=2)
+    with CXIReader(real) as r:
+        codes = r.hit_type.copy()
+    (tmp_path / "real.csv").write_text("index,label\n" + "".join(
+        f"{i},{'single' if c == 1 else 'not_single'}\n" for i, c in enumerate(codes)))
+    base = {"preprocess": {"input_size": 16}, "augment": {"enabled": False}, "train": {"out": str(tmp_path / "r")}}
+    real_src = parse_source(f"{real},labels={tmp_path / 'real.csv'},weight=0.3")
+    plain = Config.from_dict({**base, "data": {"sources": [{"path": str(sim)}, real_src]}})
+    assert prepare_data(plain).class_names == ["no_hit", "single", "multi", "unintended", "not_single"]
+    src = parse_source(f"{sim},binary=1")
+    assert src == {"path": str(sim), "binary": True}
+    binary = Config.from_dict({**base, "data": {"sources": [src, real_src]}})
+    data = prepare_data(binary)
+    assert data.class_names == ["single", "not_single"]
+    assert np.bincount(data.train.labels).tolist()[0] > 0 and len(np.unique(data.train.labels)) == 2
+    with pytest.raises(ConfigError, match="binary"):
+        parse_source(f"{sim},binary=maybe")

@@ -77,14 +77,14 @@ def test_leave_one_out_leaves_out_a_lone_support_and_respects_evaluate():
     assert r2.estimate.n == 1
 
 
-def test_selection_prefers_the_larger_margin_on_a_tie():
+def test_selection_keeps_the_first_candidate_on_a_tie():
     emb, cls = _two_mode_supports(np.random.default_rng(1))
     squeezed = emb.copy()
     squeezed[6:, 0] = 4.5  # singles closer to the right mode: still right under nearest, by less
     sel = select_candidate([Candidate("a", squeezed, "nearest"), Candidate("b", emb, "nearest")], cls,
                            ["not_single", "single"])
     assert sel.results[0].estimate.correct == sel.results[1].estimate.correct == 10
-    assert sel.chosen.name == "b"
+    assert sel.chosen.name == "a"  # no evidence to move from the default
 
 
 def test_ratio_from_supports():

@@ -712,3 +712,6 @@ def test_sim_to_real_models_at_toy_size(tmp_path):
     assert all(row["est_n"] for row in runs) and {row["source"] for row in runs} >= {"supports"}
     md = (out / "report.md").read_text()
     assert "estimated from the supports" in md
+    targets = md.split("## Targets on single / not_single tests")[1].split("##")[0]
+    rows = [line for line in targets.splitlines() if line.startswith("| siamese")]
+    assert len(rows) == 4 and all("| 4 |" in line for line in rows)  # one per Siamese model, at k = 4 (<= 5)
