@@ -22,6 +22,15 @@ that are only single / not_single (or --binary) make it single-vs-rest, and any 
 not_single. The accuracy, single-hit precision and recall and the confusion matrix are printed with the
 label space and the number of scored shots.
 
+What the supports alone say: each support is classified by the others (leave-one-out, the supports of DATA
+itself when there are any); the share right is printed as the estimated accuracy with its n and 95 % Wilson
+interval (e.g. 9 of 10, 0.60-0.98: with 5 supports per class an estimate is coarse). --rule auto chooses the
+rule, and --select the checkpoint (MODEL a run folder: best.pt and the epochs kept by spi train --keep-every),
+by that leave-one-out count; --min-ratio auto sets the ratio test from the supports (the smallest ratio at
+which no non-single support would be called single while half the single ones still are). Supports used to
+choose are never scored. --adapt FILE re-estimates the network's batch-norm statistics on FILE's frames
+(AdaBN; labels unused), e.g. the run itself.
+
 -o writes one CSV row per shot (index, label, support 1/0, distance to each class, truth) and a JSON summary
 beside it (predictions.csv -> predictions.summary.json), both complete or not at all; existing files need
 --overwrite.
@@ -32,6 +41,8 @@ Example usage:
     spi classify best.pt real.cxi --support real.cxi,labels=real.labels.csv,k=5 --labels real.labels.csv
     spi classify best.pt real.cxi --support sim.h5,k=20 --support real.cxi,labels=real.labels.csv,k=5 \\
         --labels real.labels.csv --rule nearest -o predictions.csv
+    spi classify runs/sim real.cxi --select --rule auto --min-ratio auto --adapt real.cxi \\
+        --support real.cxi,labels=real.labels.csv,k=5 --labels real.labels.csv -o predictions.csv
 """
 
 from __future__ import annotations
@@ -43,6 +54,35 @@ import click
 from spisim.errors import ConfigError
 
 SUPPORT_KEYS = ("labels", "k", "seed")
+
+
+class RatioType(click.ParamType):
+    """A ratio-test threshold: a number >= 1, or ``auto`` (set from the supports)."""
+
+    name = "R|auto"
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
+        if value is None or value == "auto" or isinstance(value, float):
+            return value
+        try:
+            r = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number >= 1 nor auto", param, ctx)
+        if not r >= 1.0:
+            self.fail(f"{value!r} is below 1", param, ctx)
+        return r
+
+
+def model_files(model: Path, select: bool) -> list[Path]:
+    """The checkpoints MODEL names: a file, or a run folder's best.pt, and with ``select`` its kept epochs."""
+    from spisim.errors import InputFileError
+
+    if model.is_dir():
+        best = model / "best.pt"
+        if not best.is_file():
+            raise InputFileError(f"{model} is a folder without best.pt (give a checkpoint or a spi train run folder)")
+        return [best, *(sorted((model / "epochs").glob("epoch-*.pt")) if select else [])]
+    return [model]
 
 
 def parse_support(text: str, labels: Path | None = None, k: int | None = None, seed: int = 0):
@@ -75,7 +115,7 @@ def parse_support(text: str, labels: Path | None = None, k: int | None = None, s
 
 
 @click.command(name="classify", help=__doc__)
-@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("model", type=click.Path(path_type=Path))
 @click.argument("data", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--support",
@@ -122,11 +162,12 @@ def parse_support(text: str, labels: Path | None = None, k: int | None = None, s
 )
 @click.option(
     "--rule",
-    type=click.Choice(["mean", "prototype", "nearest", "knn"]),
+    type=click.Choice(["mean", "prototype", "nearest", "knn", "auto"]),
     default="mean",
     show_default=True,
     help="Mean distance to a class's supports (the paper's), distance to its mean embedding (prototype), to its "
-    "nearest support, or mean distance to its 3 nearest supports (knn: best for mixed classes such as unintended).",
+    "nearest support, or mean distance to its 3 nearest supports (knn: best for mixed classes such as unintended); "
+    "auto: the one with the most supports right under leave-one-out.",
 )
 @click.option(
     "--unknown-threshold",
@@ -136,10 +177,31 @@ def parse_support(text: str, labels: Path | None = None, k: int | None = None, s
 )
 @click.option(
     "--min-ratio",
-    type=click.FloatRange(min=1.0),
+    type=RatioType(),
     default=None,
     help="Ratio test: 'unknown' unless the second-nearest class is at least this many times as far (squared "
-    "distance) as the nearest. Higher: purer classes, fewer shots kept. [default: none]",
+    "distance) as the nearest. Higher: purer classes, fewer shots kept. auto: set from the supports' "
+    "leave-one-out single-hit scores. [default: none]",
+)
+@click.option(
+    "--select",
+    is_flag=True,
+    help="MODEL a run folder: choose among best.pt and the kept epochs (epochs/) by leave-one-out over the supports.",
+)
+@click.option(
+    "--adapt",
+    "adapt",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="AdaBN: re-estimate the batch-norm statistics on this file's frames (labels unused), e.g. DATA itself. "
+    "[default: off]",
+)
+@click.option(
+    "--adapt-shots",
+    type=click.IntRange(min=2),
+    default=2000,
+    show_default=True,
+    help="Frames of --adapt used at most (spread evenly over the file).",
 )
 @click.option(
     "--label",
@@ -170,7 +232,10 @@ def command(
     binary: bool | None,
     rule: str,
     unknown_threshold: float | None,
-    min_ratio: float | None,
+    min_ratio: float | str | None,
+    select: bool,
+    adapt: Path | None,
+    adapt_shots: int,
     label_mode: str | None,
     output: Path | None,
     overwrite: bool,
@@ -184,8 +249,18 @@ def command(
 
     from cli.progress import Progress
     from spinet.checkpoint import ModelBundle
-    from spinet.inference import SupportSpec, build_supports, check_outputs, classify_file
-    from spinet.labelspace import class_counts_text
+    from spinet.inference import (
+        SupportSpec,
+        adapt_bundle,
+        build_supports,
+        check_outputs,
+        classify_file,
+        select_reading,
+        support_estimate,
+        truth_is_binary,
+    )
+    from spinet.labelspace import class_counts_text, is_binary_names
+    from spinet.selection import SELECTION_RULES, ratio_from_supports
     from spisim.cxi import CXIReader
 
     if not supports and support_from is None:
@@ -201,11 +276,51 @@ def command(
         raise ConfigError(f"--device {device}: no CUDA device is available")
     if output is not None:
         check_outputs(output, overwrite)  # before any work
-    bundle = ModelBundle.load(model, device=device)
-    mode = label_mode or bundle.config.data.label
-    sup = build_supports(bundle, specs, label_mode=mode, batch_size=batch_size)
+    if select and not model.is_dir():
+        raise click.UsageError("--select chooses among the checkpoints of a run folder: give MODEL as a folder")
+    files = model_files(model, select)
+    readings = []
+    for path in files:
+        bundle = ModelBundle.load(path, device=device)
+        if adapt is not None:
+            bundle, n_adapt = adapt_bundle(bundle, adapt, max_shots=adapt_shots, batch_size=batch_size)
+            if path == files[0]:
+                click.echo(f"AdaBN: batch-norm statistics re-estimated on {n_adapt} frames of {adapt}"
+                           if n_adapt else "AdaBN: the network has no batch-norm layers; nothing to adapt", err=True)
+        mode = label_mode or bundle.config.data.label
+        readings.append((path.name if len(files) == 1 else str(path.relative_to(model)), bundle,
+                         build_supports(bundle, specs, label_mode=mode, batch_size=batch_size)))
+    sup = readings[0][2]
     for part in sup.parts:
         click.echo(f"support from {part['path']}: {class_counts_text(part['counts'])}", err=True)
+    is_bin = binary if binary is not None else truth_is_binary(data, labels, mode, sup.class_names)
+    if is_bin is None:
+        is_bin = is_binary_names(sup.class_names)
+    rules = list(SELECTION_RULES) if rule == "auto" else [rule]
+    fixed_ratio = None if min_ratio == "auto" else min_ratio
+    chosen = 0
+    selection = None
+    if len(readings) * len(rules) > 1:
+        selection, chosen = select_reading(readings, rules, binary=is_bin, data=data, min_ratio=fixed_ratio)
+        rule = selection.chosen.rule
+        click.echo(f"chosen by leave-one-out over the supports: {selection.chosen.name}, rule {rule} "
+                   f"({len(readings)} checkpoints x {len(rules)} rules tried)", err=True)
+        for row in selection.table():
+            mark = " <" if row["chosen"] else ""
+            click.echo(f"  {row['candidate']:>20s} {row['rule']:>9s}: {row['correct']} of {row['n']} right, "
+                       f"mean margin {row['mean_margin']:+.3f}{mark}", err=True)
+    bundle, sup = readings[chosen][1], readings[chosen][2]
+    loo = support_estimate(sup, rule, min_ratio=fixed_ratio, binary=is_bin, data=data)
+    if min_ratio == "auto":
+        ratio = ratio_from_supports(loo.single_score, [t == "single" or t.endswith("/single") for t in loo.truth])
+        min_ratio = ratio if (ratio is not None and ratio > 1) else None
+        click.echo(f"ratio test from the supports: {'none' if min_ratio is None else f'--min-ratio {min_ratio:g}'}",
+                   err=True)
+        if min_ratio is not None:
+            loo = support_estimate(sup, rule, min_ratio=min_ratio, binary=is_bin, data=data)
+    estimate = loo.estimate
+    extra = {"model": str(files[chosen]), "adapt": None if adapt is None else str(adapt),
+             "estimate": estimate.to_dict(), "selection": None if selection is None else selection.table()}
     with CXIReader(data) as r:
         n = len(r)
     with Progress("classifying", n, unit="shots") as progress:
@@ -223,7 +338,7 @@ def command(
             on_batch=progress.advance,
             binary=binary,
             overwrite=overwrite,
-            extra={"model": str(model)},
+            extra=extra,
         )
     assert result.space is not None
     out = Console()
@@ -238,6 +353,11 @@ def command(
         click.echo(f"{result.n_support} shots of {data.name} are support shots: marked in the CSV, never scored")
     if result.n_invalid:
         click.echo(f"{result.n_invalid} shots have no finite pixel where the model looks: 'invalid', never scored")
+    if estimate.n:
+        click.echo(f"estimated from the supports ({estimate.what}, {'single / not_single' if is_bin else 'all classes'}"
+                   f"): accuracy {estimate.text()}")
+    else:
+        click.echo("no estimate from the supports: leave-one-out needs at least 2 supports of a class")
     s = result.summary
     if s is not None:
         click.echo(f"scored against the labels: {s.headline()}")

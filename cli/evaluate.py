@@ -13,6 +13,7 @@ Example usage:
     spi evaluate studies/real_data.yaml -o reports/pr772 \\
         --param real_data=pr772.cxi --param real_labels=pr772.labels.csv
     spi evaluate studies/robustness.yaml -o reports/robustness --device cuda --dry-run
+    bash studies/sim_to_real/make_standin.sh && spi evaluate studies/sim_to_real.yaml -o reports/s2r --param seeds=1
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def command(study: Path, out: Path, params: tuple[str, ...], device: str | None,
 def headlines(results: StudyResults) -> list[str]:
     """One line per unperturbed test: its best model (mean accuracy over seeds), in the test's label space, with
     the number of scored shots and the single-hit precision and recall."""
-    from spinet.report import summarize
+    from spinet.report import est_text, summarize
     from spinet.study import HUMAN_KIND
 
     plain = [v.name for v in results.study.plain_variants()]
@@ -91,7 +92,9 @@ def headlines(results: StudyResults) -> list[str]:
         best = max(here, key=lambda r: r["accuracy"].mean)
         space = "single / not_single" if best["label_space"] == "binary" else best["label_space"]
         k = f", k={best['k']}" if best["k"] is not None else ""
+        est = est_text(best)
         out.append(f"test {test} ({space}, n = {best['n_test']} shots): best {best['model']} trained on "
                    f"{best['source']}{k}: accuracy {best['accuracy'].format()}, single precision "
-                   f"{best['single_precision'].format()}, single recall {best['single_recall'].format()}")
+                   f"{best['single_precision'].format()}, single recall {best['single_recall'].format()}"
+                   + ("" if est == "—" else f"; estimated from its supports alone (leave-one-out): {est}"))
     return out

@@ -8,11 +8,19 @@ from the training set); training stops early when it has not improved for train.
 with fewer than 2 training shots gets a warning (a triplet needs two shots of a class). --resume continues
 an interrupted run exactly.
 
-A training source is a CXI/HDF5 file, given as PATH[,labels=LABELS][,weight=W][,max_shots=N]: simulated
-files carry their labels; real data need a label file (CSV index,label or HDF5) whose names are the four hit
+A training source is a CXI/HDF5 file, given as PATH[,labels=LABELS][,weight=W][,max_shots=N][,binary=1]:
+simulated files carry their labels (binary=1 relabels them single / not_single, to train beside a real run
+labelled so); real data need a label file (CSV index,label or HDF5) whose names are the four hit
 types, not_single (a run labelled single vs rest) or those of data.classes. Several sources mix by
 their weights, e.g. a large simulated set and a few real labelled shots. --simulate MANIFEST[,weight=W]
 streams freshly simulated shots instead of (or besides) files.
+
+Unlabelled frames of the run to adapt to (--unlabelled FILE, e.g. the real run itself; labels ignored) add
+training terms with --consistency W (two augmented views of a frame must embed alike) and --align W (the
+embeddings of the labelled and the unlabelled frames must not be told apart, maximum mean discrepancy).
+--init CKPT starts from another run's network (fine-tuning, e.g. on simulated shots plus a few real labelled
+ones); --keep-every N keeps the network of every N-th epoch in epochs/ (choose one later with real labelled
+shots: spi classify --select).
 
 Several GPUs or processes: torchrun --standalone --nproc_per_node N -m cli train CONFIG.yaml
 
@@ -22,6 +30,8 @@ Example usage:
     spi train --data sim.h5 --out runs/sim --epochs 20 --input-size 96 --bin 1
     spi train --data sim.h5 --data real.cxi,labels=real.csv,weight=0.5 --set augment.fluence_scale=[0.3,3]
     spi train --resume --out runs/sim --epochs 40
+    spi train --data sim.h5 --unlabelled run.cxi --consistency 1 --align 1 --keep-every 2 --out runs/adapted
+    spi train --init runs/sim/best.pt --data sim.h5 --data run.cxi,labels=run.labels.csv,weight=0.5 --epochs 3
 """
 
 from __future__ import annotations
@@ -35,11 +45,38 @@ import yaml
 
 from spisim.errors import ConfigError
 
-SOURCE_KEYS = {"labels": str, "weight": float, "max_shots": int}
+SOURCE_KEYS = {"labels": str, "weight": float, "max_shots": int, "binary": lambda v: _flag(v)}
+UNLABELLED_KEYS = {"indices": str, "max_shots": int}
+
+
+def parse_unlabelled(text: str) -> dict[str, Any]:
+    """``PATH[,indices=FILE][,max_shots=N]`` → an unlabelled-source dict."""
+    head, *rest = text.split(",")
+    if not head:
+        raise ConfigError(f"--unlabelled: empty path in {text!r}")
+    src: dict[str, Any] = {"path": head}
+    for part in rest:
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in UNLABELLED_KEYS:
+            raise ConfigError(f"--unlabelled {text!r}: bad option {part!r}; use PATH[,indices=FILE][,max_shots=N]")
+        try:
+            src[key] = UNLABELLED_KEYS[key](value)
+        except ValueError:
+            raise ConfigError(f"--unlabelled {text!r}: bad value for {key}") from None
+    return src
+
+
+def _flag(value: str) -> bool:
+    if value.strip().lower() in ("1", "true", "yes"):
+        return True
+    if value.strip().lower() in ("0", "false", "no"):
+        return False
+    raise ValueError(value)
 
 
 def parse_source(text: str, kind: str = "path") -> dict[str, Any]:
-    """``PATH[,key=value]...`` → a source dict (keys labels, weight, max_shots)."""
+    """``PATH[,key=value]...`` → a source dict (keys labels, weight, max_shots, binary)."""
     head, *rest = text.split(",")
     if not head:
         raise ConfigError(f"empty path in {text!r}")
@@ -97,7 +134,7 @@ def _resume_config(config: Path | None, overrides: dict[str, Any]):
     "--data",
     "data",
     multiple=True,
-    metavar="PATH[,labels=L][,weight=W]",
+    metavar="PATH[,labels=L][,weight=W][,binary=1]",
     help="Training file (repeatable); replaces data.sources of the config.",
 )
 @click.option(
@@ -113,6 +150,21 @@ def _resume_config(config: Path | None, overrides: dict[str, Any]):
     metavar="PATH[,labels=L]",
     help="Validation file (repeatable); default: data.val_fraction of each training file.",
 )
+@click.option(
+    "--unlabelled",
+    "unlabelled",
+    multiple=True,
+    metavar="PATH[,indices=F][,max_shots=N]",
+    help="Unlabelled frames of the run to adapt to (repeatable; labels ignored); replaces data.unlabelled.",
+)
+@click.option("--consistency", type=click.FloatRange(min=0), default=None,
+              help="Weight of the consistency term on unlabelled frames (adapt.consistency). [default: 0]")
+@click.option("--align", type=click.FloatRange(min=0), default=None,
+              help="Weight of the domain-alignment (MMD) term on unlabelled frames (adapt.align). [default: 0]")
+@click.option("--init", "init", type=click.Path(dir_okay=False), default=None,
+              help="Start from this checkpoint's network (fine-tuning; same architecture and input size).")
+@click.option("--keep-every", type=click.IntRange(min=0), default=None,
+              help="Keep the network of every N-th epoch (and the last) in epochs/; 0: none. [default: 0]")
 @click.option("--out", "-o", type=click.Path(file_okay=False), default=None, help="Run folder. [default: runs/spinet]")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Maximum epochs. [default: 30]")
 @click.option("--lr", type=float, default=None, help="Adam learning rate. [default: 0.001]")
@@ -167,6 +219,11 @@ def command(
     data: tuple[str, ...],
     simulate: str | None,
     val: tuple[str, ...],
+    unlabelled: tuple[str, ...],
+    consistency: float | None,
+    align: float | None,
+    init: str | None,
+    keep_every: int | None,
     out: str | None,
     epochs: int | None,
     lr: float | None,
@@ -202,6 +259,8 @@ def command(
         overrides["data.sources"] = sources
     if val:
         overrides["data.validation"] = [parse_source(s) for s in val]
+    if unlabelled:
+        overrides["data.unlabelled"] = [parse_unlabelled(s) for s in unlabelled]
     options = {
         "train.out": out,
         "train.epochs": epochs,
@@ -219,6 +278,10 @@ def command(
         "data.num_workers": workers,
         "train.patience": patience,
         "train.export": list(export) or None,
+        "adapt.consistency": consistency,
+        "adapt.align": align,
+        "train.init": init,
+        "train.keep_every": keep_every,
     }
     overrides.update({k: v for k, v in options.items() if v is not None})
     if no_progress:

@@ -10,6 +10,8 @@
   (:class:`FrameFeatures`: photons per valid pixel, lit-pixel fractions at photon-count thresholds, the
   brightest pixel, a radial profile in scattering-angle rings and the speckle contrast of four ring
   groups) into a logistic regression or gradient-boosted trees (scikit-learn).
+* :class:`PhotonCountRule` — the simplest single-hit finder: photons per shot (:func:`shot_photons`) and one
+  threshold, or a band, fitted on a few labelled shots (a study's supports): what a user does by hand.
 
 The CNNs are trained by :func:`train_supervised` on the class-balanced, augmented batches of
 :mod:`spinet.data` (the Siamese training's sampler and transforms), with early stopping on a
@@ -38,6 +40,9 @@ from .models import ResidualEmbedding
 
 CNN_KINDS = ("cnn", "resnet")
 """Supervised network baselines: ``cnn`` (:class:`ShiCNN`) and ``resnet`` (:class:`ResidualClassifier`)."""
+
+PHOTON_RULES = ("threshold", "band")
+"""Rules of :class:`PhotonCountRule`: one threshold on photons per shot, or a band (low ≤ photons ≤ high)."""
 
 CLASSICAL_METHODS = ("logistic", "gbt")
 """Classifiers of :class:`ClassicalClassifier`: logistic regression or histogram gradient-boosted trees."""
@@ -562,3 +567,100 @@ class ClassicalClassifier:
         out = np.zeros((p.shape[0], self.n_classes), dtype=np.float64)
         out[:, self.classes_] = p
         return out
+
+
+# ------------------------------------------------------------------------------------------ photon count
+
+
+def shot_photons(frames: np.ndarray, mask: np.ndarray | None = None, photon_scale: float = 1.0,
+                 weight: np.ndarray | None = None) -> np.ndarray:
+    """Photons per shot: the sum over good, finite pixels of frames (B, M, SS, FS) / ``photon_scale``.
+
+    Values are not clipped (read noise around zero averages out over a frame). ``mask`` (M, SS, FS) is True
+    where bad; ``weight`` (B, M, SS, FS) > 0 marks the pixels kept (e.g. 0 over a lost detector area).
+
+    Returns:
+        (B,) float64 photons.
+    """
+    x = np.asarray(frames, dtype=np.float64).reshape(len(frames), -1) / float(photon_scale)
+    keep = np.isfinite(x)
+    if mask is not None:
+        keep &= ~np.asarray(mask, bool).reshape(1, -1)
+    if weight is not None:
+        keep &= np.asarray(weight).reshape(len(frames), -1) > 0
+    return np.where(keep, x, 0.0).sum(axis=1)
+
+
+class PhotonCountRule:
+    """A single-hit rule on photons per shot fitted on labelled shots: ``threshold`` (single when photons ≥ t, or
+    ≤ t, whichever direction fits) or ``band`` (single when low ≤ photons ≤ high).
+
+    The fit tries every cut halfway (in log photons) between neighbouring training values, and the open ends,
+    and keeps the rule with the most training shots right; ties go to the rule whose cuts lie farthest from the
+    nearest training shot (the widest margin), then to the first found. Photons below 1 count as 1 on the log
+    scale.
+
+    Args:
+        rule: one of :data:`PHOTON_RULES`.
+    """
+
+    def __init__(self, rule: str = "band") -> None:
+        if rule not in PHOTON_RULES:
+            raise ConfigError(f"photon-count rule must be {' or '.join(PHOTON_RULES)}, got {rule!r}")
+        self.rule = rule
+        self.low = -math.inf
+        """log photons: single when low <= log photons (threshold rule, direction up; band)."""
+        self.high = math.inf
+        """log photons: single when log photons <= high (threshold rule, direction down; band)."""
+        self.train_accuracy = float("nan")
+        self.fitted = False
+
+    @staticmethod
+    def _log(photons: np.ndarray) -> np.ndarray:
+        return np.log(np.maximum(np.asarray(photons, dtype=np.float64), 1.0))
+
+    def fit(self, photons: np.ndarray, is_single: np.ndarray) -> PhotonCountRule:
+        """Fit on (n,) photons per shot and (n,) bool single-hit truth (both classes present)."""
+        x = self._log(photons)
+        y = np.asarray(is_single, bool)
+        if len(x) != len(y) or len(x) == 0:
+            raise ValueError("photons and is_single must be non-empty and of the same length")
+        if y.all() or not y.any():
+            raise ConfigError("the photon-count baseline needs labelled shots of single hits and of other shots")
+        u = np.unique(x)
+        cuts = np.concatenate([[-math.inf], (u[:-1] + u[1:]) / 2, [math.inf]])
+
+        def margin(*cs: float) -> float:
+            finite = [c for c in cs if math.isfinite(c)]
+            return min((float(np.min(np.abs(x - c))) for c in finite), default=math.inf)
+
+        best = (-1, -math.inf, -math.inf, math.inf)  # (right, margin, low, high)
+        pairs = ([(c, math.inf) for c in cuts] + [(-math.inf, c) for c in cuts] if self.rule == "threshold"
+                 else [(lo, hi) for i, lo in enumerate(cuts) for hi in cuts[i:]])
+        for lo, hi in pairs:
+            right = int(np.sum(((x >= lo) & (x <= hi)) == y))
+            if right < best[0]:
+                continue
+            m = margin(lo, hi)
+            if right > best[0] or m > best[1]:
+                best = (right, m, lo, hi)
+        self.low, self.high = float(best[2]), float(best[3])
+        self.train_accuracy = best[0] / len(y)
+        self.fitted = True
+        return self
+
+    def predict(self, photons: np.ndarray) -> np.ndarray:
+        """(n,) bool: predicted single hits."""
+        x = self._log(photons)
+        return (x >= self.low) & (x <= self.high)
+
+    def score(self, photons: np.ndarray) -> np.ndarray:
+        """(n,) single-hit score: the log-photon distance inside the rule's single range (> 0 inside, < 0 outside)."""
+        x = self._log(photons)
+        return np.minimum(x - self.low, self.high - x)
+
+    def describe(self) -> str:
+        """E.g. ``single if 1.2e+04 <= photons <= 9.8e+04``."""
+        lo = f"{math.exp(self.low):.3g} <= " if math.isfinite(self.low) else ""
+        hi = f" <= {math.exp(self.high):.3g}" if math.isfinite(self.high) else ""
+        return f"single if {lo}photons{hi}" if (lo or hi) else "single always"

@@ -194,6 +194,8 @@ class SourceConfig:
         simulate: a simulation manifest: shots are simulated live, no file in between (instead of path).
         weight: sampling weight of this source relative to the others (per class).
         max_shots: use at most this many labelled shots of the file (the first ones); null: all.
+        binary: relabel the file's shots single / not_single (every class but single becomes not_single), e.g.
+            a simulated 4-class file trained beside a real run labelled single vs rest (files only).
     """
 
     path: str | None = None
@@ -201,6 +203,7 @@ class SourceConfig:
     simulate: str | None = None
     weight: float = 1.0
     max_shots: int | None = None
+    binary: bool = False
 
     def validate(self, prefix: str = "source") -> None:
         if (self.path is None) == (self.simulate is None):
@@ -209,6 +212,30 @@ class SourceConfig:
             raise ConfigError(f"{prefix}: labels apply to files, not to simulate")
         if not self.weight > 0:
             raise ConfigError(f"{prefix}.weight must be > 0, got {self.weight}")
+        if self.max_shots is not None and self.max_shots < 1:
+            raise ConfigError(f"{prefix}.max_shots must be >= 1, got {self.max_shots}")
+        if self.binary and self.simulate is not None:
+            raise ConfigError(f"{prefix}.binary applies to files, not to simulate")
+
+
+@dataclass
+class UnlabelledConfig:
+    """A file of unlabelled frames (e.g. the real run itself) for the adaptation terms (:mod:`spinet.adapt`).
+
+    Attributes:
+        path: a CXI/HDF5 file (in photons; labels, if any, are ignored).
+        indices: a text or CSV file of shot indices to use (one per line, or the first column; a header is
+            skipped); null: every shot of the file.
+        max_shots: use at most this many of them (the first ones); null: all.
+    """
+
+    path: str = ""
+    indices: str | None = None
+    max_shots: int | None = None
+
+    def validate(self, prefix: str = "unlabelled") -> None:
+        if not self.path:
+            raise ConfigError(f"{prefix}.path: give the file of unlabelled frames")
         if self.max_shots is not None and self.max_shots < 1:
             raise ConfigError(f"{prefix}.max_shots must be >= 1, got {self.max_shots}")
 
@@ -233,6 +260,7 @@ class DataConfig:
         stream_shots_per_epoch: a live-simulation source alone: epochs of this many shots' worth of batches
             (stream_shots_per_epoch / batch size); shots of over-represented classes beyond what the batches
             take are simulated too and dropped.
+        unlabelled: files of unlabelled frames (the run to adapt to) for the ``adapt`` loss terms; empty: none.
     """
 
     sources: list[SourceConfig] = field(default_factory=list)
@@ -247,10 +275,13 @@ class DataConfig:
     support_k: int = 5
     max_val_shots: int = 1000
     stream_shots_per_epoch: int = 2000
+    unlabelled: list[UnlabelledConfig] = field(default_factory=list)
 
     def validate(self, prefix: str = "data") -> None:
         for i, s in enumerate(self.sources):
             s.validate(f"{prefix}.sources[{i}]")
+        for i, u in enumerate(self.unlabelled):
+            u.validate(f"{prefix}.unlabelled[{i}]")
         for i, s in enumerate(self.validation):
             s.validate(f"{prefix}.validation[{i}]")
         if not 0 <= self.val_fraction < 1:
@@ -289,6 +320,10 @@ class TrainConfig:
         tensorboard: write TensorBoard event files beside the CSV log.
         progress: show a progress bar.
         export: formats written beside the best checkpoint at the end: ``torchscript``, ``onnx``.
+        init: a spinet checkpoint whose network weights start the run (fine-tuning, e.g. on simulated shots
+            plus a few real labelled ones); the architecture and input size must be this run's; null: random.
+        keep_every: also keep the network of every N-th epoch and of the last one in ``epochs/epoch-NNN.pt``
+            (for choosing a checkpoint with real labelled shots, :mod:`spinet.selection`); 0: none.
     """
 
     out: str = "runs/spinet"
@@ -303,9 +338,14 @@ class TrainConfig:
     tensorboard: bool = True
     progress: bool = True
     export: list[str] = field(default_factory=list)
+    init: str | None = None
+    keep_every: int = 0
 
     def validate(self, prefix: str = "train") -> None:
         _positive_int(f"{prefix}.epochs", self.epochs)
+        if self.keep_every < 0:
+            raise ConfigError(f"{prefix}.keep_every must be >= 0 (0: keep no per-epoch checkpoints), got "
+                              f"{self.keep_every}")
         if not self.lr > 0:
             raise ConfigError(f"{prefix}.lr must be > 0, got {self.lr}")
         if self.patience < 0:
@@ -318,6 +358,41 @@ class TrainConfig:
 
 
 @dataclass
+class AdaptConfig:
+    """Training terms on unlabelled frames of the run to adapt to (``data.unlabelled``; :mod:`spinet.adapt`).
+
+    Each step draws ``batch`` unlabelled frames, two augmented views of each, and adds to the triplet loss:
+
+    Attributes:
+        consistency: weight of the consistency term: the mean squared embedding distance between the two
+            views of a frame (squared L2, in [0, 4]); 0: off.
+        align: weight of the domain-alignment term: the maximum mean discrepancy (Gaussian kernels) between
+            the embeddings of the labelled batch and those of the unlabelled frames; 0: off.
+        batch: unlabelled frames per step.
+        bandwidths: squared-distance scales of the alignment kernels exp(-d / b).
+    """
+
+    consistency: float = 0.0
+    align: float = 0.0
+    batch: int = 20
+    bandwidths: list[float] = field(default_factory=lambda: [0.1, 0.5, 2.0])
+
+    def validate(self, prefix: str = "adapt") -> None:
+        for name in ("consistency", "align"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{prefix}.{name} must be >= 0, got {getattr(self, name)}")
+        if self.batch < 2:
+            raise ConfigError(f"{prefix}.batch must be >= 2, got {self.batch}")
+        if not self.bandwidths or min(self.bandwidths) <= 0:
+            raise ConfigError(f"{prefix}.bandwidths must be positive numbers, got {self.bandwidths}")
+
+    @property
+    def active(self) -> bool:
+        """True when some term has a positive weight."""
+        return self.consistency > 0 or self.align > 0
+
+
+@dataclass
 class Config:
     """A whole spinet run."""
 
@@ -327,11 +402,15 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
     def validate(self) -> Config:
         """Check every value; returns self. Raises ConfigError naming the key."""
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate(f.name)
+        if self.adapt.active and not self.data.unlabelled:
+            raise ConfigError("adapt.consistency / adapt.align need unlabelled frames: give data.unlabelled "
+                              "(spi train --unlabelled FILE)")
         return self
 
     def to_dict(self) -> dict[str, Any]:

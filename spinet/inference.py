@@ -11,6 +11,11 @@ support shot (same file, same index) and has a finite pixel where the model look
 are in one label space (:mod:`spinet.labelspace`): the truth labels' (binary for single / not_single labels),
 or binary when asked. The predictions CSV and its JSON summary are written under temporary names and renamed
 when complete; existing outputs are replaced only with ``overwrite``.
+
+With few labelled real shots, :func:`adapt_bundle` re-estimates a model's batch-norm statistics on the run's
+frames (AdaBN, ``spi classify --adapt``), :func:`select_reading` chooses among checkpoints and rules by
+leave-one-out over the supports and :func:`support_estimate` gives that estimate of the accuracy with its n
+and Wilson interval (:mod:`spinet.selection`).
 """
 
 from __future__ import annotations
@@ -32,7 +37,15 @@ from spisim.errors import InputFileError, OutputFileError
 from .checkpoint import ModelBundle
 from .data import UNKNOWN, file_labels, label_names_for, order_classes, pick_per_class
 from .fewshot import FewShotClassifier
-from .labelspace import INVALID, LabelSpace, Summary, choose_label_space, class_counts_text, score
+from .labelspace import (
+    INVALID,
+    LabelSpace,
+    Summary,
+    choose_label_space,
+    class_counts_text,
+    is_binary_names,
+    score,
+)
 
 # ------------------------------------------------------------------------------------------------ embedding
 
@@ -57,18 +70,60 @@ def embed_batches(
         batch_size: shots per batch.
         on_batch: called with the number of shots after each batch (progress).
     """
+    model = bundle.model.eval()
+    with torch.no_grad():
+        for sel, images, ok in iter_images(bundle, reader, indices, batch_size):
+            yield sel, model(images).cpu(), ok
+            if on_batch is not None:
+                on_batch(len(sel))
+
+
+def iter_images(
+    bundle: ModelBundle, reader: CXIReader, indices: np.ndarray | None = None, batch_size: int = 256
+) -> Iterator[tuple[np.ndarray, torch.Tensor, np.ndarray]]:
+    """Yield (shot indices (b,), network inputs (b, 1, S, S) on the model's device, valid (b,) bool) batch by
+    batch: the model's preprocessing for the file's detector (see :func:`embed_batches`)."""
     idx = np.arange(len(reader)) if indices is None else np.asarray(indices, dtype=np.int64)
     pre = bundle.preprocessor_for(reader.frame_shape, reader.pixel_position, reader.mask).to(bundle.device)
-    model = bundle.model.eval()
     with torch.no_grad():
         for start in range(0, len(idx), batch_size):
             sel = idx[start : start + batch_size]
             frames = torch.from_numpy(reader.frames(sel)).to(bundle.device)
             img, valid = pre.assemble_valid(frames)  # one pass: the same as inference_module(bundle, pre)(frames)
-            emb = model(pre.normalise(img, valid))
-            yield sel, emb.cpu(), valid.flatten(1).any(dim=1).cpu().numpy()
-            if on_batch is not None:
-                on_batch(len(sel))
+            yield sel, pre.normalise(img, valid), valid.flatten(1).any(dim=1).cpu().numpy()
+
+
+def adapt_bundle(bundle: ModelBundle, path: str | Path, *, max_shots: int | None = 2000, batch_size: int = 256
+                 ) -> tuple[ModelBundle, int]:
+    """AdaBN on a run: a copy of ``bundle`` whose batch-norm statistics are re-estimated on the frames of ``path``
+    (labels unused; at most ``max_shots`` frames spread evenly over the file; frames without data left out).
+
+    Returns:
+        (the adapted copy, the number of frames used). A network without batch-norm layers comes back unchanged
+        (with the number of frames 0).
+    """
+    import copy
+    from dataclasses import replace
+
+    from .adapt import adapt_batchnorm, batchnorm_layers
+
+    if not batchnorm_layers(bundle.model):
+        return bundle, 0
+    with CXIReader(path) as reader:
+        n = len(reader)
+        idx = np.arange(n)
+        if max_shots is not None and n > max_shots:
+            idx = np.unique(np.linspace(0, n - 1, max_shots).round().astype(np.int64))
+        used = [0]
+
+        def batches() -> Iterator[torch.Tensor]:
+            for _, images, ok in iter_images(bundle, reader, idx, batch_size):
+                used[0] += int(ok.sum())
+                yield images[torch.from_numpy(ok).to(images.device)]
+
+        net = copy.deepcopy(bundle.model)
+        adapt_batchnorm(net, batches(), bundle.device)
+    return replace(bundle, model=net), used[0]
 
 
 def iter_embeddings(
@@ -118,6 +173,8 @@ class SupportSet:
     source: str
     members: dict[str, np.ndarray] = field(default_factory=dict)
     parts: list[dict] = field(default_factory=list)
+    files: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
+    """(n,) resolved path of the file each support comes from."""
 
     def counts(self) -> dict[str, int]:
         c = torch.bincount(self.classes, minlength=len(self.class_names))
@@ -187,7 +244,8 @@ def build_support(
     counts = {n: int(c) for n, c in zip(found, np.bincount(cls, minlength=len(found)), strict=True)}
     part = {"path": str(path), "labels": None if labels is None else str(labels), "k": k, "seed": seed,
             "counts": counts}
-    return SupportSet(torch.cat(embs), torch.from_numpy(cls), found, str(path), {_key(path): idx.copy()}, [part])
+    return SupportSet(torch.cat(embs), torch.from_numpy(cls), found, str(path), {_key(path): idx.copy()}, [part],
+                      np.full(len(idx), _key(path), dtype=object))
 
 
 def merge_supports(supports: Sequence[SupportSet]) -> SupportSet:
@@ -206,7 +264,7 @@ def merge_supports(supports: Sequence[SupportSet]) -> SupportSet:
         for key, idx in s.members.items():
             members[key] = np.union1d(members.get(key, np.zeros(0, np.int64)), idx)
     return SupportSet(torch.cat(embs), torch.cat(cls), names, " + ".join(s.source for s in supports), members,
-                      [p for s in supports for p in s.parts])
+                      [p for s in supports for p in s.parts], np.concatenate([s.files for s in supports]))
 
 
 def build_supports(
@@ -223,6 +281,72 @@ def build_supports(
                       batch_size=batch_size, class_names=class_names)
         for s in specs
     ])
+
+
+# ------------------------------------------------------------------------------------------------ selection
+
+
+def estimate_mask(support: SupportSet, data: str | Path | None) -> np.ndarray:
+    """(n,) bool: the supports an estimate is read from: those of the data file itself (the run being
+    classified) when there are any, else all."""
+    if data is not None:
+        own = support.files == _key(data)
+        if own.any():
+            return own
+    return np.ones(len(support.classes), dtype=bool)
+
+
+def support_estimate(support: SupportSet, rule: str, *, min_ratio: float | None = None, binary: bool = False,
+                     data: str | Path | None = None):
+    """Leave-one-out over the supports (:func:`spinet.selection.leave_one_out`): the accuracy they give the rule,
+    with its n and Wilson interval, read on the supports of ``data`` when it has some (:func:`estimate_mask`).
+
+    Returns:
+        :class:`spinet.selection.LooResult` (``.estimate`` is the :class:`spinet.selection.Estimate`).
+    """
+    from .selection import leave_one_out
+
+    return leave_one_out(support.embeddings, support.classes.numpy(), support.class_names, rule,
+                         min_ratio=min_ratio, binary=binary, evaluate=estimate_mask(support, data))
+
+
+def select_reading(readings: Sequence[tuple[str, ModelBundle, SupportSet]], rules: Sequence[str], *,
+                   binary: bool = False, data: str | Path | None = None, min_ratio: float | None = None):
+    """Choose a checkpoint and a rule by leave-one-out over the supports (:func:`spinet.selection.select_candidate`).
+
+    Args:
+        readings: (name, model, its support set) per checkpoint; the support sets hold the same shots in the same
+            order (the same files, labels, k and seeds).
+        rules: the rules tried with every checkpoint.
+        binary: score single vs rest.
+        data: the file to classify (the estimate is read on its supports when it has some).
+        min_ratio: ratio test applied while scoring.
+
+    Returns:
+        (the :class:`spinet.selection.Selection`, index into ``readings`` of the chosen checkpoint).
+    """
+    from .selection import Candidate, select_candidate
+
+    cands, which = [], []
+    for i, (name, _, sup) in enumerate(readings):
+        for rule in rules:
+            cands.append(Candidate(name, sup.embeddings, rule))
+            which.append(i)
+    first = readings[0][2]
+    sel = select_candidate(cands, first.classes.numpy(), first.class_names, binary=binary,
+                           evaluate=estimate_mask(first, data), min_ratio=min_ratio)
+    return sel, which[sel.best]
+
+
+def truth_is_binary(path: str | Path, truth_labels: str | Path | None, label_mode: str,
+                    class_names: Sequence[str]) -> bool | None:
+    """True / False when the truth labels of ``path`` (its own or ``truth_labels``) are / are not only single and
+    not_single; None without truth labels."""
+    with CXIReader(path) as reader:
+        if truth_labels is None and not reader.has_labels:
+            return None
+        _, names = file_labels(reader, label_mode, truth_labels, class_names=label_names_for(label_mode, class_names))
+    return is_binary_names(names) if names else None
 
 
 # ------------------------------------------------------------------------------------------------ outputs

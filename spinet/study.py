@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import yaml
 
-from spisim.cxi import CXIReader
+from spisim.cxi import NOT_SINGLE, CXIReader
 from spisim.errors import ConfigError, InputFileError
 
 from .config import AugmentConfig, Config, PreprocessConfig
@@ -51,8 +51,15 @@ from .fewshot import RULES
 from .labelspace import BINARY_CLASSES, LabelSpace, class_counts_text, is_binary_names
 from .metrics import ClassificationMetrics, classification_metrics, confusion_by_group, is_single_class
 
-MODEL_KINDS = ("siamese", "cnn", "resnet", "classical")
-"""Model kinds of a study: the Siamese few-shot classifier and the three baselines."""
+MODEL_KINDS = ("siamese", "cnn", "resnet", "classical", "photons")
+"""Model kinds of a study: the Siamese few-shot classifier and the baselines (``photons``: a photon-count
+threshold or band fitted on the supports, :class:`spinet.baselines.PhotonCountRule`)."""
+
+SUPPORT_SOURCE = "supports"
+"""Training source shown for a model fitted on the supports alone (the photon-count baseline)."""
+
+SELECT_METHODS = ("loo",)
+"""``models[].select``: how a Siamese model chooses its checkpoint (and rule) with the supports."""
 
 HUMAN_KIND = "human"
 """Kind of the records of a human baseline (``human`` key of a study)."""
@@ -100,6 +107,8 @@ class DatasetSpec:
         max_shots: use only the first labelled shots.
         rename: label names of the file → class names of the study (None drops the label), e.g.
             ``{multiple: multi, background: no_hit, unsure: null}``.
+        binary: relabel single / not_single: ``single`` stays, every other class becomes ``not_single``
+            (after ``rename``), e.g. a simulated 4-class dataset trained beside a real run labelled so.
     """
 
     name: str
@@ -113,6 +122,7 @@ class DatasetSpec:
     split_seed: int = 0
     max_shots: int | None = None
     rename: dict[str, str | None] = field(default_factory=dict)
+    binary: bool = False
 
     @property
     def simulated(self) -> bool:
@@ -205,7 +215,17 @@ class ModelSpec:
         embedding: siamese: name of an earlier siamese model whose trained networks this one scores with its
             own rule (nothing is trained; sources, config and augmentation are that model's); None: its own.
         min_ratio: siamese: the ratio test (≥ 1): a shot is answered "unknown" unless its second-nearest class
-            is at least this many times as far (squared distance) as the nearest; None: no test.
+            is at least this many times as far (squared distance) as the nearest; ``auto``: chosen from the
+            supports (:func:`spinet.selection.ratio_from_supports`); None: no test.
+        adapt_bn: siamese: batch-norm statistics re-estimated on the frames of the test's dataset (all its
+            shots, labels unused) before scoring (AdaBN, :func:`spinet.adapt.adapt_batchnorm`).
+        unlabelled: siamese: a dataset part whose frames (labels unused) feed the ``adapt`` loss terms of
+            training (``config.adapt``); None: none.
+        init: siamese: the name of an earlier siamese model whose network (same seed, trained on its first
+            training source) starts this model's training (fine-tuning); None: random initialisation.
+        select: siamese: ``loo``: the checkpoint (the kept epochs and the best) and, with ``rule: auto``, the
+            rule are chosen per seed, test and k by leave-one-out over the supports
+            (:mod:`spinet.selection`), and the estimated accuracy is recorded; None: the best checkpoint.
     """
 
     name: str
@@ -215,11 +235,21 @@ class ModelSpec:
     augment: dict = field(default_factory=dict)
     sources: list[str] | None = None
     embedding: str | None = None
-    min_ratio: float | None = None
+    min_ratio: float | str | None = None
+    adapt_bn: bool = False
+    unlabelled: PartRef | None = None
+    init: str | None = None
+    select: str | None = None
 
     @property
     def fewshot(self) -> bool:
-        return self.kind == "siamese"
+        """True for the models that use supports (Siamese, and the photon-count baseline fitted on them)."""
+        return self.kind in ("siamese", "photons")
+
+    @property
+    def trains(self) -> bool:
+        """True when the model trains networks of its own (not ``embedding``, not the photon baseline)."""
+        return self.embedding is None and self.kind != "photons"
 
 
 @dataclass
@@ -330,10 +360,11 @@ class Study:
 _TOP_KEYS = ("name", "description", "parameters", "seeds", "k_shots", "label", "classes", "preprocess", "augment",
              "datasets", "sources", "tests", "models", "evaluation", "human")
 _DATASET_KEYS = ("path", "labels", "simulate", "shots", "seed", "overrides", "test_fraction", "split_seed",
-                 "max_shots", "rename")
+                 "max_shots", "rename", "binary")
 _COMPONENT_KEYS = ("data", "per_class", "weight")
 _TEST_KEYS = ("data", "support", "sweep")
-_MODEL_KEYS = ("name", "kind", "config", "rule", "augment", "sources", "embedding", "min_ratio")
+_MODEL_KEYS = ("name", "kind", "config", "rule", "augment", "sources", "embedding", "min_ratio", "adapt_bn",
+               "unlabelled", "init", "select")
 _HUMAN_KEYS = ("name", "results", "test")
 _NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 _PARAM = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -478,6 +509,10 @@ def _parse_dataset(name: str, d: Any, base_dir: Path, where: str) -> DatasetSpec
     if not isinstance(rename, dict):
         raise ConfigError(f"{where}.rename must map label names to class names (null drops a label)")
     spec.rename = {str(k): (None if v is None else _str(v, f"{where}.rename.{k}")) for k, v in rename.items()}
+    if d.get("binary") is not None:
+        if not isinstance(d["binary"], bool):
+            raise ConfigError(f"{where}.binary must be true or false, got {d['binary']!r}")
+        spec.binary = d["binary"]
     return spec
 
 
@@ -525,7 +560,8 @@ def _parse_test(name: str, d: Any, datasets: dict[str, DatasetSpec], where: str)
     return t
 
 
-def _parse_model(d: Any, preprocess: PreprocessConfig, where: str) -> ModelSpec:
+def _parse_model(d: Any, preprocess: PreprocessConfig, where: str,
+                 datasets: dict[str, DatasetSpec] | None = None) -> ModelSpec:
     _check_keys(d, _MODEL_KEYS, where)
     kind = _str(d.get("kind"), f"{where}.kind")
     if kind not in MODEL_KINDS:
@@ -539,37 +575,70 @@ def _parse_model(d: Any, preprocess: PreprocessConfig, where: str) -> ModelSpec:
     m.augment = dict(d.get("augment") or {})
     if m.augment and kind == "classical":
         raise ConfigError(f"{where}.augment: the classical baseline is trained without augmentation")
+    siamese_only = ("embedding", "adapt_bn", "unlabelled", "init", "select")
+    for key in siamese_only:
+        if d.get(key) not in (None, False) and kind != "siamese":
+            raise ConfigError(f"{where}.{key} applies to siamese models only")
     if d.get("embedding") is not None:
-        if kind != "siamese":
-            raise ConfigError(f"{where}.embedding applies to siamese models only")
-        for key in ("config", "augment", "sources"):
+        for key in ("config", "augment", "sources", "unlabelled", "init"):
             if d.get(key):
                 raise ConfigError(f"{where}.{key}: a model with embedding takes the {key} of that model")
         m.embedding = _name(d["embedding"], f"{where}.embedding")
     if kind == "siamese":
+        if d.get("select") is not None:
+            m.select = _str(d["select"], f"{where}.select")
+            if m.select not in SELECT_METHODS:
+                raise ConfigError(f"{where}.select must be one of {', '.join(SELECT_METHODS)}, got {m.select!r}")
         m.rule = _str(d.get("rule", "mean"), f"{where}.rule")
-        if m.rule not in RULES:
-            raise ConfigError(f"{where}.rule must be one of {', '.join(RULES)}, got {m.rule!r}")
+        if m.rule not in RULES and not (m.rule == "auto" and m.select is not None):
+            raise ConfigError(f"{where}.rule must be one of {', '.join(RULES)} (or auto with select: loo), "
+                              f"got {m.rule!r}")
         if d.get("min_ratio") is not None:
-            m.min_ratio = _float(d["min_ratio"], f"{where}.min_ratio")
-            if not m.min_ratio >= 1.0:
-                raise ConfigError(f"{where}.min_ratio must be >= 1 (1: no ratio test), got {m.min_ratio:g}")
-        _check_keys(cfg, ("model", "loss", "train", "data"), f"{where}.config")
-        for key in ("sources", "validation", "classes", "label", "val_fraction"):
+            if d["min_ratio"] == "auto":
+                m.min_ratio = "auto"
+            else:
+                m.min_ratio = _float(d["min_ratio"], f"{where}.min_ratio")
+                if not m.min_ratio >= 1.0:
+                    raise ConfigError(f"{where}.min_ratio must be >= 1 (1: no ratio test) or auto, got "
+                                      f"{m.min_ratio:g}")
+        if d.get("adapt_bn") is not None:
+            if not isinstance(d["adapt_bn"], bool):
+                raise ConfigError(f"{where}.adapt_bn must be true or false, got {d['adapt_bn']!r}")
+            m.adapt_bn = d["adapt_bn"]
+        if d.get("unlabelled") is not None:
+            m.unlabelled = _parse_part(d["unlabelled"], datasets or {}, f"{where}.unlabelled")
+        if d.get("init") is not None:
+            m.init = _name(d["init"], f"{where}.init")
+        _check_keys(cfg, ("model", "loss", "train", "data", "adapt"), f"{where}.config")
+        if (cfg.get("adapt") or {}) and any((cfg.get("adapt") or {}).get(k) for k in ("consistency", "align")) \
+                and m.unlabelled is None:
+            raise ConfigError(f"{where}.config.adapt: the adaptation terms need unlabelled: PART (the run's frames)")
+        for key in ("sources", "validation", "classes", "label", "val_fraction", "unlabelled"):
             if key in (cfg.get("data") or {}):
-                raise ConfigError(f"{where}.config.data.{key} is set by the study (sources, tests, classes)")
-        for key in ("out", "seed", "device"):
+                raise ConfigError(f"{where}.config.data.{key} is set by the study (sources, tests, classes, "
+                                  "unlabelled)")
+        for key in ("out", "seed", "device", "init"):
             if key in (cfg.get("train") or {}):
                 raise ConfigError(f"{where}.config.train.{key} is set by the study")
         try:
-            Config.from_dict({**cfg, "preprocess": preprocess.__dict__})
+            probe = {**cfg, "preprocess": preprocess.__dict__}
+            if m.unlabelled is not None:
+                probe["data"] = {**(cfg.get("data") or {}), "unlabelled": [{"path": "<unlabelled>"}]}
+            Config.from_dict(probe)
         except ConfigError as exc:
             raise ConfigError(f"{where}.config: {exc}") from None
     else:
         for key in ("rule", "min_ratio"):
             if key in d:
                 raise ConfigError(f"{where}.{key} applies to siamese models only")
-        if kind in ("cnn", "resnet"):
+        if kind == "photons":
+            _check_keys(cfg, ("rule",), f"{where}.config")
+            from .baselines import PhotonCountRule
+
+            PhotonCountRule(cfg.get("rule", "band"))
+            if m.augment:
+                raise ConfigError(f"{where}.augment: the photon-count baseline is fitted without augmentation")
+        elif kind in ("cnn", "resnet"):
             from .baselines import SupervisedConfig
 
             SupervisedConfig.from_dict(cfg, f"{where}.config")
@@ -778,7 +847,7 @@ def parse_study(raw: Any, *, base_dir: str | Path = ".", source: str = "<study>"
     models_raw = body.get("models")
     if not isinstance(models_raw, list) or not models_raw:
         raise ConfigError("models: give a list of models (kind: siamese, cnn, resnet or classical)")
-    models = [_parse_model(m, base_cfg.preprocess, f"models[{i}]") for i, m in enumerate(models_raw)]
+    models = [_parse_model(m, base_cfg.preprocess, f"models[{i}]", datasets) for i, m in enumerate(models_raw)]
     for i, (m, m_raw) in enumerate(zip(models, models_raw, strict=True)):
         if m_raw.get("sources") is not None:
             names_ = m_raw["sources"]
@@ -799,6 +868,17 @@ def parse_study(raw: Any, *, base_dir: str | Path = ".", source: str = "<study>"
             raise ConfigError(f"models[{i}].embedding: no earlier siamese model {m.embedding!r} that trains its own "
                               f"network{_did_you_mean(m.embedding, [x.name for x in earlier.values()])}")
         m.config, m.augment, m.sources = ref.config, ref.augment, ref.sources
+        m.unlabelled, m.init = ref.unlabelled, ref.init
+    for i, m in enumerate(models):
+        if m.init is None:
+            continue
+        earlier = {x.name: x for x in models[:i]}
+        ref = earlier.get(m.init)
+        if ref is None or ref.kind != "siamese" or not ref.trains:
+            raise ConfigError(f"models[{i}].init: no earlier siamese model {m.init!r} that trains its own network"
+                              f"{_did_you_mean(m.init, list(earlier))}")
+        if ref.config.get("model", {}) != m.config.get("model", {}):
+            raise ConfigError(f"models[{i}].init: {m.init}'s network (config.model) differs from this model's")
     if len(set(names)) != len(names):
         raise ConfigError(f"models: names must be unique, got {names} (set name: on each)")
     if any(m.fewshot for m in models):
@@ -956,7 +1036,12 @@ class DataRegistry:
         over = spec.overrides if fluence_scale in (None, 1.0) else self._scaled_overrides(spec, float(fluence_scale))
         tag = _hash([spec.manifest, spec.manifest_source, over])
         suffix = "" if fluence_scale in (None, 1.0) else f"-x{fluence_scale:g}"
-        out = self.folder / f"{name}{suffix}-{tag}.h5"
+        # datasets simulated from the same manifest (e.g. one relabelled single / not_single) share one file
+        owner = next((n for n, d in self.study.datasets.items() if d.simulated and
+                      _hash([d.manifest, d.manifest_source, d.overrides]) == _hash([spec.manifest,
+                                                                                   spec.manifest_source,
+                                                                                   spec.overrides])), name)
+        out = self.folder / f"{owner}{suffix}-{tag}.h5"
         if not out.is_file():
             self._simulate(spec, over, out)
         self._files[key] = out
@@ -1007,6 +1092,8 @@ class DataRegistry:
                 new = [spec.rename.get(n, n) for n in names]
                 keep = np.array([n is not None for n in new], dtype=bool)
                 idx, names = idx[keep], [n for n in new if n is not None]
+            if spec.binary:
+                names = ["single" if is_single_class(n) else NOT_SINGLE for n in names]
             self._raw_labels[name] = (idx, list(names))
         return self._raw_labels[name]
 
@@ -1146,6 +1233,29 @@ class DataRegistry:
         self.images(name, positions, perturb)
         return self._has_data[(name, perturb)][np.asarray(positions, dtype=np.int64)]
 
+    def photons(self, name: str, positions: np.ndarray, perturb: Perturbation | None = None) -> np.ndarray:
+        """Photons per shot (n,) of labelled shots ``positions`` (:func:`spinet.baselines.shot_photons`: good,
+        finite pixels, in photons after ``preprocess.photon_scale``; lost area left out)."""
+        from .baselines import shot_photons
+
+        perturb = perturb or Perturbation()
+        key = ("photons", name, perturb)
+        lab = self._labelled[name]
+        if key not in self._features:
+            self._features[key] = (np.full(len(lab.indices), np.nan), np.zeros(len(lab.indices), bool))
+        store, done = self._features[key]
+        todo = np.asarray([p for p in np.unique(positions) if not done[p]], dtype=np.int64)
+        if len(todo):
+            path = self.file(name, perturb.value if perturb.key == "fluence_scale" else None)
+            geo = self.geometry(path)
+            bs = self._chunk(path)
+            for i in range(0, len(todo), bs):
+                chunk = todo[i : i + bs]
+                frames, weight = self.frames(name, chunk, perturb)
+                store[chunk] = shot_photons(frames, geo.mask, self.study.preprocess.photon_scale, weight)
+                done[chunk] = True
+        return store[np.asarray(positions, dtype=np.int64)]
+
     def features(self, name: str, positions: np.ndarray, perturb: Perturbation, classifier: Any) -> np.ndarray:
         """Classical features (n, F) of labelled shots ``positions`` with ``classifier``'s ring edges."""
         key = (name, perturb, tuple(np.round(classifier.edges, 12)), classifier.thresholds)
@@ -1262,6 +1372,10 @@ class RunRecord:
     by_structure: dict[str, list[list[int]]] | None = None
     single_recall_at_98: float = float("nan")
     k_asked: list[int] = field(default_factory=list)
+    estimate: dict[str, Any] | None = None
+    """What the supports alone say (models that use supports): ``accuracy``, ``correct``, ``n``,
+    ``interval_95`` (Wilson) of the leave-one-out reading of the supports, and what was chosen with them
+    (``checkpoint``, ``rule``, ``min_ratio``, ``rule_text`` for the photon baseline)."""
 
     @property
     def asked(self) -> tuple[int, ...]:
@@ -1289,6 +1403,12 @@ class RunRecord:
                "train_seconds": round(self.train_seconds, 3), "accuracy": m.accuracy, "macro_f1": m.macro_f1,
                "single_precision": m.single_precision, "single_recall": m.single_recall,
                "single_recall_at_98": self.single_recall_at_98, "answered": m.answered}
+        e = self.estimate or {}
+        out.update({"est_accuracy": e.get("accuracy"), "est_n": e.get("n"),
+                    "est_low": (e.get("interval_95") or [None, None])[0],
+                    "est_high": (e.get("interval_95") or [None, None])[1],
+                    "chosen_checkpoint": e.get("checkpoint"), "chosen_rule": e.get("rule"),
+                    "chosen_min_ratio": e.get("min_ratio")})
         for c in m.class_names:
             out[f"precision[{c}]"] = m.precision[c]
             out[f"recall[{c}]"] = m.recall[c]
@@ -1311,6 +1431,8 @@ class Prediction:
     """Names of the ids in truth, pred and support_classes (None: the study's classes)."""
     k: int | None = None
     """The k really used (supports or training shots per class), as in the record."""
+    estimate: dict[str, Any] | None = None
+    """The supports' own reading (leave-one-out) and what was chosen with them (see ``RunRecord.estimate``)."""
 
 
 @dataclass
@@ -1362,6 +1484,8 @@ class Trained:
     n_train: int
     seconds: float
     log: list[dict]
+    folder: Path | None = None
+    """Where the model is cached (a Siamese model's best.pt and kept epochs/ live there)."""
 
 
 def resolve_device(name: str) -> str:
@@ -1397,6 +1521,10 @@ class StudyRunner:
         self.data = DataRegistry(study, self.cache, self.device, self.progress, self.say)
         self.invalid: dict[str, int] = {}
         """Test variant → shots left out of its scores because their frame has no finite pixel."""
+        self._networks: dict[tuple, Trained] = {}
+        """(model, source, seed, k) → trained networks that other models score (embedding) or start from (init)."""
+        self._bundles: dict[Path, Any] = {}
+        """Kept checkpoints loaded for selection."""
 
     # -------------------------------------------------------------------------------- the plan
 
@@ -1406,6 +1534,9 @@ class StudyRunner:
         out = []
         for seed in s.seeds:
             for m in s.models:
+                if m.kind == "photons":  # fitted on each test's supports: no training source
+                    out.append(TrainJob(m, SourceSpec(SUPPORT_SOURCE, []), seed, None))
+                    continue
                 for src in s.sources.values():
                     if m.sources is not None and src.name not in m.sources:
                         continue
@@ -1456,7 +1587,7 @@ class StudyRunner:
             if m.embedding is not None:
                 lines.append(f"model {m.name}: the networks of {m.embedding}, rule {m.rule}")
         jobs = self.jobs()
-        n_train = sum(1 for j in jobs if j.model.embedding is None)
+        n_train = sum(1 for j in jobs if j.model.trains)
         lines.append(f"{n_train} trainings, {sum(len(self.evaluations(j)) for j in jobs)} evaluations")
         return lines
 
@@ -1550,13 +1681,37 @@ class StudyRunner:
             parts.append([_file_id(self.data.file(name), self.data.folder), _hash(lab.indices[pos].tolist()),
                           _hash(lab.classes[pos].tolist()), w])
         vparts = [[name, _hash(self.data.labelled(name).indices[pos].tolist())] for name, pos in val]
-        # min_ratio only changes how predictions are read, never training: left out, as an unset embedding is,
-        # so that models trained before this key existed keep their cache entries
+        # min_ratio, adapt_bn and select only change how predictions are read, never training: left out, as unset
+        # keys are, so that models trained before these keys existed keep their cache entries
         model = {k: v for k, v in job.model.__dict__.items()
-                 if not (k == "embedding" and v is None) and k != "min_ratio"}
+                 if not (k in ("embedding", "unlabelled", "init") and v is None)
+                 and k not in ("min_ratio", "adapt_bn", "select")}
+        if job.model.unlabelled is not None:
+            u = job.model.unlabelled
+            model["unlabelled"] = [_file_id(self.data.file(u.dataset), self.data.folder),
+                                   _hash(self.data.labelled(u.dataset).indices[self.data.part(u)].tolist())]
+        init = self._init_network(job)
+        if init is not None:
+            assert init.folder is not None
+            model["init"] = init.folder.name
         return _hash({"model": model, "seed": job.seed, "k": job.k, "train": parts, "val": vparts,
                       "classes": self.data.classes, "preprocess": s.preprocess.__dict__, "augment": s.augment.__dict__,
                       "version": _version()}, 16)
+
+    def _init_source(self, name: str) -> str:
+        """The training source whose network a model ``init: name`` starts from: that model's first source."""
+        ref = next(m for m in self.study.models if m.name == name)
+        return (ref.sources or list(self.study.sources))[0]
+
+    def _init_network(self, job: TrainJob) -> Trained | None:
+        """The trained network a job starts from (``init``), or None."""
+        if job.model.init is None:
+            return None
+        key = (job.model.init, self._init_source(job.model.init), job.seed, None)
+        if key not in self._networks:
+            raise ConfigError(f"models.{job.model.name}.init: {job.model.init} has no network trained on "
+                              f"{key[1]} for seed {job.seed} (its first source must take whole parts, not k shots)")
+        return self._networks[key]
 
     def _augment(self, model: ModelSpec) -> AugmentConfig:
         return _augment_config(self.study.augment.__dict__, model.augment, f"models.{model.name}.augment")
@@ -1578,7 +1733,7 @@ class StudyRunner:
             obj, log = self._train_cnn(job, train, val, folder)
         else:
             obj, log = self._train_classical(job, train, folder)
-        return Trained(job, kind, obj, n_train, time.perf_counter() - t0, log)
+        return Trained(job, kind, obj, n_train, time.perf_counter() - t0, log, folder)
 
     def _label_csv(self, path: Path, name: str, positions: np.ndarray) -> Path:
         lab = self.data.labelled(name)
@@ -1614,9 +1769,19 @@ class StudyRunner:
             cpb = min(int(data.get("classes_per_batch") or n_cls), n_cls)
             n = sum(len(p) for _, p, _ in train)
             data["batches_per_epoch"] = max(10, math.ceil(n / (m * max(cpb, 1))))
+        if job.model.unlabelled is not None:
+            u = job.model.unlabelled
+            idx_file = folder / "unlabelled.csv"
+            idx_file.write_text("index\n" + "".join(
+                f"{int(i)}\n" for i in self.data.labelled(u.dataset).indices[self.data.part(u)]), encoding="utf-8")
+            data["unlabelled"] = [{"path": str(self.data.file(u.dataset)), "indices": str(idx_file)}]
         tr = dict(cfg.get("train") or {})
         tr.update(out=str(folder), seed=job.seed, device=self.device, progress=False, tensorboard=False)
-        tr.setdefault("rule", job.model.rule)
+        tr.setdefault("rule", job.model.rule if job.model.rule in RULES else "nearest")
+        init = self._init_network(job)
+        if init is not None:
+            assert init.folder is not None
+            tr["init"] = str(init.folder / "best.pt")
         full = {**cfg, "preprocess": self.study.preprocess.__dict__, "augment": self._augment(job.model).__dict__,
                 "data": data, "train": tr}
         config = Config.from_dict(full)
@@ -1726,34 +1891,9 @@ class StudyRunner:
         classes = self.data.classes
         single = np.array([is_single_class(c) for c in classes], dtype=bool)
         if trained.kind == "siamese":
-            from .fewshot import FewShotClassifier, embed_images, log_distance_ratio
-
-            model = trained.obj.model
-            qkey = ("emb", id(trained), v.name)
-            if qkey not in cache:
-                cache[qkey] = embed_images(model, self.data.images(name, pos, v.perturb),
-                                           batch=self.study.evaluation.batch_size, device=self.device)
-            q = cache[qkey]
-            assert v.spec.support is not None
-            spos = self.data.part(v.spec.support)
-            slab = self.data.labelled(v.spec.support.dataset)
-            seed = _seed(trained.job.seed, "kshot", str(v.spec.support))
-            pick = spos[pick_per_class(slab.classes[spos], int(self.support_k(trained.job, v, k) or 1), seed)]
-            s_emb = embed_images(model, self.data.images(v.spec.support.dataset, pick, v.perturb), device=self.device)
-            s_cls = slab.classes[pick]
-            present = np.unique(s_cls)
-            remap = {int(c): i for i, c in enumerate(present)}
-            clf = FewShotClassifier(s_emb, torch.tensor([remap[int(c)] for c in s_cls]),
-                                    [classes[c] for c in present], rule=trained.job.model.rule,
-                                    min_ratio=trained.job.model.min_ratio)
-            pred_local, dist = clf.predict(q)
-            pl = pred_local.numpy()
-            pred = np.where(pl < 0, -1, present[np.maximum(pl, 0)])
-            single_local = single[present]
-            score = None
-            if single_local.any() and (~single_local).any():
-                score = log_distance_ratio(dist.numpy(), single_local)
-            prediction = Prediction(truth, pred, score, q.numpy(), s_emb.numpy(), s_cls)
+            prediction = self._score_siamese(trained, v, k, cache, name, pos, truth)
+        elif trained.kind == "photons":
+            prediction = self._score_photons(trained, v, k, name, pos, truth)
         else:
             if trained.kind == "classical":
                 proba = trained.obj.predict_proba(self.data.features(name, pos, v.perturb, trained.obj))
@@ -1774,7 +1914,144 @@ class StudyRunner:
                 prediction.support_classes = space.map_ids(prediction.support_classes, classes)
             prediction.class_names = list(space.classes)
             return classification_metrics(prediction.truth, prediction.pred, list(space.classes)), prediction
-        return classification_metrics(truth, pred, classes), prediction
+        return classification_metrics(prediction.truth, prediction.pred, classes), prediction
+
+    # -------------------------------------------------------------------------------- few-shot scoring
+
+    def _support_pick(self, trained: Trained, v: TestVariant, k: int | None) -> tuple[str, np.ndarray, np.ndarray]:
+        """(support dataset, positions, class ids) of the k supports per class of a test (the same shots for every
+        model of a seed)."""
+        assert v.spec.support is not None
+        spos = self.data.part(v.spec.support)
+        slab = self.data.labelled(v.spec.support.dataset)
+        seed = _seed(trained.job.seed, "kshot", str(v.spec.support))
+        pick = spos[pick_per_class(slab.classes[spos], int(self.support_k(trained.job, v, k) or 1), seed)]
+        return v.spec.support.dataset, pick, slab.classes[pick]
+
+    def _checkpoints(self, trained: Trained) -> list[tuple[str, Any]]:
+        """(name, bundle) of the checkpoints a Siamese model may choose from: the best one, and with ``select``
+        the kept epochs (``train.keep_every``) in epoch order."""
+        out = [("best", trained.obj)]
+        if trained.job.model.select is None or trained.folder is None:
+            return out
+        from .checkpoint import ModelBundle
+
+        for path in sorted((trained.folder / "epochs").glob("epoch-*.pt")):
+            if path not in self._bundles:
+                self._bundles[path] = ModelBundle.load(path, self.device)
+            out.append((path.stem, self._bundles[path]))
+        return out
+
+    def _network(self, trained: Trained, ckpt: str, bundle: Any, v: TestVariant, cache: dict) -> torch.nn.Module:
+        """The network of a checkpoint, its batch-norm statistics re-estimated on the frames of the test's dataset
+        (all its shots with data, labels unused) when the model asks for ``adapt_bn``."""
+        if not trained.job.model.adapt_bn:
+            return bundle.model
+        key = ("adabn", id(trained), ckpt, v.spec.data.dataset, v.perturb)
+        if key not in cache:
+            import copy
+
+            from .adapt import adapt_batchnorm, image_batches
+
+            name = v.spec.data.dataset
+            allpos = self.data.part(PartRef(name))
+            allpos = allpos[self.data.has_data(name, allpos, v.perturb)]
+            net = copy.deepcopy(bundle.model)
+            adapt_batchnorm(net, image_batches(self.data.images(name, allpos, v.perturb),
+                                               self.study.evaluation.batch_size), self.device)
+            cache[key] = net
+        return cache[key]
+
+    def _score_siamese(self, trained: Trained, v: TestVariant, k: int | None, cache: dict, name: str,
+                       pos: np.ndarray, truth: np.ndarray) -> Prediction:
+        """Few-shot predictions of a Siamese model; with ``select`` the checkpoint (and with ``rule: auto`` the
+        rule) chosen by leave-one-out over the supports, with ``min_ratio: auto`` the ratio test set from them. The
+        supports' leave-one-out accuracy is kept as the record's estimate."""
+        from .fewshot import FewShotClassifier, embed_images, log_distance_ratio
+        from .selection import SELECTION_RULES, Candidate, ratio_from_supports, select_candidate
+
+        m = trained.job.model
+        classes = self.data.classes
+        single = np.array([is_single_class(c) for c in classes], dtype=bool)
+        sname, pick, s_cls = self._support_pick(trained, v, k)
+        present = np.unique(s_cls)
+        remap = {int(c): i for i, c in enumerate(present)}
+        local_cls = np.array([remap[int(c)] for c in s_cls], dtype=np.int64)
+        local_names = [classes[c] for c in present]
+        binary = self.data.label_space(v.spec.data.dataset).binary
+        rules = list(SELECTION_RULES) if m.rule == "auto" else [m.rule]
+        s_imgs = self.data.images(sname, pick, v.perturb)
+        cands, nets = [], []
+        for ckpt, bundle in self._checkpoints(trained):
+            net = self._network(trained, ckpt, bundle, v, cache)
+            s_emb = embed_images(net, s_imgs, device=self.device)
+            for rule in rules:
+                cands.append(Candidate(ckpt, s_emb, rule))
+                nets.append((ckpt, net))
+        fixed_ratio = None if m.min_ratio == "auto" else m.min_ratio
+        sel = select_candidate(cands, local_cls, local_names, binary=binary, min_ratio=fixed_ratio)
+        chosen = sel.chosen
+        ckpt, net = nets[sel.best]
+        ratio = fixed_ratio
+        if m.min_ratio == "auto":
+            loo = sel.results[sel.best]
+            ratio = ratio_from_supports(loo.single_score, np.array([is_single_class(c) for c in loo.truth]))
+            if ratio is not None and ratio > 1:
+                from .selection import leave_one_out
+
+                sel.results[sel.best] = leave_one_out(chosen.embeddings, local_cls, local_names, chosen.rule,
+                                                      min_ratio=ratio, binary=binary)
+        qkey = ("emb", id(trained), ckpt, v.name)
+        if qkey not in cache:
+            cache[qkey] = embed_images(net, self.data.images(name, pos, v.perturb),
+                                       batch=self.study.evaluation.batch_size, device=self.device)
+        q = cache[qkey]
+        s_emb = torch.as_tensor(chosen.embeddings)
+        clf = FewShotClassifier(s_emb, torch.from_numpy(local_cls), local_names, rule=chosen.rule, min_ratio=ratio)
+        pred_local, dist = clf.predict(q)
+        pl = pred_local.numpy()
+        pred = np.where(pl < 0, -1, present[np.maximum(pl, 0)])
+        single_local = single[present]
+        score = None
+        if single_local.any() and (~single_local).any():
+            score = log_distance_ratio(dist.numpy(), single_local)
+        est = sel.results[sel.best].estimate.to_dict()
+        est.update(checkpoint=ckpt, rule=chosen.rule, min_ratio=ratio)
+        return Prediction(truth, pred, score, q.numpy(), s_emb.numpy(), s_cls, estimate=est)
+
+    def _score_photons(self, trained: Trained, v: TestVariant, k: int | None, name: str, pos: np.ndarray,
+                       truth: np.ndarray) -> Prediction:
+        """The photon-count baseline: a threshold or band on photons per shot fitted on the supports; its
+        leave-one-out accuracy on the supports (refitted without each) is the record's estimate."""
+        from .baselines import PhotonCountRule
+        from .selection import Estimate
+
+        classes = self.data.classes
+        sname, pick, s_cls = self._support_pick(trained, v, k)
+        s_single = np.array([is_single_class(classes[c]) for c in s_cls], dtype=bool)
+        if s_single.all() or not s_single.any():
+            raise ConfigError(f"models.{trained.job.model.name}: the supports of test {v.spec.name} need single "
+                              "hits and other shots for the photon-count baseline")
+        rule_name = trained.job.model.config.get("rule", "band")
+        s_ph = self.data.photons(sname, pick, v.perturb)
+        rule = PhotonCountRule(rule_name).fit(s_ph, s_single)
+        ph = self.data.photons(name, pos, v.perturb)
+        is_single = rule.predict(ph)
+        single_id = int(np.bincount(s_cls[s_single]).argmax())
+        other_id = (classes.index(NOT_SINGLE) if NOT_SINGLE in classes and self.data.label_space(name).binary
+                    else int(np.bincount(s_cls[~s_single]).argmax()))
+        pred = np.where(is_single, single_id, other_id)
+        right = scored = 0
+        for i in range(len(pick)):  # leave-one-out on the supports
+            rest = np.arange(len(pick)) != i
+            if s_single[rest].all() or not s_single[rest].any():
+                continue
+            scored += 1
+            right += int(PhotonCountRule(rule_name).fit(s_ph[rest], s_single[rest]).predict(s_ph[i : i + 1])[0]
+                         == s_single[i])
+        est = Estimate(right, scored, f"leave-one-out over {scored} supports").to_dict()
+        est.update(rule=rule_name, rule_text=rule.describe())
+        return Prediction(truth, pred, rule.score(ph), estimate=est)
 
     def throughput(self, trained: Trained, v: TestVariant) -> ThroughputRecord | None:
         """Time predictions from raw frames (preprocessing or features included) on the first test shots."""
@@ -1782,7 +2059,7 @@ class StudyRunner:
         from .preprocess import Preprocessor
 
         n = self.study.evaluation.throughput_shots
-        if n == 0:
+        if n == 0 or trained.kind == "photons":
             return None
         name = v.spec.data.dataset
         pos = self._test_positions(v)[:n]
@@ -1812,7 +2089,9 @@ class StudyRunner:
                 s_emb = embed_images(model, self.data.images(v.spec.support.dataset, pick), device=self.device)
                 present, s_cls = np.unique(slab.classes[pick], return_inverse=True)
                 clf = FewShotClassifier(s_emb.to(self.device), torch.from_numpy(s_cls), [str(c) for c in present],
-                                        rule=trained.job.model.rule, min_ratio=trained.job.model.min_ratio)
+                                        rule=trained.job.model.rule if trained.job.model.rule in RULES else "nearest",
+                                        min_ratio=trained.job.model.min_ratio
+                                        if isinstance(trained.job.model.min_ratio, float) else None)
                 net = model
             else:
                 net = trained.obj.net
@@ -1858,8 +2137,9 @@ class StudyRunner:
         logs: dict[str, list[dict]] = {}
         first_seed = s.seeds[0]
         variants = s.variants()
-        shared = {m.embedding for m in s.models if m.embedding is not None}
-        networks: dict[tuple, Trained] = {}
+        shared = {m.embedding for m in s.models if m.embedding is not None} | {
+            m.init for m in s.models if m.init is not None}
+        networks = self._networks
         notes = self.k_notes()
         for line in notes:
             self.say(f"warning: {line}")
@@ -1884,7 +2164,9 @@ class StudyRunner:
             net_key = (job.source.name, job.seed, self.job_k(job))
             if job.model.embedding is not None:
                 ref = networks[(job.model.embedding, *net_key)]
-                trained = Trained(job, ref.kind, ref.obj, ref.n_train, ref.seconds, ref.log)
+                trained = Trained(job, ref.kind, ref.obj, ref.n_train, ref.seconds, ref.log, ref.folder)
+            elif job.model.kind == "photons":
+                trained = Trained(job, "photons", None, 0, 0.0, [])
             else:
                 trained = self.train(job)
                 if job.model.name in shared:
@@ -1901,7 +2183,7 @@ class StudyRunner:
                                 v.perturb.key, v.perturb.value, rk, job.seed, metrics, trained.n_train,
                                 trained.seconds, by_structure=None if pred.structure is None else
                                 confusion_by_group(pred.structure, pred.truth, pred.pred, len(names)),
-                                single_recall_at_98=_recall_at_98(pred, names))
+                                single_recall_at_98=_recall_at_98(pred, names), estimate=pred.estimate)
                 records.append(rec)
                 done[key] = rec
                 if job.seed == first_seed and (rk is None or rk == self._plot_record_k(job, v)):
@@ -1922,7 +2204,7 @@ class StudyRunner:
             ks = asked[key]
             rec.k_asked = ks if ks != ([] if rec.k is None else [rec.k]) else []
         m_order = {m.name: i for i, m in enumerate(s.models)}
-        s_order = {n: i for i, n in enumerate(s.sources)}
+        s_order = {n: i for i, n in enumerate([*s.sources, SUPPORT_SOURCE])}
         v_order = {v.name: i for i, v in enumerate(variants)}
         records.sort(key=lambda r: (m_order[r.model], s_order[r.source], v_order[r.test], r.k or 0, r.seed))
         records += human

@@ -5,6 +5,7 @@ Run folder (``train.out``)::
     config.yaml        the resolved config
     last.pt            checkpoint after the latest finished epoch (what --resume continues from)
     best.pt            checkpoint with the best validation accuracy so far
+    epochs/epoch-NNN.pt   the network of every train.keep_every-th epoch and of the last (optional)
     log.csv            one row per epoch: epoch, steps, train_loss, triplets, val_accuracy, lr, seconds
     tensorboard/       the same as TensorBoard scalars (loss per step, accuracy per epoch)
     best.ts.pt, best.onnx   exports, when train.export asks for them
@@ -13,6 +14,10 @@ Reproducibility: the model is initialised from ``train.seed``; batches, per-shot
 the random miner are drawn from (seed, epoch, rank), so an epoch replays exactly and ``--resume``
 continues as if never stopped (checkpoints are written at epoch ends). With
 ``train.deterministic`` torch's deterministic algorithms are switched on for the run.
+
+With ``data.unlabelled`` and a positive ``adapt.consistency`` or ``adapt.align``, every step also draws a batch
+of unlabelled frames (two augmented views each) and adds the terms of :class:`spinet.adapt.UnlabelledLoss`;
+``train.init`` starts from the weights of another run (fine-tuning).
 
 Several processes (``torchrun --standalone --nproc_per_node N -m cli train ...`` or any launcher setting
 ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``) train one model with DistributedDataParallel (NCCL on GPUs,
@@ -187,6 +192,12 @@ def _file_source(cfg: Config, src: SourceConfig) -> tuple[CXIReader, np.ndarray,
         cfg.data.label, cfg.data.classes or ()))
     if src.max_shots is not None:
         idx, names = idx[: src.max_shots], names[: src.max_shots]
+    if src.binary:
+        from spisim.cxi import NOT_SINGLE
+
+        from .metrics import is_single_class
+
+        names = ["single" if is_single_class(n) else NOT_SINGLE for n in names]
     return reader, idx, names
 
 
@@ -483,6 +494,20 @@ def _train(
 
     torch.manual_seed(tc.seed)
     model = build_model(cfg.model, cfg.preprocess.input_size).to(device)
+    if tc.init and doc is None:
+        _load_init(model, cfg)
+        say(f"network initialised from {tc.init}")
+    unlabelled, adapt_loss = [], None
+    if d.unlabelled and cfg.adapt.active:
+        from .adapt import UnlabelledLoss, open_unlabelled
+
+        unlabelled = open_unlabelled(cfg, d.unlabelled)
+        adapt_loss = UnlabelledLoss(cfg.adapt)
+        terms = [f"{n} × {w:g}" for n, w in (("consistency", cfg.adapt.consistency), ("align", cfg.adapt.align)) if w]
+        say(f"unlabelled frames: {sum(len(u) for u in unlabelled)} from {len(unlabelled)} file(s); "
+            f"adaptation terms {', '.join(terms)}, {cfg.adapt.batch} frames per step")
+    elif d.unlabelled:
+        say("[yellow]data.unlabelled is given but adapt.consistency and adapt.align are 0: not used[/]")
     say(
         f"model {cfg.model.arch}: {count_parameters(model):,} parameters, input {cfg.preprocess.input_size}², "
         f"device {device}" + (f", {dist.world} processes" if dist.active else "")
@@ -545,11 +570,26 @@ def _train(
                     if progress
                     else None
                 )
-                losses, triplets, steps = [], 0, 0
+                losses, triplets, steps, adapt_terms = [], 0, 0, []
+                u_iter = None
+                if adapt_loss is not None:
+                    from .adapt import unlabelled_batches
+
+                    u_iter = unlabelled_batches(unlabelled, cfg, epoch * max(dist.world, 1) + dist.rank,
+                                                n_batches or 1)
                 for x, y in _epoch_batches(cfg, data, epoch, sampler, class_index, m_file, m_stream, n_batches):
                     x, y = x.to(device, non_blocking=True), y.to(device)
-                    emb = model(x)
-                    loss = criterion(emb, y)
+                    u = next(u_iter, None) if u_iter is not None else None
+                    if u is None:
+                        emb = model(x)
+                        loss = criterion(emb, y)
+                    else:  # one pass: batch-norm statistics of the labelled and unlabelled frames together
+                        u1, u2 = u[0].to(device), u[1].to(device)
+                        both = model(torch.cat([x, u1, u2]))
+                        emb, e1, e2 = both[: len(x)], both[len(x) : len(x) + len(u1)], both[len(x) + len(u1) :]
+                        extra = adapt_loss(emb, e1, e2)
+                        adapt_terms.append(float(extra.detach()))
+                        loss = criterion(emb, y) + extra
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -581,6 +621,8 @@ def _train(
                     "lr": optimizer.param_groups[0]["lr"],
                     "seconds": round(time.perf_counter() - t0, 3),
                 }
+                if adapt_loss is not None:
+                    row["adapt_loss"] = float(np.mean(adapt_terms)) if adapt_terms else float("nan")
                 history.append(row)
                 if dist.is_main:
                     state = {
@@ -602,6 +644,10 @@ def _train(
                     save_checkpoint(out / "last.pt", **ck)
                     if improved or math.isnan(acc):
                         save_checkpoint(out / "best.pt", **ck)
+                    if tc.keep_every and ((epoch + 1) % tc.keep_every == 0 or epoch + 1 == tc.epochs):
+                        (out / "epochs").mkdir(exist_ok=True)
+                        keep = {k: v for k, v in ck.items() if k != "optimizer_state"}
+                        save_checkpoint(out / "epochs" / f"epoch-{epoch + 1:03d}.pt", **keep)
                     _write_csv(out / "log.csv", history)
                     if tb is not None:
                         tb.add_scalar("val/accuracy", acc, epoch + 1)
@@ -633,6 +679,17 @@ def _train(
             path = export_model(out / "best.pt", fmt)
             say(f"exported {fmt}: {path}")
     return TrainResult(out, best, best_epoch, len(history), stopped, history, data.n_val)
+
+
+def _load_init(model: torch.nn.Module, cfg: Config) -> None:
+    """Load the network weights of ``train.init`` into ``model`` (ConfigError when the networks differ)."""
+    doc = load_checkpoint(cfg.train.init)
+    saved = Config.from_dict(doc["config"])
+    if saved.model != cfg.model or saved.preprocess.input_size != cfg.preprocess.input_size:
+        raise ConfigError(f"train.init {cfg.train.init}: its network ({saved.model.arch}, input "
+                          f"{saved.preprocess.input_size}) differs from this run's ({cfg.model.arch}, input "
+                          f"{cfg.preprocess.input_size}); model and input size must be the same")
+    model.load_state_dict(doc["model_state"])
 
 
 def val_text(acc: float, n: int) -> str:

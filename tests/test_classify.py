@@ -300,3 +300,55 @@ def test_outputs_are_written_whole_or_not_at_all(env, tmp_path, monkeypatch):
     # the output folder is checked before any work (the model file is not even read)
     res = _run(tmp_path / "no-model.pt", env["test"], "--support", env["train"], "-o", tmp_path / "nope" / "p.csv")
     assert res.exit_code == 1 and "no folder" in res.output and "model" not in res.output
+
+
+# ------------------------------------------------------------------------------------------- few labels
+
+
+def test_estimate_from_the_supports_adabn_and_selection(env, tmp_path):
+    """The supports' leave-one-out estimate (n and Wilson interval) is printed and stored; --adapt re-estimates the
+    batch-norm statistics on a file (other distances); --select --rule auto --min-ratio auto choose among a run
+    folder's kept checkpoints and the rules by leave-one-out, and the chosen supports are still never scored."""
+    from spinet.selection import wilson_interval
+
+    d = tmp_path / "run"
+    cfg = Config.from_dict({
+        "preprocess": {"input_size": 16}, "augment": {"enabled": False},
+        "model": {"channels": [4, 8], "hidden": 16, "embedding_dim": 8},
+        "data": {"sources": [{"path": str(env["train"])}], "batches_per_epoch": 2, "m_per_class": 3},
+        "train": {"out": str(d), "epochs": 2, "tensorboard": False, "progress": False, "patience": 0,
+                  "keep_every": 1},
+    })
+    train(cfg)
+    sup = f"{env['test']},labels={env['binary']},k=4,seed=2"
+    plain = _run(d / "best.pt", env["test"], "--support", sup, "--labels", env["binary"], "--rule", "nearest",
+                 "-o", tmp_path / "plain.csv")
+    assert plain.exit_code == 0, plain.output
+    doc = json.loads((tmp_path / "plain.summary.json").read_text())
+    est = doc["estimate"]
+    assert est["n"] == 8 and 0 <= est["correct"] <= 8  # 4 + 4 supports of the data file, each by the other 7
+    assert est["interval_95"] == pytest.approx(list(wilson_interval(est["correct"], 8)))
+    assert f"({est['correct']} of 8; 95 % Wilson interval" in plain.output
+    assert doc["summary"]["n_scored"] == 32
+
+    adapted = _run(d / "best.pt", env["test"], "--support", sup, "--labels", env["binary"], "--rule", "nearest",
+                   "--adapt", env["test"], "-o", tmp_path / "adapted.csv")
+    assert adapted.exit_code == 0, adapted.output
+    assert "AdaBN: batch-norm statistics re-estimated on 40 frames" in adapted.output
+    d0 = [r["distance_single"] for r in _rows(tmp_path / "plain.csv")]
+    d1 = [r["distance_single"] for r in _rows(tmp_path / "adapted.csv")]
+    assert d0 != d1
+
+    chosen = _run(d, env["test"], "--select", "--rule", "auto", "--min-ratio", "auto", "--support", sup,
+                  "--labels", env["binary"], "-o", tmp_path / "chosen.csv")
+    assert chosen.exit_code == 0, chosen.output
+    assert "chosen by leave-one-out over the supports" in chosen.output and "3 checkpoints x 4 rules" in chosen.output
+    doc = json.loads((tmp_path / "chosen.summary.json").read_text())
+    table = doc["selection"]
+    assert len(table) == 12 and sum(r["chosen"] for r in table) == 1
+    best = next(r for r in table if r["chosen"])
+    assert best["correct"] == max(r["correct"] for r in table)
+    assert doc["rule"] == best["rule"] and doc["model"].endswith(best["candidate"])
+    assert doc["summary"]["n_scored"] == 32 and doc["summary"]["not_scored"]["support"] == 8
+    bad = _run(d / "best.pt", env["test"], "--select", "--support", sup)
+    assert bad.exit_code != 0 and "run folder" in bad.output
