@@ -239,7 +239,7 @@ CASES: dict[str, Case | tuple[Case, pytest.MarkDecorator]] = {
                                                 "--support-labels", "{latin1_labels}", "-o", "{out}/p.csv"],
                                                "utf-8", ["p.csv"]),
     "classify: a folder as model": Case(["classify", "{folder}", "{good}", "--support-from", "{good}", "-k", "1",
-                                         "-o", "{out}/p.csv"], "is a directory", ["p.csv"]),
+                                         "-o", "{out}/p.csv"], "without best.pt", ["p.csv"]),
     "classify: ratio below 1": Case(["classify", "{checkpoint}", "{good}", "--support-from", "{good}", "-k", "1",
                                      "--min-ratio", "0.5", "-o", "{out}/p.csv"], "--min-ratio", ["p.csv"]),
     "classify: corrupt data": (Case(["classify", "{checkpoint}", "{corrupt}", "--support-from", "{good}", "-k", "1",

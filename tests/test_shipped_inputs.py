@@ -27,6 +27,15 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
+def _file_params(study: Path, real: Path) -> dict[str, str]:
+    """Values for the study's parameters that name a user's files (a real run, its labels, the manifest spi match
+    wrote for it): `real` (an empty file) for data and labels, a shipped manifest for the matched one."""
+    files = {"real_data": str(real), "real_labels": str(real), "pnccd10": str(real),
+             "sim_manifest": str(REPO / "data_manifests" / "pr772_pnccd.yaml")}
+    text = study.read_text()
+    return {name: value for name, value in files.items() if re.search(rf"^\s+{name}:", text, re.M)}
+
+
 def _study_manifests(tmp_path: Path) -> list[tuple[str, object]]:
     """(where, Manifest) of every simulated dataset of every shipped study."""
     from spinet.study import load_study
@@ -35,7 +44,7 @@ def _study_manifests(tmp_path: Path) -> list[tuple[str, object]]:
     real.write_bytes(b"")
     out = []
     for path in STUDIES:
-        params = {"real_data": str(real), "real_labels": str(real)} if "real_data" in path.read_text() else None
+        params = _file_params(path, real) or None
         for name, spec in load_study(path, params).datasets.items():
             if spec.simulated:
                 m = parse_manifest(spec.manifest or "", source=spec.manifest_source, base_dir=spec.manifest_dir,
@@ -147,6 +156,6 @@ def test_every_shipped_study_takes_param_seeds(tmp_path):
     real = tmp_path / "real.cxi"
     real.write_bytes(b"")
     for path in STUDIES:
-        params = {"real_data": str(real), "real_labels": str(real)} if "real_data" in path.read_text() else {}
+        params = _file_params(path, real)
         assert load_study(path, {**params, "seeds": 1}).seeds == [0], path.name
         assert len(load_study(path, params or None).seeds) >= 2, path.name

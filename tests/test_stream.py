@@ -381,6 +381,24 @@ def test_a_slow_classifier_drops_and_counts_instead_of_blocking(toy):
     assert elapsed < 0.05 * 120 / 4 + 1.0  # the source was never held back until all its shots were taken
 
 
+class _IdleSource:
+    """A source that delivers nothing and ends (closing the queue) as soon as the stream is told to stop."""
+
+    description = "idle"
+
+    def run(self, feed, frame_shape) -> None:
+        feed.stop.wait(10.0)
+
+
+def test_a_stop_that_ends_the_source_is_reported_as_a_stop(toy):
+    """stop() (Ctrl-C) makes the source end and close the queue; the runner must say "stop", not "source ended",
+    however the two threads interleave."""
+    for _ in range(5):
+        runner = StreamRunner(_IdleSource(), classifier(toy), StreamOptions(max_latency_ms=1))
+        threading.Timer(0.05, runner.stop).start()
+        assert runner.run()["stopped_by"] == "stop"
+
+
 def test_zmq_stream_counts_malformed_messages_and_reconnects(toy):
     with CXIReader(toy["data"]) as r:
         frames = r.frames(np.arange(30)).astype(np.uint16)

@@ -143,6 +143,8 @@ class StreamRunner:
                 if batch:
                     self._process(batch)
                 elif self.queue.closed and len(self.queue) == 0:
+                    if self._stop.is_set():  # the source ended because it was told to (stop() or an error)
+                        stopped_by = "error" if self.feed.error is not None else "stop"
                     break
                 if opts.max_shots is not None and self.stats.classified >= opts.max_shots:
                     stopped_by = "shot limit"
