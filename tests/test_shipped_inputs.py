@@ -159,3 +159,27 @@ def test_every_shipped_study_takes_param_seeds(tmp_path):
         params = _file_params(path, real)
         assert load_study(path, {**params, "seeds": 1}).seeds == [0], path.name
         assert len(load_study(path, params or None).seeds) >= 2, path.name
+
+
+@pytest.mark.slow
+def test_sim_to_real_recipe_makes_what_the_study_reads(shared_data, tmp_path):
+    """studies/sim_to_real/make_standin.sh (40 shots instead of 800) runs the user's commands end to end and leaves
+    every file studies/sim_to_real.yaml reads; the study validates against them (--dry-run)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "s2r"
+    env = {**os.environ, "SPI": f"{sys.executable} -m cli", "PYTHON": sys.executable, "SHARED": str(shared_data)}
+    run = subprocess.run(["bash", str(REPO / "studies/sim_to_real/make_standin.sh"), str(out), "40"], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().endswith(f"stand-in ready in {out}")
+    labels = (out / "standin.labels.csv").read_text().splitlines()
+    assert labels[0] == "index,label" and len(labels) == 41
+    assert {line.split(",")[1] for line in labels[1:]} <= {"single", "not_single"}
+    params = [f"real_data={out / 'standin.cxi'}", f"real_labels={out / 'standin.labels.csv'}",
+              f"sim_manifest={out / 'matched.yaml'}", f"pnccd10={out / 'pnccd10.cxi'}"]
+    res = CliRunner().invoke(spi, ["evaluate", str(REPO / "studies/sim_to_real.yaml"), "-o", str(tmp_path / "r"),
+                                   "--dry-run", *[a for p in params for a in ("--param", p)]])
+    assert res.exit_code == 0, res.output
+    assert "7 models" in res.output and "dataset pnccd10:" in res.output and "dataset sim:" in res.output
