@@ -318,7 +318,7 @@ def _epoch_batches(
     file_iter = stream_iter = None
     if sampler is not None and data.train is not None:
         sampler.set_epoch(epoch)
-        file_iter = iter(DataLoader(data.train, batch_sampler=sampler, num_workers=d.num_workers))
+        file_iter = _one_line_errors(iter(DataLoader(data.train, batch_sampler=sampler, num_workers=d.num_workers)))
     if data.stream is not None:
         start = epoch * STREAM_EPOCH_STRIDE
         ds = SimulatedShotStream(
@@ -347,6 +347,18 @@ def _epoch_batches(
         except StopIteration:
             return
         count += 1
+
+
+def _one_line_errors(batches: Iterator) -> Iterator:
+    """``batches``, with an InputFileError raised in a DataLoader worker (torch re-raises it with the worker's
+    traceback in its message) cut back to its own one line."""
+    try:
+        yield from batches
+    except InputFileError as exc:
+        lines = str(exc).strip().splitlines()
+        if len(lines) < 2:
+            raise
+        raise InputFileError(lines[-1].partition("InputFileError: ")[2] or lines[-1]) from None
 
 
 def _write_csv(path: Path, history: list[dict]) -> None:
@@ -415,7 +427,8 @@ def train(
             its manifest (tests, notebooks).
         say: where messages go, one line each (default: ``console``).
         progress: called with 1 after each training step (with ``train.progress``, on rank 0).
-        on_start: called once with the most training steps the run will take (epochs left × batches per epoch).
+        on_start: called once, when the data are checked and the steps begin, with the most training steps the
+            run will take (epochs left × batches per epoch; with ``train.progress``, on rank 0).
     """
     doc = None
     if resume:
@@ -474,7 +487,7 @@ def _run(cfg: Config, doc: dict | None, simulator: Any, say: Say, progress: Call
     if not dist.is_main:
         say, progress, on_start = (lambda text: None), None, None
     elif not cfg.train.progress:
-        progress = None
+        progress, on_start = None, None
     try:
         with Determinism(cfg.train.deterministic):
             return _train(cfg, doc, dist, device, simulator, say, progress, on_start)

@@ -143,12 +143,8 @@ XFAIL = {
                                 "another branch"),
     "study": pytest.mark.xfail(strict=True, reason="fixed in spinet/study.py (load_study: UnicodeDecodeError) by "
                                "another branch"),
-    "train": pytest.mark.xfail(strict=True, reason="fixed in spinet/train.py (the run folder is made before the "
-                               "training data are opened) by another branch"),
     "classify": pytest.mark.xfail(strict=True, reason="fixed in cli/classify.py (DATA is opened only after the support "
                                   "set is built and reported on stderr) by another branch"),
-    "nan_train": pytest.mark.xfail(strict=True, reason="fixed in spinet/data.py (frames without a finite pixel are "
-                                   "trained on: loss = margin, a confident model of nothing) by another branch"),
     "nan_classify": pytest.mark.xfail(strict=True, reason="fixed in spinet/inference.py (NaN shots get a class: all "
                                       "'single' here) by another branch"),
 }
@@ -214,12 +210,12 @@ CASES: dict[str, Case | tuple[Case, pytest.MarkDecorator]] = {
     "train: config wrong type": Case(["train", "{out}/c.yaml", "--data", "{good}", "--out", "{out}/run",
                                       "--no-progress"], "train.epochs", ["run"],
                                      write={"c.yaml": b"train: {epochs: ten}\n"}),
-    "train: missing data file": (Case(["train", "--data", "{dir}/nope.h5", "--out", "{out}/run", "--no-progress"],
-                                      "nope.h5", ["run"]), XFAIL["train"]),
-    "train: a folder as data": (Case(["train", "--data", "{folder}", "--out", "{out}/run", "--no-progress"],
-                                     "a folder", ["run"]), XFAIL["train"]),
-    "train: NaN frames": (Case(["train", "--data", "{nan}", "--out", "{out}/run", "--no-progress", "--epochs",
-                                "1"], "finite", ["run"]), XFAIL["nan_train"]),
+    "train: missing data file": Case(["train", "--data", "{dir}/nope.h5", "--out", "{out}/run", "--no-progress"],
+                                      "nope.h5", ["run"]),
+    "train: a folder as data": Case(["train", "--data", "{folder}", "--out", "{out}/run", "--no-progress"],
+                                     "a folder", ["run"]),
+    "train: NaN frames": Case(["train", "--data", "{nan}", "--out", "{out}/run", "--no-progress", "--epochs",
+                               "1"], "finite", ["run"]),
     "train: unknown source option": Case(["train", "--data", "{good},colour=red", "--out", "{out}/run",
                                           "--no-progress"], "bad source option", ["run"]),
     "train: --set without =": Case(["train", "--data", "{good}", "--set", "train.epochs", "--out", "{out}/run",
