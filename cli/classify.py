@@ -51,10 +51,6 @@ from pathlib import Path
 
 import click
 
-from spisim.errors import ConfigError
-
-SUPPORT_KEYS = ("labels", "k", "seed")
-
 
 class RatioType(click.ParamType):
     """A ratio-test threshold: a number >= 1, or ``auto`` (set from the supports)."""
@@ -80,38 +76,10 @@ def model_files(model: Path, select: bool) -> list[Path]:
     if model.is_dir():
         best = model / "best.pt"
         if not best.is_file():
-            raise InputFileError(f"{model} is a folder without best.pt (give a checkpoint or a spi train run folder)")
+            raise InputFileError(f"{model} is a directory without best.pt (give a checkpoint or a spi train run "
+                                 "folder)")
         return [best, *(sorted((model / "epochs").glob("epoch-*.pt")) if select else [])]
     return [model]
-
-
-def parse_support(text: str, labels: Path | None = None, k: int | None = None, seed: int = 0):
-    """``FILE[,labels=LABELS][,k=K][,seed=S]`` → :class:`spinet.inference.SupportSpec`; ``labels``, ``k``,
-    ``seed`` are the defaults for keys not given. A path that exists with commas in its name is taken whole."""
-    from spinet.inference import SupportSpec
-
-    if Path(text).exists() or "," not in text:
-        return SupportSpec(Path(text), labels, k, seed)
-    head, *rest = text.split(",")
-    if not head:
-        raise ConfigError(f"--support {text!r}: empty file name")
-    values: dict = {"labels": labels, "k": k, "seed": seed}
-    for part in rest:
-        key, sep, value = part.partition("=")
-        key = key.strip()
-        if not sep or key not in SUPPORT_KEYS:
-            raise ConfigError(f"--support {text!r}: bad option {part!r}; use FILE[,labels=LABELS][,k=K][,seed=S]")
-        value = value.strip()
-        if key == "labels":
-            values[key] = Path(value)
-            continue
-        try:
-            values[key] = int(value)
-        except ValueError:
-            raise ConfigError(f"--support {text!r}: {key} must be an integer, got {value!r}") from None
-        if key == "k" and values[key] < 1:
-            raise ConfigError(f"--support {text!r}: k must be >= 1, got {value}")
-    return SupportSpec(Path(head), values["labels"], values["k"], values["seed"])
 
 
 @click.command(name="classify", help=__doc__)
@@ -219,7 +187,8 @@ def parse_support(text: str, labels: Path | None = None, k: int | None = None, s
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing predictions CSV and summary.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Shots per batch.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--device", default="cpu", show_default=True,
+              help="cpu, cuda, cuda:N or auto (the GPU when torch sees one).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the support draw (default of k draws).")
 def command(
     model: Path,
@@ -243,7 +212,6 @@ def command(
     device: str,
     seed: int,
 ) -> None:
-    import torch
     from rich.console import Console
     from rich.table import Table
 
@@ -255,12 +223,14 @@ def command(
         build_supports,
         check_outputs,
         classify_file,
+        require_data,
         select_reading,
         support_estimate,
         truth_is_binary,
     )
     from spinet.labelspace import class_counts_text, is_binary_names
     from spinet.selection import SELECTION_RULES, ratio_from_supports
+    from spisim.backend import resolve_device
     from spisim.cxi import CXIReader
 
     if not supports and support_from is None:
@@ -269,19 +239,22 @@ def command(
         raise click.UsageError("--support-from needs -k (supports per class)")
     if support_labels is not None and len(supports) != 1:
         raise click.UsageError("--support-labels goes with exactly one --support; with several, use FILE,labels=L")
-    specs = [parse_support(s, support_labels, k, seed) for s in supports]
+    specs = [SupportSpec.parse(s, support_labels, k, seed) for s in supports]
     if support_from is not None:
         specs.append(SupportSpec(support_from, None, k, seed))
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA device is available")
+    device = resolve_device(device, library="torch")
     if output is not None:
         check_outputs(output, overwrite)  # before any work
+    with CXIReader(data) as r:  # a missing or unreadable DATA: one line, before the supports are built
+        n = len(r)
     if select and not model.is_dir():
         raise click.UsageError("--select chooses among the checkpoints of a run folder: give MODEL as a folder")
     files = model_files(model, select)
     readings = []
     for path in files:
         bundle = ModelBundle.load(path, device=device)
+        if path == files[0]:
+            require_data(bundle, data)  # a file of empty frames: one line, before the supports are built
         if adapt is not None:
             bundle, n_adapt = adapt_bundle(bundle, adapt, max_shots=adapt_shots, batch_size=batch_size)
             if path == files[0]:
@@ -321,8 +294,6 @@ def command(
     estimate = loo.estimate
     extra = {"model": str(files[chosen]), "adapt": None if adapt is None else str(adapt),
              "estimate": estimate.to_dict(), "selection": None if selection is None else selection.table()}
-    with CXIReader(data) as r:
-        n = len(r)
     with Progress("classifying", n, unit="shots") as progress:
         result = classify_file(
             bundle,

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from spisim.cxi import CXIReader
-from spisim.errors import InputFileError, OutputFileError
+from spisim.errors import ConfigError, InputFileError, OutputFileError
 
 from .checkpoint import ModelBundle
 from .data import UNKNOWN, file_labels, label_names_for, order_classes, pick_per_class
@@ -93,6 +93,26 @@ def iter_images(
             yield sel, pre.normalise(img, valid), valid.flatten(1).any(dim=1).cpu().numpy()
 
 
+def require_data(bundle: ModelBundle, path: str | Path) -> int:
+    """Check that some frame of ``path`` has a finite unmasked pixel where the model looks, reading frames one by
+    one until the first that has (in a usable file: the first frame).
+
+    Returns:
+        the number of shots in the file.
+
+    Raises:
+        InputFileError: the file holds no shot, or no frame with a finite pixel (nothing to classify).
+    """
+    with CXIReader(path) as reader:
+        n = len(reader)
+        pre = bundle.preprocessor_for(reader.frame_shape, reader.pixel_position, reader.mask).to(bundle.device)
+        with torch.no_grad():
+            for i in range(n):
+                if bool(pre.has_data(torch.from_numpy(reader.frames([i])).to(bundle.device)).any()):
+                    return n
+    raise InputFileError(f"{path}: no shot has a finite pixel where the model looks ({n} shots): nothing to classify")
+
+
 def adapt_bundle(bundle: ModelBundle, path: str | Path, *, max_shots: int | None = 2000, batch_size: int = 256
                  ) -> tuple[ModelBundle, int]:
     """AdaBN on a run: a copy of ``bundle`` whose batch-norm statistics are re-estimated on the frames of ``path``
@@ -142,6 +162,10 @@ def iter_embeddings(
 # ------------------------------------------------------------------------------------------------ supports
 
 
+SUPPORT_KEYS = ("labels", "k", "seed")
+"""The keys of a ``--support FILE[,labels=LABELS][,k=K][,seed=S]`` value."""
+
+
 @dataclass(frozen=True)
 class SupportSpec:
     """One labelled support file: ``path``, its label file (None: labels inside), ``k`` shots per class drawn
@@ -151,6 +175,49 @@ class SupportSpec:
     labels: Path | None = None
     k: int | None = None
     seed: int = 0
+
+    @classmethod
+    def parse(cls, text: str, labels: str | Path | None = None, k: int | None = None, seed: int = 0) -> SupportSpec:
+        """One ``--support`` value, ``FILE[,labels=LABELS][,k=K][,seed=S]`` (``spi classify``, ``spi stream``).
+
+        Args:
+            text: the value. A path that exists with commas in its name is taken whole.
+            labels, k, seed: defaults for the keys the value does not give (``--support-labels``, ``-k``,
+                ``--seed``).
+
+        Raises:
+            ConfigError: an empty file name, an unknown or repeated key, a k or seed that is not an integer, k < 1,
+                or a label file given both in the value and in ``labels``.
+        """
+        usage = "use FILE[,labels=LABELS][,k=K][,seed=S]"
+        if Path(text).exists() or "," not in text:
+            head, rest = text, []
+        else:
+            head, *rest = text.split(",")
+        if not head:
+            raise ConfigError(f"--support {text!r}: empty file name; {usage}")
+        given: dict[str, str] = {}
+        for part in rest:
+            key, sep, value = part.partition("=")
+            key = key.strip()
+            if not sep or key not in SUPPORT_KEYS or key in given:
+                what = "repeated" if key in given else "bad"
+                raise ConfigError(f"--support {text!r}: {what} option {part!r}; {usage}")
+            given[key] = value.strip()
+        if "labels" in given and labels is not None:
+            raise ConfigError(f"--support {text!r}: give the support's label file once: in FILE,labels=L or "
+                              "--support-labels")
+        values: dict[str, Any] = {"k": k, "seed": seed}
+        for key in ("k", "seed"):
+            if key in given:
+                try:
+                    values[key] = int(given[key])
+                except ValueError:
+                    raise ConfigError(f"--support {text!r}: {key} must be an integer, got {given[key]!r}") from None
+        if "k" in given and values["k"] < 1:
+            raise ConfigError(f"--support {text!r}: k must be >= 1, got {given['k']}")
+        lab = given.get("labels", labels)
+        return cls(Path(head), None if lab is None else Path(lab), values["k"], values["seed"])
 
     def describe(self) -> str:
         opts = [f"labels={self.labels}"] if self.labels else []
@@ -502,6 +569,9 @@ def classify_file(
                         writer.writerow([i, label, int(sup), *([raw] if space.binary else []), *dcells,
                                          *([space.map(t) if t else ""] if truth is not None else [])])
                 n_shots += len(sel)
+            if n_shots and n_invalid == n_shots:
+                raise InputFileError(f"{path}: no shot has a finite pixel where the model looks ({n_shots} shots): "
+                                     "nothing to classify")
             if fh is not None:
                 fh.flush()
                 os.fsync(fh.fileno())

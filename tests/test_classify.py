@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from cli.main import spi
 from spinet.checkpoint import ModelBundle
 from spinet.config import Config
-from spinet.inference import SupportSpec, build_support, build_supports, classify_file
+from spinet.inference import SupportSpec, build_support, build_supports, classify_file, require_data
 from spinet.labelspace import LabelSpace, Summary, choose_label_space, score
 from spinet.synthetic import write_toy_dataset
 from spinet.train import train
@@ -244,6 +244,20 @@ def test_a_frame_without_finite_pixels_is_invalid_and_non_finite_pixels_are_mask
     (tmp_path / "s.csv").write_text("index,label\n0,single\n2,multi\n")
     with pytest.raises(InputFileError, match="support shot 0 .* has no finite pixel"):
         build_support(bundle, data, labels=tmp_path / "s.csv")
+    # a file where no frame has a finite pixel: nothing to classify, and nothing written
+    assert require_data(bundle, data) == 40
+    empty = tmp_path / "empty.cxi"
+    with h5py.File(empty, "w") as f:
+        f["entry_1/data_1/data"] = np.where(np.arange(frame.size).reshape(frame.shape) % 2, np.nan, np.inf).repeat(
+            3, axis=0).astype(np.float32)
+        det = f.create_group("entry_1/instrument_1/detector_1")
+        det["pixel_position"] = pos
+        det["mask"] = mask.astype(np.uint8)
+    for check in (lambda: require_data(bundle, empty),
+                  lambda: classify_file(bundle, empty, sup, output=tmp_path / "e.csv")):
+        with pytest.raises(InputFileError, match=r"empty.cxi: no shot has a finite pixel .* \(3 shots\)"):
+            check()
+    assert not (tmp_path / "e.csv").exists() and not (tmp_path / "e.csv.tmp").exists()
 
 
 def test_exports_keep_matching_with_non_finite_pixels(env, tmp_path):
