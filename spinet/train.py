@@ -10,6 +10,9 @@ Run folder (``train.out``)::
     tensorboard/       the same as TensorBoard scalars (loss per step, accuracy per epoch)
     best.ts.pt, best.onnx   exports, when train.export asks for them
 
+The training data are prepared by :mod:`spinet.prepare` (:func:`prepare_data`), where a process runs by
+:mod:`spinet.distributed`.
+
 Reproducibility: the model is initialised from ``train.seed``; batches, per-shot augmentation seeds and
 the random miner are drawn from (seed, epoch, rank), so an epoch replays exactly and ``--resume``
 continues as if never stopped (checkpoints are written at epoch ends). With
@@ -39,42 +42,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from spisim.cxi import CXIReader
 from spisim.errors import ConfigError, InputFileError
 
-from .augment import ShotTransform
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import Config, SourceConfig, save_config
-from .data import (
-    ClassBalancedBatchSampler,
-    EvalSet,
-    FileShots,
-    ShotDataset,
-    SimulatedShotStream,
-    StreamBatcher,
-    as_shot_source,
-    collect_stream,
-    file_labels,
-    label_names_for,
-    open_simulator,
-    order_classes,
-    pick_per_class,
-    simulator_geometry,
-    stack_images,
-    stratified_split,
-)
+from .config import Config, save_config
+from .data import ClassBalancedBatchSampler, SimulatedShotStream, StreamBatcher
 from .distributed import Determinism, DistInfo, check_in_sync, setup_distributed
 from .fewshot import fewshot_accuracy
 from .losses import TripletCriterion
 from .models import build_model, count_parameters
-from .preprocess import Preprocessor, geometry_key
-
-STREAM_EPOCH_STRIDE = 1 << 30
-"""Live simulation: epoch e trains on shot indices from e × STREAM_EPOCH_STRIDE on."""
-STREAM_VAL_BASE = 1 << 40
-"""Live simulation: validation shots are indices from here on (never used for training)."""
-STREAM_SUPPORT_BASE = 1 << 41
-"""Live simulation: support shots for validation are indices from here on."""
+from .prepare import STREAM_EPOCH_STRIDE, PreparedData, prepare_data
 
 RESUME_OVERRIDABLE = (
     "train.epochs",
@@ -86,198 +63,6 @@ RESUME_OVERRIDABLE = (
     "data.num_workers",
 )
 """Config keys that ``--resume`` takes from the new config; everything else comes from the checkpoint."""
-
-
-# ------------------------------------------------------------------------------------------------- data
-
-
-@dataclass
-class StreamSource:
-    """A live-simulation training source."""
-
-    simulator: Any
-    train_transform: ShotTransform
-    eval_transform: ShotTransform
-    weight: float
-
-
-@dataclass
-class PreparedData:
-    """Everything the loop needs: classes, training shots, validation and support images."""
-
-    class_names: list[str]
-    train: ShotDataset | None
-    stream: StreamSource | None
-    val: EvalSet | None
-    support: EvalSet | None
-    preprocessor: Preprocessor
-    geometry: str
-    summary: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def n_val(self) -> int:
-        """Validation shots (0 without validation)."""
-        return 0 if self.val is None else len(self.val)
-
-
-def _file_source(cfg: Config, src: SourceConfig) -> tuple[CXIReader, np.ndarray, list[str]]:
-    reader = CXIReader(src.path)
-    idx, names = file_labels(reader, cfg.data.label, src.labels, class_names=label_names_for(
-        cfg.data.label, cfg.data.classes or ()))
-    if src.max_shots is not None:
-        idx, names = idx[: src.max_shots], names[: src.max_shots]
-    if src.binary:
-        from spisim.cxi import NOT_SINGLE
-
-        from .metrics import is_single_class
-
-        names = ["single" if is_single_class(n) else NOT_SINGLE for n in names]
-    return reader, idx, names
-
-
-def _transforms(cfg: Config, frame_shape, pixel_position, mask) -> tuple[ShotTransform, ShotTransform]:
-    pre = Preprocessor.from_geometry(cfg.preprocess, frame_shape, pixel_position, mask)
-    train_t = ShotTransform(cfg.preprocess, cfg.augment, frame_shape, pixel_position, mask, preprocessor=pre)
-    eval_t = ShotTransform(cfg.preprocess, None, frame_shape, pixel_position, mask, preprocessor=pre)
-    return train_t, eval_t
-
-
-def prepare_data(cfg: Config, dist: DistInfo | None = None, simulator: Any = None) -> PreparedData:
-    """Open the sources, fix the class list, split off validation, load validation and support images.
-
-    ``simulator``: a shot source used for the ``simulate`` source instead of opening its manifest.
-    """
-    dist = dist or DistInfo()
-    d = cfg.data
-    if not d.sources:
-        raise ConfigError("no training data: give data.sources (files or a simulation manifest)")
-    file_srcs = [s for s in d.sources if s.path is not None]
-    sim_srcs = [s for s in d.sources if s.simulate is not None]
-    if len(sim_srcs) > 1:
-        raise ConfigError("at most one live-simulation source per run (mix several structures in one manifest)")
-    opened = [(s, *_file_source(cfg, s)) for s in file_srcs]
-    val_opened = [(s, *_file_source(cfg, s)) for s in d.validation if s.path is not None]
-    if any(s.simulate is not None for s in d.validation):
-        raise ConfigError("data.validation takes files; live-simulation validation comes from the training manifest")
-    names_seen = [n for _, _, _, names in opened + val_opened for n in names]
-    if not sim_srcs:
-        simulator = None
-    else:
-        simulator = as_shot_source(simulator) if simulator is not None else open_simulator(sim_srcs[0].simulate)
-        if d.classes is None and d.label == "hit_type":
-            names_seen += list(getattr(simulator, "class_names", None) or ["no_hit", "single", "multi", "unintended"])
-        elif d.classes is None:
-            raise ConfigError("with live simulation and label structure_hit_type, list data.classes")
-    classes = list(d.classes) if d.classes is not None else order_classes(names_seen)
-    class_index = {n: i for i, n in enumerate(classes)}
-    summary = [f"classes: {', '.join(classes)}"]
-
-    train_files, eval_files, val_files = [], [], []
-    first_pre: tuple[Preprocessor, str] | None = None
-    for src, reader, idx, names in opened:
-        keep = np.array([n in class_index for n in names], dtype=bool)
-        idx = idx[keep]
-        cls = np.array([class_index[n] for n, k in zip(names, keep, strict=True) if k], dtype=np.int64)
-        if len(idx) == 0:
-            raise InputFileError(f"{src.path}: no labelled shot of the classes {', '.join(classes)}")
-        pos, mask = reader.pixel_position, reader.mask
-        train_t, eval_t = _transforms(cfg, reader.frame_shape, pos, mask)
-        if first_pre is None:
-            first_pre = (train_t.final, geometry_key(reader.frame_shape, pos, mask))
-        shots = FileShots(src.path, idx, cls, train_t, src.weight)
-        if d.validation or d.val_fraction == 0:
-            tr, held = np.arange(len(idx)), np.zeros(0, np.int64)
-        else:
-            tr, held = stratified_split(cls, d.val_fraction, cfg.train.seed)
-        train_files.append(shots.subset(tr))
-        eval_files.append(FileShots(src.path, idx[tr], cls[tr], eval_t, src.weight))
-        if len(held):
-            val_files.append(FileShots(src.path, idx[held], cls[held], eval_t))
-        counts = np.bincount(cls[tr], minlength=len(classes))
-        summary.append(
-            f"{src.path}: {len(tr)} training shots "
-            f"({', '.join(f'{classes[c]} {n}' for c, n in enumerate(counts) if n)}), "
-            f"{len(held)} held out"
-        )
-        reader.close()
-    for src, reader, idx, names in val_opened:
-        keep = np.array([n in class_index for n in names], dtype=bool)
-        cls = np.array([class_index[n] for n, k in zip(names, keep, strict=True) if k], dtype=np.int64)
-        _, eval_t = _transforms(cfg, reader.frame_shape, reader.pixel_position, reader.mask)
-        val_files.append(FileShots(src.path, idx[keep], cls, eval_t))
-        summary.append(f"{src.path}: {int(keep.sum())} validation shots")
-        reader.close()
-
-    stream = None
-    if simulator is not None:
-        frame_shape = tuple(int(v) for v in simulator.frame_shape)
-        pos, mask = simulator_geometry(simulator)
-        train_t, eval_t = _transforms(cfg, frame_shape, pos, mask)
-        if first_pre is None:
-            first_pre = (train_t.final, geometry_key(frame_shape, pos, mask))
-        stream = StreamSource(simulator, train_t, eval_t, sim_srcs[0].weight)
-        summary.append(f"live simulation from {sim_srcs[0].simulate}: about {d.stream_shots_per_epoch} shots per epoch")
-    assert first_pre is not None
-
-    train_ds = ShotDataset(train_files) if train_files else None
-    warnings = [] if stream is not None else few_shot_warnings(
-        classes, np.bincount(train_ds.labels, minlength=len(classes)) if train_ds is not None else None)
-    val = support = None
-    if dist.is_main:
-        val_parts, sup_parts = [], []
-        if val_files:
-            vds = ShotDataset(val_files)
-            rng = np.random.default_rng([cfg.train.seed, 0x7A1])
-            n = min(len(vds), d.max_val_shots)
-            sel = np.sort(rng.choice(len(vds), n, replace=False))
-            val_parts.append(stack_images(vds, sel))
-        if eval_files:
-            eds = ShotDataset(eval_files)
-            sup_parts.append(stack_images(eds, pick_per_class(eds.labels, d.support_k, cfg.train.seed)))
-        if stream is not None:
-
-            def mk(start: int) -> SimulatedShotStream:
-                return SimulatedShotStream(
-                    stream.simulator, stream.eval_transform, class_index, start=start, augment_seed=None, label=d.label
-                )
-
-            if not val_files:
-                val_parts.append(collect_stream(mk(STREAM_VAL_BASE), None, d.max_val_shots, 50 * d.max_val_shots))
-            have = set(sup_parts[0][1].tolist()) if sup_parts else set()
-            if len(have) < len(classes):
-                xs, ys = collect_stream(mk(STREAM_SUPPORT_BASE), d.support_k, None, 1000 * d.support_k * len(classes))
-                sel = torch.tensor([int(y) not in have for y in ys])
-                sup_parts.append((xs[sel], ys[sel]))
-        if val_parts:
-            val = EvalSet(torch.cat([v[0] for v in val_parts]), torch.cat([v[1] for v in val_parts]))
-        if sup_parts:
-            support = EvalSet(torch.cat([s[0] for s in sup_parts]), torch.cat([s[1] for s in sup_parts]))
-        if val is not None and support is not None:
-            missing = sorted(set(val.classes.tolist()) - set(support.classes.tolist()))
-            if missing:
-                raise ConfigError(f"no training shots of class {classes[missing[0]]} to serve as support")
-    return PreparedData(classes, train_ds, stream, val, support, first_pre[0], first_pre[1], summary, warnings)
-
-
-def few_shot_warnings(classes: list[str], counts: np.ndarray | None) -> list[str]:
-    """Warnings for classes with fewer than 2 training shots: a triplet needs an anchor and a positive of the
-    same class, so such a class is never an anchor (0 shots: never seen at all).
-
-    Args:
-        classes: the C class names.
-        counts: (C,) training shots per class (after the validation split), or None.
-    """
-    if counts is None:
-        return []
-    out = []
-    for name, n in zip(classes, counts.tolist(), strict=True):
-        if n == 0:
-            out.append(f"class {name} has no training shots: the network never sees it")
-        elif n < 2:
-            out.append(f"class {name} has only {n} training shot: triplets need 2 shots of a class (an anchor and "
-                       "a positive), so it is never an anchor; label more shots of it")
-    return out
 
 
 # ------------------------------------------------------------------------------------------------- loop
