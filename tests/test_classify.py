@@ -368,3 +368,23 @@ def test_estimate_from_the_supports_adabn_and_selection(env, tmp_path):
     assert doc["summary"]["n_scored"] == 32 and doc["summary"]["not_scored"]["support"] == 8
     bad = _run(d / "best.pt", env["test"], "--select", "--support", sup)
     assert bad.exit_code != 0 and "run folder" in bad.output
+
+
+def test_run_classify_is_spi_classify_without_click(env, tmp_path):
+    """spinet.classify.run_classify does the work of spi classify: plain arguments, a message sink, a progress
+    callback; DATA is checked before any support is built."""
+    from spinet.classify import run_classify
+
+    lines, steps, totals = [], [], []
+    specs = [SupportSpec.parse(f"{env['train']},k=3", seed=2)]
+    done = run_classify(env["model"], env["test"], specs, rule="auto", output=tmp_path / "p.csv", batch_size=16,
+                        say=lines.append, progress=steps.append, on_start=totals.append)
+    assert totals == [40] and sum(steps) == 40 and len(steps) == 3
+    assert done.result.n_shots == 40 and done.selection is not None and done.rule == done.selection.chosen.rule
+    assert any(line.startswith(f"support from {env['train']}: no_hit 3, single 3") for line in lines), lines
+    cli = _run(env["model"], env["test"], "--support", f"{env['train']},k=3,seed=2", "--rule", done.rule, "-o",
+               tmp_path / "q.csv", "--batch-size", 16)
+    assert cli.exit_code == 0, cli.output
+    assert _rows(tmp_path / "q.csv") == _rows(tmp_path / "p.csv")
+    with pytest.raises(InputFileError, match="nope.h5"):
+        run_classify(env["model"], tmp_path / "nope.h5", [SupportSpec(Path("/no/support.h5"))])
