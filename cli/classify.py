@@ -48,12 +48,12 @@ Example usage:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from spisim.errors import ConfigError
-
-SUPPORT_KEYS = ("labels", "k", "seed")
+if TYPE_CHECKING:
+    from spinet.classify import ClassifyOutcome
 
 
 class RatioType(click.ParamType):
@@ -71,47 +71,6 @@ class RatioType(click.ParamType):
         if not r >= 1.0:
             self.fail(f"{value!r} is below 1", param, ctx)
         return r
-
-
-def model_files(model: Path, select: bool) -> list[Path]:
-    """The checkpoints MODEL names: a file, or a run folder's best.pt, and with ``select`` its kept epochs."""
-    from spisim.errors import InputFileError
-
-    if model.is_dir():
-        best = model / "best.pt"
-        if not best.is_file():
-            raise InputFileError(f"{model} is a folder without best.pt (give a checkpoint or a spi train run folder)")
-        return [best, *(sorted((model / "epochs").glob("epoch-*.pt")) if select else [])]
-    return [model]
-
-
-def parse_support(text: str, labels: Path | None = None, k: int | None = None, seed: int = 0):
-    """``FILE[,labels=LABELS][,k=K][,seed=S]`` → :class:`spinet.inference.SupportSpec`; ``labels``, ``k``,
-    ``seed`` are the defaults for keys not given. A path that exists with commas in its name is taken whole."""
-    from spinet.inference import SupportSpec
-
-    if Path(text).exists() or "," not in text:
-        return SupportSpec(Path(text), labels, k, seed)
-    head, *rest = text.split(",")
-    if not head:
-        raise ConfigError(f"--support {text!r}: empty file name")
-    values: dict = {"labels": labels, "k": k, "seed": seed}
-    for part in rest:
-        key, sep, value = part.partition("=")
-        key = key.strip()
-        if not sep or key not in SUPPORT_KEYS:
-            raise ConfigError(f"--support {text!r}: bad option {part!r}; use FILE[,labels=LABELS][,k=K][,seed=S]")
-        value = value.strip()
-        if key == "labels":
-            values[key] = Path(value)
-            continue
-        try:
-            values[key] = int(value)
-        except ValueError:
-            raise ConfigError(f"--support {text!r}: {key} must be an integer, got {value!r}") from None
-        if key == "k" and values[key] < 1:
-            raise ConfigError(f"--support {text!r}: k must be >= 1, got {value}")
-    return SupportSpec(Path(head), values["labels"], values["k"], values["seed"])
 
 
 @click.command(name="classify", help=__doc__)
@@ -219,7 +178,8 @@ def parse_support(text: str, labels: Path | None = None, k: int | None = None, s
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing predictions CSV and summary.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Shots per batch.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--device", default="cpu", show_default=True,
+              help="cpu, cuda, cuda:N or auto (the GPU when torch sees one).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the support draw (default of k draws).")
 def command(
     model: Path,
@@ -243,25 +203,11 @@ def command(
     device: str,
     seed: int,
 ) -> None:
-    import torch
-    from rich.console import Console
-    from rich.table import Table
+    from contextlib import ExitStack
 
     from cli.progress import Progress
-    from spinet.checkpoint import ModelBundle
-    from spinet.inference import (
-        SupportSpec,
-        adapt_bundle,
-        build_supports,
-        check_outputs,
-        classify_file,
-        select_reading,
-        support_estimate,
-        truth_is_binary,
-    )
-    from spinet.labelspace import class_counts_text, is_binary_names
-    from spinet.selection import SELECTION_RULES, ratio_from_supports
-    from spisim.cxi import CXIReader
+    from spinet.classify import run_classify
+    from spinet.inference import SupportSpec
 
     if not supports and support_from is None:
         raise click.UsageError("give --support FILE (repeatable) or --support-from DATASET with -k")
@@ -269,77 +215,31 @@ def command(
         raise click.UsageError("--support-from needs -k (supports per class)")
     if support_labels is not None and len(supports) != 1:
         raise click.UsageError("--support-labels goes with exactly one --support; with several, use FILE,labels=L")
-    specs = [parse_support(s, support_labels, k, seed) for s in supports]
-    if support_from is not None:
-        specs.append(SupportSpec(support_from, None, k, seed))
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA device is available")
-    if output is not None:
-        check_outputs(output, overwrite)  # before any work
     if select and not model.is_dir():
         raise click.UsageError("--select chooses among the checkpoints of a run folder: give MODEL as a folder")
-    files = model_files(model, select)
-    readings = []
-    for path in files:
-        bundle = ModelBundle.load(path, device=device)
-        if adapt is not None:
-            bundle, n_adapt = adapt_bundle(bundle, adapt, max_shots=adapt_shots, batch_size=batch_size)
-            if path == files[0]:
-                click.echo(f"AdaBN: batch-norm statistics re-estimated on {n_adapt} frames of {adapt}"
-                           if n_adapt else "AdaBN: the network has no batch-norm layers; nothing to adapt", err=True)
-        mode = label_mode or bundle.config.data.label
-        readings.append((path.name if len(files) == 1 else str(path.relative_to(model)), bundle,
-                         build_supports(bundle, specs, label_mode=mode, batch_size=batch_size)))
-    sup = readings[0][2]
-    for part in sup.parts:
-        click.echo(f"support from {part['path']}: {class_counts_text(part['counts'])}", err=True)
-    is_bin = binary if binary is not None else truth_is_binary(data, labels, mode, sup.class_names)
-    if is_bin is None:
-        is_bin = is_binary_names(sup.class_names)
-    rules = list(SELECTION_RULES) if rule == "auto" else [rule]
-    fixed_ratio = None if min_ratio == "auto" else min_ratio
-    chosen = 0
-    selection = None
-    if len(readings) * len(rules) > 1:
-        selection, chosen = select_reading(readings, rules, binary=is_bin, data=data, min_ratio=fixed_ratio)
-        rule = selection.chosen.rule
-        click.echo(f"chosen by leave-one-out over the supports: {selection.chosen.name}, rule {rule} "
-                   f"({len(readings)} checkpoints x {len(rules)} rules tried)", err=True)
-        for row in selection.table():
-            mark = " <" if row["chosen"] else ""
-            click.echo(f"  {row['candidate']:>20s} {row['rule']:>9s}: {row['correct']} of {row['n']} right, "
-                       f"mean margin {row['mean_margin']:+.3f}{mark}", err=True)
-    bundle, sup = readings[chosen][1], readings[chosen][2]
-    loo = support_estimate(sup, rule, min_ratio=fixed_ratio, binary=is_bin, data=data)
-    if min_ratio == "auto":
-        ratio = ratio_from_supports(loo.single_score, [t == "single" or t.endswith("/single") for t in loo.truth])
-        min_ratio = ratio if (ratio is not None and ratio > 1) else None
-        click.echo(f"ratio test from the supports: {'none' if min_ratio is None else f'--min-ratio {min_ratio:g}'}",
-                   err=True)
-        if min_ratio is not None:
-            loo = support_estimate(sup, rule, min_ratio=min_ratio, binary=is_bin, data=data)
-    estimate = loo.estimate
-    extra = {"model": str(files[chosen]), "adapt": None if adapt is None else str(adapt),
-             "estimate": estimate.to_dict(), "selection": None if selection is None else selection.table()}
-    with CXIReader(data) as r:
-        n = len(r)
-    with Progress("classifying", n, unit="shots") as progress:
-        result = classify_file(
-            bundle,
-            data,
-            sup,
-            rule=rule,
-            threshold=unknown_threshold,
-            min_ratio=min_ratio,
-            output=output,
-            batch_size=batch_size,
-            truth_labels=labels,
-            label_mode=mode,
-            on_batch=progress.advance,
-            binary=binary,
-            overwrite=overwrite,
-            extra=extra,
-        )
+    specs = [SupportSpec.parse(s, support_labels, k, seed) for s in supports]
+    if support_from is not None:
+        specs.append(SupportSpec(support_from, None, k, seed))
+    with ExitStack() as stack:
+        bar: list[Progress] = []  # the bar starts with the classifying, after the supports
+
+        def on_start(total: int) -> None:
+            bar.append(stack.enter_context(Progress("classifying", total, unit="shots")))
+
+        done = run_classify(model, data, specs, labels=labels, binary=binary, rule=rule,
+                            unknown_threshold=unknown_threshold, min_ratio=min_ratio, select=select, adapt=adapt,
+                            adapt_shots=adapt_shots, label_mode=label_mode, output=output, overwrite=overwrite,
+                            batch_size=batch_size, device=device, say=lambda text: click.echo(text, err=True),
+                            progress=lambda n: bar[0].advance(n), on_start=on_start)
+    _report(data, done, output)
+
+
+def _report(data: Path, done: ClassifyOutcome, output: Path | None) -> None:
+    """The answers per class, the estimate from the supports and, with truth labels, the scores (stdout)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    result, estimate, is_bin = done.result, done.estimate, done.binary
     assert result.space is not None
     out = Console()
     table = Table(title=f"{data.name}: {result.n_shots} shots ({result.space.name})")

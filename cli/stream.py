@@ -5,7 +5,8 @@ SOURCE (--source) is karabo://tcp://HOST:PORT (a Karabo bridge; --karabo-source 
 detector data), zmq://tcp://HOST:PORT (spi-frames messages, docs/stream.md) or replay:FILE.cxi[?rate=HZ]
 (the command ends with the file). Frames (any integer or float dtype) are batched until --max-batch shots
 are in hand or the oldest has waited nearly --max-latency, preprocessed and embedded on --device, and
-classified against the support set (--support, as in spi classify). When the classifier falls behind, the
+classified against the support set (--support FILE[,labels=L][,k=K][,seed=S], repeatable, as in spi classify:
+the classes are the union of the support files'). When the classifier falls behind, the
 oldest waiting shots are dropped (and counted); unreadable messages are counted and skipped; a source that
 goes quiet for --reconnect-after seconds is reconnected.
 
@@ -23,6 +24,7 @@ Example usage:
     spi stream best.pt --source karabo://tcp://exflong01:45000 --karabo-source SPB_DET_AGIPD1M-1/CAL/APPEND_CORRECTED \\
         --support support.cxi --support-labels support.csv --geometry agipd_run.cxi --publish tcp://*:5560
     spi stream best.pt --source "replay:run42.cxi?rate=120" --support sim.h5,k=20 --runtime onnx -o run42.live.csv
+    spi stream best.pt --source "replay:run42.cxi" --support sim.h5,k=20 --support run42.cxi,labels=run42.csv,k=5
 """
 
 from __future__ import annotations
@@ -41,17 +43,21 @@ from cli.progress import PLAIN_EVERY_S
 @click.option("--source", "source_text", required=True, metavar="SOURCE",
               help="karabo://tcp://HOST:PORT, zmq://tcp://HOST:PORT or replay:FILE.cxi[?rate=HZ] (rate in shots/s; "
                    "without it the file is read as fast as it is classified, nothing dropped).")
-@click.option("--support", "support", required=True, metavar="FILE[,labels=L][,k=K]",
-              help="Labelled support file (all its labelled shots, or K per class), as in spi classify.")
+@click.option("--support", "supports", required=True, multiple=True, metavar="FILE[,labels=L][,k=K][,seed=S]",
+              help="Labelled support file (repeatable; the classes are the union), each with its own label file "
+                   "(default: labels inside FILE), supports per class (default: -k, else every labelled shot) and "
+                   "seed of their draw (default: --seed), as in spi classify.")
 @click.option("--support-labels", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Label file of the support file (CSV index,label or HDF5).")
-@click.option("-k", "k", type=click.IntRange(min=1), default=None, help="Supports per class. [default: all]")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the support draw.")
+              help="Label file of the one --support file (CSV index,label or HDF5); with several, use FILE,labels=L.")
+@click.option("-k", "k", type=click.IntRange(min=1), default=None,
+              help="Supports per class, for every --support that sets no k. [default: every labelled shot]")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the support draw, for every --support that sets none.")
 @click.option("--label", "label_mode", type=click.Choice(["hit_type", "structure_hit_type"]), default=None,
               help="Class names from simulated labels. [default: the model's]")
 @click.option("--geometry", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="CXI/HDF5 file whose detector (frame shape, pixel positions, mask) the stream has. "
-                   "[default: the replayed file, else the support file]")
+                   "[default: the replayed file, else the first support file]")
 @click.option("--rule", type=click.Choice(["mean", "prototype", "nearest", "knn"]), default="mean", show_default=True,
               help="Few-shot rule (as in spi classify).")
 @click.option("--min-ratio", type=click.FloatRange(min=1.0), default=None,
@@ -98,8 +104,8 @@ from cli.progress import PLAIN_EVERY_S
 @click.option("--duration", type=click.FloatRange(min=0.0, min_open=True), default=None,
               help="Stop after this many seconds. [default: no limit]")
 @click.option("-q", "--quiet", is_flag=True, help="No status lines (the summary is still printed).")
-def command(model: Path, source_text: str, support: str, support_labels: Path | None, k: int | None, seed: int,
-            label_mode: str | None, geometry: Path | None, rule: str, min_ratio: float | None,
+def command(model: Path, source_text: str, supports: tuple[str, ...], support_labels: Path | None, k: int | None,
+            seed: int, label_mode: str | None, geometry: Path | None, rule: str, min_ratio: float | None,
             unknown_threshold: float | None, karabo_source: str | None, karabo_key: str, socket_type: str | None,
             reconnect_after: float, max_batch: int, max_latency: float, queue_size: int, device: str, runtime: str,
             threads: int | None, output: Path | None, overwrite: bool, veto_out: Path | None, publish: str | None,
@@ -108,6 +114,8 @@ def command(model: Path, source_text: str, support: str, support_labels: Path | 
     import torch
 
     from spinet.checkpoint import ModelBundle
+    from spinet.inference import SupportSpec, build_supports
+    from spinet.labelspace import class_counts_text
     from spinet.stream import (
         FrameClassifier,
         Geometry,
@@ -116,28 +124,29 @@ def command(model: Path, source_text: str, support: str, support_labels: Path | 
         StreamOptions,
         StreamRunner,
         VetoList,
-        load_support,
         parse_source,
-        parse_support,
     )
     from spinet.stream.sources import ReplaySource
     from spinet.stream.stats import StatusPrinter, format_status
     from spisim.backend import resolve_device
 
+    if support_labels is not None and len(supports) != 1:
+        raise click.UsageError("--support-labels goes with exactly one --support; with several, use FILE,labels=L")
     device = resolve_device(device, library="torch")
     if threads is not None:
         torch.set_num_threads(threads)
-    spec = parse_support(support, support_labels, k)
+    specs = [SupportSpec.parse(s, support_labels, k, seed) for s in supports]
     bundle = ModelBundle.load(model, device=device)
     mode = label_mode or bundle.config.data.label
     source = parse_source(source_text, karabo_source=karabo_source, karabo_key=karabo_key, socket=socket_type,
                           reconnect_s=reconnect_after, label_mode=mode)
     if geometry is None:
-        geometry = source.path if isinstance(source, ReplaySource) else spec.path
+        geometry = source.path if isinstance(source, ReplaySource) else specs[0].path
     geo = Geometry.from_file(geometry)
     printer = StatusPrinter(sys.stderr, plain_every_s=status_every, quiet=quiet)
-    sup = load_support(bundle, spec, seed=seed, label_mode=mode)
-    printer.say(f"support from {sup.source}: " + ", ".join(f"{n} {c}" for n, c in sup.counts().items()))
+    sup = build_supports(bundle, specs, label_mode=mode)
+    for part in sup.parts:
+        printer.say(f"support from {part['path']}: {class_counts_text(part['counts'])}")
     clf = FrameClassifier(bundle, sup, geo, rule=rule, threshold=unknown_threshold, min_ratio=min_ratio,
                           runtime=runtime, threads=threads)
     log = veto = pub = None

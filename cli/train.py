@@ -37,6 +37,7 @@ Example usage:
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -108,26 +109,6 @@ def parse_set(items: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _resume_config(config: Path | None, overrides: dict[str, Any]):
-    """The saved config of the run in ``--out``, with the options given now that may change on resume."""
-    from spinet.checkpoint import load_checkpoint
-    from spinet.config import Config
-    from spinet.train import RESUME_OVERRIDABLE
-
-    if config is not None:
-        raise click.UsageError("--resume continues a run with its own config: give no CONFIG file")
-    out = Path(overrides.pop("train.out", Config().train.out))
-    fixed = sorted(k for k in overrides if k not in RESUME_OVERRIDABLE)
-    if fixed:
-        raise ConfigError(
-            f"cannot change {', '.join(fixed)} when resuming; may change: {', '.join(RESUME_OVERRIDABLE)}"
-        )
-    saved = Config.from_dict(load_checkpoint(out / "last.pt")["config"]) if (out / "last.pt").is_file() else None
-    if saved is None:
-        raise ConfigError(f"nothing to resume: {out / 'last.pt'} does not exist")
-    return saved.with_overrides({**overrides, "train.out": str(out)})
-
-
 @click.command(name="train", help=__doc__)
 @click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -171,7 +152,11 @@ def _resume_config(config: Path | None, overrides: dict[str, Any]):
 @click.option("--seed", type=int, default=None, help="Seed of initialisation, sampling, augmentation. [default: 0]")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N. [default: auto]")
 @click.option(
-    "--arch", type=click.Choice(["specklenn", "residual"]), default=None, help="Network. [default: specklenn]"
+    "--arch",
+    type=click.Choice(["specklenn", "residual", "compact"]),
+    default=None,
+    help="Network: specklenn (the paper's), residual (a small ResNet) or compact (64 K weights, for an FPGA). "
+    "[default: specklenn]",
 )
 @click.option(
     "--input-size", type=click.IntRange(min=16), default=None, help="Network input side, pixels. [default: 96]"
@@ -245,12 +230,12 @@ def command(
     overwrite: bool,
     no_progress: bool,
 ) -> None:
-    from rich.console import Console
+    from cli.progress import Progress
+    from spinet.train import run_training
+    from spisim.backend import resolve_device
 
-    from spinet.config import Config, load_config
-    from spinet.train import train
-
-    cfg = load_config(config) if (config is not None and not resume) else Config()
+    if device is not None:
+        resolve_device(device, library="torch")  # an unknown device or a missing GPU: one line, before any work
     overrides: dict[str, Any] = {}
     sources = [parse_source(s) for s in data]
     if simulate:
@@ -287,18 +272,23 @@ def command(
     if no_progress:
         overrides["train.progress"] = False
     overrides.update(parse_set(sets))
-    if resume:
-        cfg = _resume_config(config, overrides)
-    else:
-        cfg = cfg.with_overrides(overrides)
-    if not resume and not cfg.data.sources:
-        raise click.UsageError("no training data: give --data PATH, --simulate MANIFEST or a CONFIG with data.sources")
-    if not resume and not overwrite and (Path(cfg.train.out) / "last.pt").is_file():
-        raise ConfigError(
-            f"{cfg.train.out} already holds a run: continue it with --resume, choose another --out, or --overwrite"
-        )
-    result = train(cfg, resume=resume, console=Console(stderr=True))
-    if int(os.environ.get("RANK", "0")) != 0:
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    with ExitStack() as stack:
+        bar: list[Progress] = []  # the bar starts with the training steps (after the data are checked)
+
+        def on_start(total: int) -> None:
+            bar.append(stack.enter_context(Progress("training", total, unit="steps")))
+
+        def say(text: str) -> None:
+            if bar:
+                bar[0].say(text)
+            else:
+                click.echo(text, err=True)
+
+        result = run_training(config, overrides, resume=resume, overwrite=overwrite, say=say,
+                              progress=lambda n: bar[0].advance(n) if bar else None,
+                              on_start=on_start if (main_rank and not no_progress) else None)
+    if not main_rank:
         return
     if result.best_epoch < 0 or result.best_accuracy == float("-inf") or result.n_val == 0:
         best = "best validation accuracy n/a (no validation shots)"

@@ -173,8 +173,17 @@ class FileShots:
         return FileShots(self.path, self.indices[p], self.classes[p], self.transform, self.weight)
 
     def image(self, position: int, seed: int | None = None) -> torch.Tensor:
-        """(1, S, S) image of shot ``indices[position]``; augmented with ``seed`` when given."""
-        frame = self.reader[int(self.indices[position])]
+        """(1, S, S) image of shot ``indices[position]``; augmented with ``seed`` when given.
+
+        Raises:
+            InputFileError: the frame has no finite unmasked pixel inside the crop the model sees (training on it
+                would teach the network an empty image under a class's name).
+        """
+        index = int(self.indices[position])
+        frame = self.reader[index]
+        if not self.transform.final.has_data(torch.from_numpy(np.asarray(frame, dtype=np.float32))[None]).item():
+            raise InputFileError(f"{self.path}: shot {index} has no finite pixel where the model looks: drop it from "
+                                 "the labels (or the file)")
         rng = None if seed is None else np.random.default_rng(seed)
         return self.transform(frame, rng)
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from spisim.cxi import CXIReader
-from spisim.errors import InputFileError, OutputFileError
+from spisim.errors import ConfigError, InputFileError, OutputFileError
 
 from .checkpoint import ModelBundle
 from .data import UNKNOWN, file_labels, label_names_for, order_classes, pick_per_class
@@ -93,6 +93,26 @@ def iter_images(
             yield sel, pre.normalise(img, valid), valid.flatten(1).any(dim=1).cpu().numpy()
 
 
+def require_data(bundle: ModelBundle, path: str | Path) -> int:
+    """Check that some frame of ``path`` has a finite unmasked pixel where the model looks, reading frames one by
+    one until the first that has (in a usable file: the first frame).
+
+    Returns:
+        the number of shots in the file.
+
+    Raises:
+        InputFileError: the file holds no shot, or no frame with a finite pixel (nothing to classify).
+    """
+    with CXIReader(path) as reader:
+        n = len(reader)
+        pre = bundle.preprocessor_for(reader.frame_shape, reader.pixel_position, reader.mask).to(bundle.device)
+        with torch.no_grad():
+            for i in range(n):
+                if bool(pre.has_data(torch.from_numpy(reader.frames([i])).to(bundle.device)).any()):
+                    return n
+    raise InputFileError(f"{path}: no shot has a finite pixel where the model looks ({n} shots): nothing to classify")
+
+
 def adapt_bundle(bundle: ModelBundle, path: str | Path, *, max_shots: int | None = 2000, batch_size: int = 256
                  ) -> tuple[ModelBundle, int]:
     """AdaBN on a run: a copy of ``bundle`` whose batch-norm statistics are re-estimated on the frames of ``path``
@@ -142,6 +162,10 @@ def iter_embeddings(
 # ------------------------------------------------------------------------------------------------ supports
 
 
+SUPPORT_KEYS = ("labels", "k", "seed")
+"""The keys of a ``--support FILE[,labels=LABELS][,k=K][,seed=S]`` value."""
+
+
 @dataclass(frozen=True)
 class SupportSpec:
     """One labelled support file: ``path``, its label file (None: labels inside), ``k`` shots per class drawn
@@ -151,6 +175,49 @@ class SupportSpec:
     labels: Path | None = None
     k: int | None = None
     seed: int = 0
+
+    @classmethod
+    def parse(cls, text: str, labels: str | Path | None = None, k: int | None = None, seed: int = 0) -> SupportSpec:
+        """One ``--support`` value, ``FILE[,labels=LABELS][,k=K][,seed=S]`` (``spi classify``, ``spi stream``).
+
+        Args:
+            text: the value. A path that exists with commas in its name is taken whole.
+            labels, k, seed: defaults for the keys the value does not give (``--support-labels``, ``-k``,
+                ``--seed``).
+
+        Raises:
+            ConfigError: an empty file name, an unknown or repeated key, a k or seed that is not an integer, k < 1,
+                or a label file given both in the value and in ``labels``.
+        """
+        usage = "use FILE[,labels=LABELS][,k=K][,seed=S]"
+        if Path(text).exists() or "," not in text:
+            head, rest = text, []
+        else:
+            head, *rest = text.split(",")
+        if not head:
+            raise ConfigError(f"--support {text!r}: empty file name; {usage}")
+        given: dict[str, str] = {}
+        for part in rest:
+            key, sep, value = part.partition("=")
+            key = key.strip()
+            if not sep or key not in SUPPORT_KEYS or key in given:
+                what = "repeated" if key in given else "bad"
+                raise ConfigError(f"--support {text!r}: {what} option {part!r}; {usage}")
+            given[key] = value.strip()
+        if "labels" in given and labels is not None:
+            raise ConfigError(f"--support {text!r}: give the support's label file once: in FILE,labels=L or "
+                              "--support-labels")
+        values: dict[str, Any] = {"k": k, "seed": seed}
+        for key in ("k", "seed"):
+            if key in given:
+                try:
+                    values[key] = int(given[key])
+                except ValueError:
+                    raise ConfigError(f"--support {text!r}: {key} must be an integer, got {given[key]!r}") from None
+        if "k" in given and values["k"] < 1:
+            raise ConfigError(f"--support {text!r}: k must be >= 1, got {given['k']}")
+        lab = given.get("labels", labels)
+        return cls(Path(head), None if lab is None else Path(lab), values["k"], values["seed"])
 
     def describe(self) -> str:
         opts = [f"labels={self.labels}"] if self.labels else []
@@ -448,88 +515,139 @@ def classify_file(
         binary: True: answer single / not_single; False: the support classes; None: binary when the truth
             labels (or, without any, the supports) are only single / not_single.
         overwrite: replace existing outputs (else OutputFileError, raised before any work).
+
+    Raises:
+        InputFileError: no frame of ``path`` has a finite pixel where the model looks (nothing is written).
     """
     out = summary_out = None
     if output is not None:
         out, summary_out = check_outputs(output, overwrite)
     clf = FewShotClassifier(support.embeddings, support.classes, support.class_names, rule, threshold,
                             min_ratio=min_ratio)
-    names = support.class_names
-    allowed = label_names_for(label_mode, [*bundle.class_names, *names])
+    allowed = label_names_for(label_mode, [*bundle.class_names, *support.class_names])
     with CXIReader(path) as reader:
         truth: dict[int, str] | None = None
         if truth_labels is not None or reader.has_labels:
             tidx, tnames = file_labels(reader, label_mode, truth_labels, class_names=allowed)
             truth = {int(i): n for i, n in zip(tidx, tnames, strict=True)}
-        space = choose_label_space(None if truth is None else truth.values(), names, binary)
-        counts = dict.fromkeys(space.classes, 0)
-        if threshold is not None or (min_ratio is not None and min_ratio > 1):
-            counts[UNKNOWN] = 0
-        counts[INVALID] = 0
-        scored_truth: list[str] = []
-        scored_pred: list[str] = []
-        left_out = {"support": 0, "invalid": 0, "unlabelled": 0}
-        n_support = n_invalid = n_shots = 0
-        fh = writer = None
-        tmp = None if out is None else _tmp(out)
-        try:
-            if tmp is not None:
-                fh = open(tmp, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed in finally
-                writer = csv.writer(fh)
-                writer.writerow(["index", "label", "support", *(["class"] if space.binary else []),
-                                 *(f"distance_{n}" for n in names), *(["truth"] if truth is not None else [])])
+        tally = _Tally(choose_label_space(None if truth is None else truth.values(), support.class_names, binary),
+                       support.class_names, truth, unknown=threshold is not None or (min_ratio is not None
+                                                                                     and min_ratio > 1))
+        with _PredictionsCSV(out, tally) as writer:
             for sel, emb, valid in embed_batches(bundle, reader, None, batch_size, on_batch):
                 pred, dist = clf.predict(emb)
                 member = support.is_member(path, sel)
                 for i, p, drow, ok, sup in zip(sel.tolist(), pred.tolist(), dist.numpy(), valid, member, strict=True):
-                    raw = INVALID if not ok else (UNKNOWN if p < 0 else names[p])
-                    label = space.map(raw)
-                    counts[label] = counts.get(label, 0) + 1
-                    n_support += int(sup)
-                    n_invalid += int(not ok)
-                    t = truth.get(i) if truth is not None else None
-                    if t is None:
-                        left_out["unlabelled"] += 1
-                    elif sup:
-                        left_out["support"] += 1
-                    elif not ok:
-                        left_out["invalid"] += 1
-                    else:
-                        scored_truth.append(t)
-                        scored_pred.append(raw)
-                    if writer is not None:
-                        dcells = [f"{v:.6g}" for v in drow] if ok else [""] * len(names)
-                        writer.writerow([i, label, int(sup), *([raw] if space.binary else []), *dcells,
-                                         *([space.map(t) if t else ""] if truth is not None else [])])
-                n_shots += len(sel)
-            if fh is not None:
-                fh.flush()
-                os.fsync(fh.fileno())
-                fh.close()
-        except BaseException:
-            if fh is not None:
-                fh.close()
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
-            raise
-    summary = None
-    if truth is not None:
-        summary = Summary(space, score(scored_truth, scored_pred, space), left_out)
-    result = ClassifyResult(n_shots, counts, None if summary is None or summary.n == 0 else summary.metrics.accuracy,
-                            out, space, summary, n_support, n_invalid, summary_out)
-    if out is not None and summary_out is not None and tmp is not None:
-        doc = {"data": str(path), "predictions": out.name, **(extra or {}), "rule": rule, "min_ratio": min_ratio,
-               "unknown_threshold": threshold, "supports": support.parts, "support_classes": names,
-               "label_space": space.to_dict(), "n_shots": n_shots, "n_support_shots": n_support,
-               "n_invalid": n_invalid, "counts": counts,
-               "summary": None if summary is None else summary.to_dict()}
+                    writer.row(i, drow, *tally.add(i, p, bool(ok), bool(sup)))
+            if tally.n_shots and tally.n_invalid == tally.n_shots:
+                raise InputFileError(f"{path}: no shot has a finite pixel where the model looks ({tally.n_shots} "
+                                     "shots): nothing to classify")
+            summary = tally.summary()
+            if summary_out is not None:
+                doc = {"data": str(path), "predictions": out.name, **(extra or {}), "rule": rule,
+                       "min_ratio": min_ratio, "unknown_threshold": threshold, "supports": support.parts,
+                       "support_classes": support.class_names, "label_space": tally.space.to_dict(),
+                       "n_shots": tally.n_shots, "n_support_shots": tally.n_support, "n_invalid": tally.n_invalid,
+                       "counts": tally.counts, "summary": None if summary is None else summary.to_dict()}
+                writer.commit(summary_out, doc)
+    accuracy = None if summary is None or summary.n == 0 else summary.metrics.accuracy
+    return ClassifyResult(tally.n_shots, tally.counts, accuracy, out, tally.space, summary, tally.n_support,
+                          tally.n_invalid, summary_out)
+
+
+class _Tally:
+    """The answers of a file as they come: counts per answer, what is scored and what is left out (support,
+    invalid, unlabelled shots).
+
+    Args:
+        space: the label space of the answers.
+        names: the support classes (class id → name).
+        truth: shot index → truth label, or None.
+        unknown: the rule can answer ``unknown`` (counted from 0).
+    """
+
+    def __init__(self, space: LabelSpace, names: list[str], truth: dict[int, str] | None, unknown: bool) -> None:
+        self.space, self.names, self.truth = space, names, truth
+        self.counts = dict.fromkeys(space.classes, 0)
+        if unknown:
+            self.counts[UNKNOWN] = 0
+        self.counts[INVALID] = 0
+        self.scored_truth: list[str] = []
+        self.scored_pred: list[str] = []
+        self.left_out = {"support": 0, "invalid": 0, "unlabelled": 0}
+        self.n_shots = self.n_support = self.n_invalid = 0
+
+    def add(self, index: int, pred: int, valid: bool, support: bool) -> tuple[str, str, bool, str | None]:
+        """Count shot ``index`` (class id ``pred``, −1 unknown): (its raw answer, its answer in the label space,
+        whether it is a support, its truth label or None)."""
+        raw = INVALID if not valid else (UNKNOWN if pred < 0 else self.names[pred])
+        label = self.space.map(raw)
+        self.counts[label] = self.counts.get(label, 0) + 1
+        self.n_shots += 1
+        self.n_support += int(support)
+        self.n_invalid += int(not valid)
+        t = self.truth.get(index) if self.truth is not None else None
+        reason = "unlabelled" if t is None else ("support" if support else ("invalid" if not valid else None))
+        if reason is None:
+            self.scored_truth.append(t)
+            self.scored_pred.append(raw)
+        else:
+            self.left_out[reason] += 1
+        return raw, label, support, t
+
+    def summary(self) -> Summary | None:
+        """The scored shots' summary (None without truth labels)."""
+        if self.truth is None:
+            return None
+        return Summary(self.space, score(self.scored_truth, self.scored_pred, self.space), self.left_out)
+
+
+class _PredictionsCSV:
+    """The predictions CSV, written under a temporary name and renamed (with its JSON summary) by :meth:`commit`;
+    removed when the block ends without a commit. ``out`` None: writes nothing."""
+
+    def __init__(self, out: Path | None, tally: _Tally) -> None:
+        self.out, self.tally = out, tally
+        self.tmp = None if out is None else _tmp(out)
+        self.fh: Any = None
+        self.writer: Any = None
+
+    def __enter__(self) -> _PredictionsCSV:
+        if self.tmp is not None:
+            t = self.tally
+            self.fh = open(self.tmp, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed in __exit__/commit
+            self.writer = csv.writer(self.fh)
+            self.writer.writerow(["index", "label", "support", *(["class"] if t.space.binary else []),
+                                  *(f"distance_{n}" for n in t.names), *(["truth"] if t.truth is not None else [])])
+        return self
+
+    def row(self, index: int, distances: np.ndarray, raw: str, label: str, support: bool, truth: str | None) -> None:
+        """One shot's row (distances left empty for an invalid frame)."""
+        if self.writer is None:
+            return
+        t = self.tally
+        cells = [""] * len(t.names) if raw == INVALID else [f"{v:.6g}" for v in distances]
+        self.writer.writerow([index, label, int(support), *([raw] if t.space.binary else []), *cells,
+                              *([t.space.map(truth) if truth else ""] if t.truth is not None else [])])
+
+    def commit(self, summary_out: Path, doc: dict) -> None:
+        """Write the summary JSON beside the CSV, then rename both into place."""
+        assert self.fh is not None and self.tmp is not None and self.out is not None
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
         jtmp = _tmp(summary_out)
         try:
             jtmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
         except BaseException:
             jtmp.unlink(missing_ok=True)
-            tmp.unlink(missing_ok=True)
             raise
-        os.replace(tmp, out)
+        os.replace(self.tmp, self.out)
         os.replace(jtmp, summary_out)
-    return result
+        self.tmp = None
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fh is not None:
+            self.fh.close()
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)

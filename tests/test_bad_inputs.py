@@ -143,14 +143,6 @@ XFAIL = {
                                 "another branch"),
     "study": pytest.mark.xfail(strict=True, reason="fixed in spinet/study.py (load_study: UnicodeDecodeError) by "
                                "another branch"),
-    "train": pytest.mark.xfail(strict=True, reason="fixed in spinet/train.py (the run folder is made before the "
-                               "training data are opened) by another branch"),
-    "classify": pytest.mark.xfail(strict=True, reason="fixed in cli/classify.py (DATA is opened only after the support "
-                                  "set is built and reported on stderr) by another branch"),
-    "nan_train": pytest.mark.xfail(strict=True, reason="fixed in spinet/data.py (frames without a finite pixel are "
-                                   "trained on: loss = margin, a confident model of nothing) by another branch"),
-    "nan_classify": pytest.mark.xfail(strict=True, reason="fixed in spinet/inference.py (NaN shots get a class: all "
-                                      "'single' here) by another branch"),
 }
 
 CASES: dict[str, Case | tuple[Case, pytest.MarkDecorator]] = {
@@ -214,12 +206,12 @@ CASES: dict[str, Case | tuple[Case, pytest.MarkDecorator]] = {
     "train: config wrong type": Case(["train", "{out}/c.yaml", "--data", "{good}", "--out", "{out}/run",
                                       "--no-progress"], "train.epochs", ["run"],
                                      write={"c.yaml": b"train: {epochs: ten}\n"}),
-    "train: missing data file": (Case(["train", "--data", "{dir}/nope.h5", "--out", "{out}/run", "--no-progress"],
-                                      "nope.h5", ["run"]), XFAIL["train"]),
-    "train: a folder as data": (Case(["train", "--data", "{folder}", "--out", "{out}/run", "--no-progress"],
-                                     "a folder", ["run"]), XFAIL["train"]),
-    "train: NaN frames": (Case(["train", "--data", "{nan}", "--out", "{out}/run", "--no-progress", "--epochs",
-                                "1"], "finite", ["run"]), XFAIL["nan_train"]),
+    "train: missing data file": Case(["train", "--data", "{dir}/nope.h5", "--out", "{out}/run", "--no-progress"],
+                                      "nope.h5", ["run"]),
+    "train: a folder as data": Case(["train", "--data", "{folder}", "--out", "{out}/run", "--no-progress"],
+                                     "a folder", ["run"]),
+    "train: NaN frames": Case(["train", "--data", "{nan}", "--out", "{out}/run", "--no-progress", "--epochs",
+                               "1"], "finite", ["run"]),
     "train: unknown source option": Case(["train", "--data", "{good},colour=red", "--out", "{out}/run",
                                           "--no-progress"], "bad source option", ["run"]),
     "train: --set without =": Case(["train", "--data", "{good}", "--set", "train.epochs", "--out", "{out}/run",
@@ -231,10 +223,10 @@ CASES: dict[str, Case | tuple[Case, pytest.MarkDecorator]] = {
                                         "-o", "{out}/p.csv"], "is not a spinet checkpoint", ["p.csv"]),
     "classify: missing model": Case(["classify", "{dir}/nope.pt", "{good}", "--support-from", "{good}", "-k", "1",
                                      "-o", "{out}/p.csv"], "no such model file", ["p.csv"]),
-    "classify: missing data": (Case(["classify", "{checkpoint}", "{dir}/nope.h5", "--support-from", "{good}", "-k",
-                                     "1", "-o", "{out}/p.csv"], "nope.h5", ["p.csv"]), XFAIL["classify"]),
-    "classify: NaN frames": (Case(["classify", "{checkpoint}", "{nan}", "--support-from", "{good}", "-k", "1",
-                                   "-o", "{out}/p.csv"], "finite", ["p.csv"]), XFAIL["nan_classify"]),
+    "classify: missing data": Case(["classify", "{checkpoint}", "{dir}/nope.h5", "--support-from", "{good}", "-k",
+                                     "1", "-o", "{out}/p.csv"], "nope.h5", ["p.csv"]),
+    "classify: NaN frames": Case(["classify", "{checkpoint}", "{nan}", "--support-from", "{good}", "-k", "1",
+                                   "-o", "{out}/p.csv"], "finite", ["p.csv"]),
     "classify: support labels not UTF-8": Case(["classify", "{checkpoint}", "{good}", "--support", "{good}",
                                                 "--support-labels", "{latin1_labels}", "-o", "{out}/p.csv"],
                                                "utf-8", ["p.csv"]),
@@ -242,8 +234,8 @@ CASES: dict[str, Case | tuple[Case, pytest.MarkDecorator]] = {
                                          "-o", "{out}/p.csv"], "without best.pt", ["p.csv"]),
     "classify: ratio below 1": Case(["classify", "{checkpoint}", "{good}", "--support-from", "{good}", "-k", "1",
                                      "--min-ratio", "0.5", "-o", "{out}/p.csv"], "--min-ratio", ["p.csv"]),
-    "classify: corrupt data": (Case(["classify", "{checkpoint}", "{corrupt}", "--support-from", "{good}", "-k", "1",
-                                     "-o", "{out}/p.csv"], "not a readable HDF5 file", ["p.csv"]), XFAIL["classify"]),
+    "classify: corrupt data": Case(["classify", "{checkpoint}", "{corrupt}", "--support-from", "{good}", "-k", "1",
+                                     "-o", "{out}/p.csv"], "not a readable HDF5 file", ["p.csv"]),
     "classify: support k of zero": Case(["classify", "{checkpoint}", "{good}", "--support", "{good},k=0",
                                          "-o", "{out}/p.csv"], "k must be >= 1", ["p.csv"]),
     "classify: support k beyond a class": Case(["classify", "{checkpoint}", "{good}", "--support", "{good},k=50",

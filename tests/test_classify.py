@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from cli.main import spi
 from spinet.checkpoint import ModelBundle
 from spinet.config import Config
-from spinet.inference import SupportSpec, build_support, build_supports, classify_file
+from spinet.inference import SupportSpec, build_support, build_supports, classify_file, require_data
 from spinet.labelspace import LabelSpace, Summary, choose_label_space, score
 from spinet.synthetic import write_toy_dataset
 from spinet.train import train
@@ -244,6 +244,20 @@ def test_a_frame_without_finite_pixels_is_invalid_and_non_finite_pixels_are_mask
     (tmp_path / "s.csv").write_text("index,label\n0,single\n2,multi\n")
     with pytest.raises(InputFileError, match="support shot 0 .* has no finite pixel"):
         build_support(bundle, data, labels=tmp_path / "s.csv")
+    # a file where no frame has a finite pixel: nothing to classify, and nothing written
+    assert require_data(bundle, data) == 40
+    empty = tmp_path / "empty.cxi"
+    with h5py.File(empty, "w") as f:
+        f["entry_1/data_1/data"] = np.where(np.arange(frame.size).reshape(frame.shape) % 2, np.nan, np.inf).repeat(
+            3, axis=0).astype(np.float32)
+        det = f.create_group("entry_1/instrument_1/detector_1")
+        det["pixel_position"] = pos
+        det["mask"] = mask.astype(np.uint8)
+    for check in (lambda: require_data(bundle, empty),
+                  lambda: classify_file(bundle, empty, sup, output=tmp_path / "e.csv")):
+        with pytest.raises(InputFileError, match=r"empty.cxi: no shot has a finite pixel .* \(3 shots\)"):
+            check()
+    assert not (tmp_path / "e.csv").exists() and not (tmp_path / "e.csv.tmp").exists()
 
 
 def test_exports_keep_matching_with_non_finite_pixels(env, tmp_path):
@@ -257,7 +271,9 @@ def test_exports_keep_matching_with_non_finite_pixels(env, tmp_path):
     frames[2] = float("nan")
     ref = inference_module(bundle)(frames).detach()
     assert torch.isfinite(ref).all()
-    ts = torch.jit.load(str(export_model(env["model"], "torchscript", tmp_path / "m.ts.pt")))
+    ts_path = export_model(env["model"], "torchscript", tmp_path / "m.ts.pt")
+    with pytest.warns(DeprecationWarning, match="torch.jit.load"):  # the warning is torch's own (recent torch)
+        ts = torch.jit.load(str(ts_path))
     assert torch.allclose(ts(frames), ref, atol=1e-6)
     assert check_onnx(export_model(env["model"], "onnx", tmp_path / "m.onnx"), bundle, frames) < 1e-5
 
@@ -352,3 +368,23 @@ def test_estimate_from_the_supports_adabn_and_selection(env, tmp_path):
     assert doc["summary"]["n_scored"] == 32 and doc["summary"]["not_scored"]["support"] == 8
     bad = _run(d / "best.pt", env["test"], "--select", "--support", sup)
     assert bad.exit_code != 0 and "run folder" in bad.output
+
+
+def test_run_classify_is_spi_classify_without_click(env, tmp_path):
+    """spinet.classify.run_classify does the work of spi classify: plain arguments, a message sink, a progress
+    callback; DATA is checked before any support is built."""
+    from spinet.classify import run_classify
+
+    lines, steps, totals = [], [], []
+    specs = [SupportSpec.parse(f"{env['train']},k=3", seed=2)]
+    done = run_classify(env["model"], env["test"], specs, rule="auto", output=tmp_path / "p.csv", batch_size=16,
+                        say=lines.append, progress=steps.append, on_start=totals.append)
+    assert totals == [40] and sum(steps) == 40 and len(steps) == 3
+    assert done.result.n_shots == 40 and done.selection is not None and done.rule == done.selection.chosen.rule
+    assert any(line.startswith(f"support from {env['train']}: no_hit 3, single 3") for line in lines), lines
+    cli = _run(env["model"], env["test"], "--support", f"{env['train']},k=3,seed=2", "--rule", done.rule, "-o",
+               tmp_path / "q.csv", "--batch-size", 16)
+    assert cli.exit_code == 0, cli.output
+    assert _rows(tmp_path / "q.csv") == _rows(tmp_path / "p.csv")
+    with pytest.raises(InputFileError, match="nope.h5"):
+        run_classify(env["model"], tmp_path / "nope.h5", [SupportSpec(Path("/no/support.h5"))])

@@ -95,7 +95,7 @@ def test_the_last_line_fits_the_command(tmp_path, monkeypatch, name, argv):
     def interrupted(*args, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(spinet.train, "train", interrupted)
+    monkeypatch.setattr(spinet.train, "run_training", interrupted)  # what spi train runs
     monkeypatch.setattr(spinet.speed, "default_bundle", interrupted)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "x.h5").write_bytes(b"")

@@ -190,6 +190,37 @@ def test_dataset_keys_workers_and_augmentation_seed(toy_file):
         assert torch.equal(a, b) and torch.equal(ya, yb)
 
 
+def test_a_training_frame_without_finite_pixels_is_an_error_naming_the_shot(toy_file, tmp_path):
+    """Training on an empty frame would teach the network an empty image under a class's name: reading one is an
+    InputFileError naming the shot (augmented or not, in a DataLoader worker too: one line); a frame with some
+    finite pixels is read as usual (the others masked)."""
+    from spinet.train import _one_line_errors
+
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(toy_file.read_bytes())
+    with h5py.File(bad, "r+") as f:
+        data = f["/entry_1/data_1/data"]
+        data[5] = np.full(data.shape[1:], np.nan, np.float32)
+        half = data[6]
+        half[..., : half.shape[-1] // 2] = np.inf
+        data[6] = half
+    with CXIReader(bad) as r:
+        pos, mask, shape = r.pixel_position, r.mask, r.frame_shape
+        idx, names = file_labels(r)
+    cls = np.array([HIT_TYPES.index(n) for n in names])
+    pre = PreprocessConfig(input_size=16)
+    ds = ShotDataset([FileShots(bad, idx, cls, ShotTransform(pre, AugmentConfig(), shape, pos, mask))])
+    assert torch.isfinite(ds[6][0]).all() and torch.isfinite(ds[(6, 3)][0]).all()
+    message = rf"{bad}: shot 5 has no finite pixel where the model looks"
+    for key in (5, (5, 3)):
+        with pytest.raises(InputFileError, match=message):
+            ds[key]
+    for workers in (0, 1):
+        with pytest.raises(InputFileError, match=message) as err:
+            list(_one_line_errors(iter(DataLoader(ds, batch_sampler=[[4, 6], [5, 7]], num_workers=workers))))
+        assert len(str(err.value).splitlines()) == 1, str(err.value)
+
+
 def test_stream_with_toy_simulator_in_order_across_workers():
     sim = ToySimulator(seed=4)
     t = ShotTransform(PreprocessConfig(input_size=16), None, sim.frame_shape, sim.pixel_position, sim.mask)

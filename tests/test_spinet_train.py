@@ -24,7 +24,7 @@ from spinet.inference import build_support, classify_file
 from spinet.synthetic import ToySimulator, write_toy_dataset
 from spinet.train import _epoch_batches, prepare_data, train
 from spisim.cxi import CXIReader
-from spisim.errors import InputFileError
+from spisim.errors import ConfigError, InputFileError
 
 TINY_MODEL = {"channels": [4, 8], "hidden": 32, "embedding_dim": 16}
 
@@ -133,7 +133,9 @@ def test_checkpoint_round_trip_and_exports_give_identical_embeddings(trained, fi
     )
     again = ModelBundle.load(tmp_path / "copy.pt")
     assert torch.equal(inference_module(again)(frames).detach(), emb)
-    ts = torch.jit.load(str(export_model(trained.out / "best.pt", "torchscript", tmp_path / "m.ts.pt")))
+    ts_path = export_model(trained.out / "best.pt", "torchscript", tmp_path / "m.ts.pt")
+    with pytest.warns(DeprecationWarning, match="torch.jit.load"):  # the warning is torch's own (recent torch)
+        ts = torch.jit.load(str(ts_path))
     assert torch.allclose(ts(frames), emb, atol=1e-6)
     onnx_path = export_model(trained.out / "best.pt", "onnx", tmp_path / "m.onnx")
     assert check_onnx(onnx_path, bundle, frames) < 1e-5
@@ -159,12 +161,19 @@ def test_resume_continues_identically(files, tmp_path, miner):
         loss={"miner": miner},
         data={"batches_per_epoch": 3},
     )
-    straight = train(config(tmp_path / "a", files["train"], train={"epochs": 3}, **kw))
-    first = train(config(tmp_path / "b", files["train"], train={"epochs": 1}, **kw))
+    straight = train(config(tmp_path / "a", files["train"], train={"epochs": 3, "keep_every": 2}, **kw))
+    first = train(config(tmp_path / "b", files["train"], train={"epochs": 1, "keep_every": 2}, **kw))
     assert first.epochs_run == 1
-    resumed = train(config(tmp_path / "b", files["train"], train={"epochs": 3}, **kw), resume=True)
+    resumed = train(config(tmp_path / "b", files["train"], train={"epochs": 3, "keep_every": 2}, **kw), resume=True)
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    # only last.pt, what --resume continues from, carries the optimizer state; best.pt and kept epochs do not
+    assert "optimizer_state" in a and "optimizer_state" in b
+    kept = sorted(p.name for p in (tmp_path / "a" / "epochs").iterdir())
+    assert kept == ["epoch-002.pt", "epoch-003.pt"]
+    for path in [tmp_path / "a" / "best.pt", tmp_path / "b" / "best.pt", *(tmp_path / "a" / "epochs").iterdir()]:
+        doc = torch.load(path, weights_only=True)
+        assert "optimizer_state" not in doc and doc["model_state"].keys() == a["model_state"].keys(), path
     assert a["model_state"].keys() == b["model_state"].keys()
     for k in a["model_state"]:
         assert torch.equal(a["model_state"][k], b["model_state"][k]), k
@@ -172,6 +181,32 @@ def test_resume_continues_identically(files, tmp_path, miner):
     assert [h["val_accuracy"] for h in straight.history] == [h["val_accuracy"] for h in resumed.history]
     # and the training really moved the weights
     assert straight.history[0]["train_loss"] != straight.history[-1]["train_loss"]
+
+
+def test_run_training_without_click_reports_steps_and_leaves_no_folder_for_bad_data(files, tmp_path):
+    """spinet.train.run_training is what spi train runs: plain arguments, a message sink and a progress callback;
+    the data are checked before the run folder is made."""
+    from spinet.train import run_training
+
+    out = tmp_path / "run"
+    overrides = {"data.sources": [{"path": str(files["train"])}], "train.out": str(out), "train.epochs": 2,
+                 "data.batches_per_epoch": 3, "preprocess.input_size": 16, "train.tensorboard": False,
+                 "train.patience": 0, **{f"model.{k}": v for k, v in TINY_MODEL.items()}}
+    lines, steps, totals = [], [], []
+    res = run_training(None, overrides, say=lines.append, progress=steps.append, on_start=totals.append)
+    assert res.epochs_run == 2 and totals == [6] and steps == [1] * 6
+    assert sum("epoch " in line and "validation accuracy" in line for line in lines) == 2, lines
+    with pytest.raises(ConfigError, match="already holds a run"):
+        run_training(None, overrides)
+    res = run_training(None, {"train.out": str(out), "train.epochs": 3, "train.progress": False}, resume=True,
+                       say=lines.append, progress=steps.append, on_start=totals.append)
+    assert res.epochs_run == 3 and totals == [6] and len(steps) == 6  # train.progress off: no calls
+    with pytest.raises(ConfigError, match="cannot change train.lr"):
+        run_training(None, {"train.out": str(out), "train.lr": 0.5}, resume=True)
+    bad = {**overrides, "data.sources": [{"path": str(tmp_path / "nope.h5")}], "train.out": str(tmp_path / "bad")}
+    with pytest.raises(InputFileError, match="nope.h5"):
+        run_training(None, bad, say=lines.append)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_live_simulation_training_and_mixed_batches(files, tmp_path):

@@ -239,6 +239,16 @@ def test_parse_support_and_source():
             parse_support(bad)
     with pytest.raises(ConfigError, match="label file once"):
         parse_support("s.h5,labels=a.csv", "b.csv")
+    # one parser for spi classify and spi stream: -k and --seed are defaults for the keys a value does not give
+    from spinet.inference import SupportSpec
+
+    assert parse_support == SupportSpec.parse
+    assert SupportSpec.parse("s.h5,k=2", k=7, seed=3) == SupportSpec(Path("s.h5"), None, 2, 3)
+    assert SupportSpec.parse("s.h5,seed=9", k=7) == SupportSpec(Path("s.h5"), None, 7, 9)
+    for bad, what in (("s.h5,seed=x", "seed must be an integer"), (",k=2", "empty file name"),
+                      ("s.h5,seed=1,seed=2", "repeated option")):
+        with pytest.raises(ConfigError, match=what):
+            SupportSpec.parse(bad)
     assert isinstance(parse_source("karabo://tcp://host:4545"), KaraboSource)
     assert isinstance(parse_source("zmq://tcp://host:4545", socket="pull"), ZmqSource)
     for bad in ("http://x", "karabo://host:12", "zmq://tcp://host:port", "replay:x.h5?speed=3"):

@@ -20,6 +20,7 @@ from cli.main import spi
 from spinet.checkpoint import ModelBundle
 from spinet.inference import build_support, classify_file
 from spinet.synthetic import write_toy_dataset
+from spisim.cxi import CXIReader
 from spisim.labels import read_label_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,6 +76,28 @@ def test_commands_are_registered_and_bad_sources_are_one_line_errors(files):
     assert "stream " in out and "serve " in out
     res = CliRunner().invoke(spi, stream_args(files, "http://nowhere:1", files["dir"] / "x.csv"))
     assert res.exit_code == 1 and "expected karabo://tcp://HOST:PORT" in res.output and "Traceback" not in res.output
+
+
+def test_support_is_repeatable_as_in_classify(files, tmp_path):
+    """Two --support files with their own labels and k (one parser, spinet.inference.SupportSpec.parse): the classes
+    are the union; --support-labels goes with exactly one --support."""
+    labels = tmp_path / "binary.csv"
+    with CXIReader(files["data"]) as r:
+        codes = r.hit_type[:40]
+    labels.write_text("index,label\n" + "".join(f"{i},{'single' if c == 1 else 'not_single'}\n"
+                                                for i, c in enumerate(codes)))
+    log = tmp_path / "log.csv"
+    args = ["stream", str(files["model"]), "--source", f"replay:{files['data']}", "--support",
+            f"{files['support']},k=3", "--support", f"{files['data']},labels={labels},k=2,seed=4", "--max-shots", "8",
+            "-o", str(log), "--threads", "1"]
+    res = CliRunner().invoke(spi, args)
+    assert res.exit_code == 0, res.output
+    assert res.stderr.count("support from ") == 2, res.stderr
+    assert "not_single 2" in res.stderr and "multi 3" in res.stderr
+    header = log.read_text().splitlines()[0]
+    assert "not_single" in header and "multi" in header, header
+    res = CliRunner().invoke(spi, [*args, "--support-labels", str(labels)])
+    assert res.exit_code == 2 and "--support-labels goes with exactly one --support" in res.output
 
 
 @pytest.mark.slow

@@ -14,12 +14,16 @@ Modules:
 ``docs/stream.md`` describes the commands, the message formats and every option.
 """
 
-from .engine import FrameClassifier, Geometry, SupportSpec, load_support, parse_support
+from ..inference import SupportSpec
+from .engine import FrameClassifier, Geometry
 from .messages import MalformedMessage, Shot
 from .runner import StreamOptions, StreamRunner
 from .serve import BeamlineServer, ShotBuffer, file_buffer, simulate_buffer
 from .sinks import Publisher, ResultLog, VetoList
 from .sources import ArraySource, KaraboSource, ReplaySource, Source, ZmqSource, parse_source
+
+parse_support = SupportSpec.parse
+"""One ``--support`` value (:meth:`spinet.inference.SupportSpec.parse`, the parser of spi classify too)."""
 
 __all__ = [
     "ArraySource",
@@ -40,7 +44,6 @@ __all__ = [
     "VetoList",
     "ZmqSource",
     "file_buffer",
-    "load_support",
     "parse_source",
     "parse_support",
     "simulate_buffer",

@@ -34,55 +34,10 @@ from ..checkpoint import ModelBundle
 from ..data import UNKNOWN
 from ..export import InferenceModule, export_onnx, inference_module
 from ..fewshot import FewShotClassifier, log_distance_ratio
-from ..inference import SupportSet, build_support
+from ..inference import SupportSet
 from ..preprocess import Preprocessor
 
 RUNTIMES = ("torch", "onnx")
-
-
-@dataclass(frozen=True)
-class SupportSpec:
-    """Where the support set comes from: a labelled file, its label file, and k shots per class (None: all)."""
-
-    path: Path
-    labels: Path | None = None
-    k: int | None = None
-
-
-def parse_support(value: str, labels: str | Path | None = None, k: int | None = None) -> SupportSpec:
-    """One ``--support`` value: ``FILE[,labels=L][,k=K]`` (the separate ``--support-labels`` and ``-k`` apply
-    where the value does not set them).
-
-    Raises:
-        ConfigError: an unknown or repeated field, a bad k, or labels/k given twice.
-    """
-    path, *fields = str(value).split(",")
-    if not path:
-        raise ConfigError(f"--support {value!r}: expected FILE[,labels=L][,k=K]")
-    opts: dict[str, str] = {}
-    for f in fields:
-        name, eq, v = f.partition("=")
-        if not eq or name not in ("labels", "k") or name in opts:
-            raise ConfigError(f"--support {value!r}: expected FILE[,labels=L][,k=K], got field {f!r}")
-        opts[name] = v
-    if "labels" in opts and labels is not None:
-        raise ConfigError("give the support's label file once: in --support FILE,labels=L or --support-labels")
-    if "k" in opts and k is not None:
-        raise ConfigError("give k once: in --support FILE,k=K or -k")
-    if "k" in opts:
-        try:
-            k = int(opts["k"])
-        except ValueError:
-            raise ConfigError(f"--support {value!r}: k must be a positive integer") from None
-        if k < 1:
-            raise ConfigError(f"--support {value!r}: k must be a positive integer")
-    lab = opts.get("labels", labels)
-    return SupportSpec(Path(path), None if lab is None else Path(lab), k)
-
-
-def load_support(bundle: ModelBundle, spec: SupportSpec, *, seed: int = 0, label_mode: str = "hit_type") -> SupportSet:
-    """Embed the support set of ``spec`` (:func:`spinet.inference.build_support`)."""
-    return build_support(bundle, spec.path, labels=spec.labels, k=spec.k, seed=seed, label_mode=label_mode)
 
 
 @dataclass(frozen=True)
