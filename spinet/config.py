@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from spisim.errors import ConfigError, InputFileError
+from spisim.errors import ConfigError
 
 from .fewshot import RULES
 
@@ -439,14 +439,11 @@ class Config:
 
 
 def load_config(path: str | Path) -> Config:
-    """Read a YAML config file (missing sections take their defaults)."""
+    """Read a YAML config file (UTF-8; missing sections take their defaults)."""
+    from spisim.schema import read_yaml
+
     path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"no such config file: {path}")
-    try:
-        d = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    d = read_yaml(path, "config file")
     if d is not None and not isinstance(d, dict):
         raise ConfigError(f"{path} must hold a mapping of sections (preprocess, model, data, train ...)")
     return Config.from_dict(d)

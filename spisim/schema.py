@@ -23,9 +23,10 @@ import dataclasses
 import difflib
 import math
 from dataclasses import field
+from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, InputFileError
 from .units import NUMBER, format_quantity, parse_quantity
 
 
@@ -42,6 +43,38 @@ def did_you_mean(word: str, options: Any) -> str:
     """``' (did you mean X?)'`` for the option closest to ``word`` (difflib ratio ≥ 0.6), else ``''``."""
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" (did you mean {close[0]}?)" if close else ""
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """The text of a UTF-8 file: InputFileError when there is none, ConfigError when it is not UTF-8."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputFileError(f"{what} {p} is a directory, not a file")
+    if not p.is_file():
+        raise InputFileError(f"no such {what}: {p}")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+
+
+def parse_yaml(text: str, source: str, loader: Any = None) -> Any:
+    """YAML ``text`` parsed (``yaml.safe_load``, or ``loader``); ConfigError ``SOURCE: not valid YAML at line N:
+    PROBLEM`` for a syntax error."""
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=loader or yaml.SafeLoader)  # noqa: S506 - SafeLoader or a subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+
+
+def read_yaml(path: str | Path, what: str = "file") -> Any:
+    """A YAML file (UTF-8) parsed: one home for reading configuration files (manifests, studies, training
+    configs); errors as :func:`read_text` and :func:`parse_yaml` give them."""
+    return parse_yaml(read_text(path, what), str(path))
 
 
 def key_path(where: str, name: str) -> str:

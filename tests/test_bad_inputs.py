@@ -139,10 +139,6 @@ class Case:
 
 
 XFAIL = {
-    "config": pytest.mark.xfail(strict=True, reason="fixed in spinet/config.py (load_config: UnicodeDecodeError) by "
-                                "another branch"),
-    "study": pytest.mark.xfail(strict=True, reason="fixed in spinet/study.py (load_study: UnicodeDecodeError) by "
-                               "another branch"),
     "train": pytest.mark.xfail(strict=True, reason="fixed in spinet/train.py (the run folder is made before the "
                                "training data are opened) by another branch"),
     "classify": pytest.mark.xfail(strict=True, reason="fixed in cli/classify.py (DATA is opened only after the support "
@@ -207,8 +203,8 @@ CASES: dict[str, Case | tuple[Case, pytest.MarkDecorator]] = {
     "show: negative per-class": Case(["show", "{good}", "-o", "{out}/p.png", "--per-class", "-2"], "--per-class",
                                      ["p.png"]),
     # ------------------------------------------------------------------ train
-    "train: config not UTF-8": (Case(["train", "{latin1_config}", "--data", "{good}", "--out", "{out}/run",
-                                      "--no-progress"], "UTF-8", ["run"]), XFAIL["config"]),
+    "train: config not UTF-8": Case(["train", "{latin1_config}", "--data", "{good}", "--out", "{out}/run",
+                                     "--no-progress"], "UTF-8", ["run"]),
     "train: config unknown key": Case(["train", "{out}/c.yaml", "--data", "{good}", "--out", "{out}/run",
                                        "--no-progress"], "epochz", ["run"], write={"c.yaml": b"train: {epochz: 2}\n"}),
     "train: config wrong type": Case(["train", "{out}/c.yaml", "--data", "{good}", "--out", "{out}/run",
@@ -249,8 +245,8 @@ CASES: dict[str, Case | tuple[Case, pytest.MarkDecorator]] = {
     "classify: support k beyond a class": Case(["classify", "{checkpoint}", "{good}", "--support", "{good},k=50",
                                                 "-o", "{out}/p.csv"], "k", ["p.csv"]),
     # ------------------------------------------------------------------ evaluate
-    "evaluate: study not UTF-8": (Case(["evaluate", "{latin1_study}", "-o", "{out}/rep", "--dry-run"], "UTF-8",
-                                       ["rep"]), XFAIL["study"]),
+    "evaluate: study not UTF-8": Case(["evaluate", "{latin1_study}", "-o", "{out}/rep", "--dry-run"], "UTF-8",
+                                      ["rep"]),
     "evaluate: missing study": Case(["evaluate", "{dir}/nope.yaml", "-o", "{out}/rep"], "nope.yaml", ["rep"]),
     "evaluate: a folder as study": Case(["evaluate", "{folder}", "-o", "{out}/rep"], "is a directory", ["rep"]),
     "evaluate: unknown top key": Case(["evaluate", "{out}/s.yaml", "-o", "{out}/rep"], "colour", ["rep"],

@@ -151,8 +151,8 @@ def test_a_valid_study_parses(base):
 
 
 @pytest.mark.parametrize("change, match", [
-    (lambda r: r.update(modles=[]), r"unknown key 'modles' \(did you mean 'models'\?\)"),
-    (lambda r: r["datasets"]["a"].update(labls="x"), r"datasets.a: unknown key 'labls' \(did you mean 'labels'\?\)"),
+    (lambda r: r.update(modles=[]), r"unknown key 'modles' \(did you mean models\?\)"),
+    (lambda r: r["datasets"]["a"].update(labls="x"), r"datasets.a: unknown key 'labls' \(did you mean labels\?\)"),
     (lambda r: r["sources"].update(s=["b:train"]), r"b:train needs datasets.b.test_fraction > 0"),
     (lambda r: r["sources"].update(s=["c"]), r"no dataset 'c'"),
     (lambda r: r["sources"].update(s=[{"data": "a:train", "per_class": "q"}]), r"per_class must be an integer"),
@@ -196,7 +196,7 @@ def test_parameters(base, tmp_path):
     raw["parameters"] = {"real_data": None, "frac": 0.5}
     raw["datasets"]["a"] = {"path": "${real_data}", "test_fraction": "${frac}"}
     _expect(raw, tmp, r"parameter real_data is not set \(used by datasets.a.path\): pass --param real_data=VALUE")
-    _expect(raw, tmp, r"unknown parameter 'real_dat' \(did you mean 'real_data'\?\)", {"real_dat": "x"})
+    _expect(raw, tmp, r"unknown parameter 'real_dat' \(did you mean real_data\?\)", {"real_dat": "x"})
     s = parse_study(raw, base_dir=tmp, params={"real_data": "r.h5", "frac": 0.25})
     assert s.datasets["a"].test_fraction == 0.25 and s.parameters == {"real_data": "r.h5", "frac": 0.25}
     with pytest.raises(InputFileError, match="datasets.a.path: no such file 'nothere.h5'"):
@@ -449,12 +449,12 @@ def test_human_baseline_is_validated(base):
         ({"name": "alice", "results": "nothere.results.json", "test": "t"},
          r"human\[0\].results: no such file 'nothere.results.json'"),
         ({"name": "alice", "results": path.name, "test": "tt"},
-         r"human\[0\].test: no test set 'tt' \(did you mean 't'"),
+         r"human\[0\].test: no test set 'tt' \(did you mean t\?"),
         ({"name": "alice", "results": "broken.results.json", "test": "t"}, r"human\[0\].results: .* is not valid JSON"),
         ({"name": "alice", "results": "other.results.json", "test": "t"}, r"needs confusion, a 2×2 matrix"),
         ({"name": "cnn", "results": path.name, "test": "t"}, r"human: names must differ"),
         ({"name": "alice", "results": path.name}, r"human\[0\].test: missing"),
-        ({"name": "alice", "results": path.name, "tst": "t"}, r"unknown key 'tst' \(did you mean 'test'\?\)"),
+        ({"name": "alice", "results": path.name, "tst": "t"}, r"unknown key 'tst' \(did you mean test\?\)"),
     ]:
         _expect({**raw, "human": [entry]}, tmp, match)
     s = parse_study({**raw, "human": [{"name": "alice", "results": path.name, "test": "t"}]}, base_dir=tmp)
