@@ -270,11 +270,11 @@ def test_config_round_trip_and_errors(tmp_path):
     assert cfg.data.sources[0].weight == 2.0 and cfg.model.arch == "residual"
     save_config(cfg, tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == cfg
-    with pytest.raises(ConfigError, match="unknown config key rotaton in augment"):
+    with pytest.raises(ConfigError, match=r"augment.rotaton: unknown key \(did you mean rotation\?\)"):
         Config.from_dict({"augment": {"rotaton": 3}})
-    with pytest.raises(ConfigError, match="train.epochs must be an integer"):
+    with pytest.raises(ConfigError, match="train.epochs: expected a plain number"):
         Config.from_dict({"train": {"epochs": "many"}})
-    with pytest.raises(ConfigError, match="loss.miner must be one of"):
+    with pytest.raises(ConfigError, match="loss.miner: 'hardest' is not one of"):
         Config.from_dict({"loss": {"miner": "hardest"}})
     with pytest.raises(ConfigError, match="exactly one of path"):
         Config.from_dict({"data": {"sources": [{"weight": 1}]}})
