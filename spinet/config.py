@@ -362,3 +362,8 @@ def load_config(path: str | Path) -> Config:
 def save_config(config: Config, path: str | Path) -> None:
     """Write a config as YAML."""
     Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+if __name__ == "__main__":  # python -m spinet.config: the key tables of docs/spinet.md
+    for _name in SECTIONS:
+        print(f"### `{_name}`\n\n{reference_markdown(_name)}")

@@ -324,3 +324,16 @@ def test_non_finite_pixels_are_masked_per_frame(geom):
     w = torch.ones_like(x)
     torch.testing.assert_close(pre.assemble_weighted(x, w)[0], img)
     assert torch.equal(pre.assemble_weighted(x, w)[1], valid)
+
+
+def test_the_config_reference_in_the_docs_is_the_schema():
+    """docs/spinet.md's key tables are generated from spinet/config.py's declarations (python -m spinet.config)."""
+    from pathlib import Path
+
+    from spinet.config import SECTIONS, reference_markdown
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "spinet.md").read_text(encoding="utf-8")
+    for name in SECTIONS:
+        section = doc.split(f"### `{name}`\n", 1)[1].split("\n#", 1)[0]  # up to the next heading
+        assert reference_markdown(name) in section, \
+            f"docs/spinet.md: the {name} table is out of date: paste `python -m spinet.config`"
