@@ -162,7 +162,8 @@ def test_a_valid_study_parses(base):
     (lambda r: r["tests"]["t"].update(sweep={"missing": [0.5]}), r"unknown key 'missing'"),
     (lambda r: r["models"].append({"kind": "cnn"}), r"names must be unique"),
     (lambda r: r["models"].append({"kind": "svm"}), r"kind must be one of siamese, cnn, resnet, classical"),
-    (lambda r: r["models"][0].update(config={"model": {"arch": "vgg"}}), r"models\[0\].config: model.arch must be"),
+    (lambda r: r["models"][0].update(config={"model": {"arch": "vgg"}}),
+     r"models\[0\].config: model.arch: 'vgg' is not one of"),
     (lambda r: r["models"][0].update(config={"train": {"seed": 3}}), r"train.seed is set by the study"),
     (lambda r: r["models"][1].update(config={"epochs": 0}), r"models\[1\].config.epochs must be >= 1"),
     (lambda r: r["models"][2].update(config={"method": "svm"}), r"logistic or gbt"),
@@ -170,7 +171,7 @@ def test_a_valid_study_parses(base):
     (lambda r: r["datasets"]["a"].update(rename={"x": 3}), r"datasets.a.rename.x must be a non-empty string"),
     (lambda r: r["models"][1].update(sources=["z"]), r"models\[1\].sources: no training source 'z'"),
     (lambda r: r.update(seeds=[1, 1]), r"seeds has duplicates"),
-    (lambda r: r.update(preprocess={"scale": "cube"}), r"preprocess.scale must be one of"),
+    (lambda r: r.update(preprocess={"scale": "cube"}), r"preprocess.scale: 'cube' is not one of"),
     (lambda r: r.update(evaluation={"device": "tpu"}), r"evaluation.device must be"),
     (lambda r: r.update(evaluation={"plot_k": 7}), r"plot_k 7 is not one of k_shots"),
     (lambda r: r["models"].append({"name": "k", "kind": "siamese", "rule": "knn", "embedding": "cnn"}),
@@ -715,3 +716,12 @@ def test_sim_to_real_models_at_toy_size(tmp_path):
     targets = md.split("## Targets on single / not_single tests")[1].split("##")[0]
     rows = [line for line in targets.splitlines() if line.startswith("| siamese")]
     assert len(rows) == 4 and all("| 4 |" in line for line in rows)  # one per Siamese model, at k = 4 (<= 5)
+
+
+def test_the_evaluation_keys_in_the_docs_are_the_schema():
+    """docs/evaluation.md's `evaluation` table is generated from spinet.study.spec.EvaluationSpec."""
+    from spinet.study import EvaluationSpec
+    from spisim.schema import reference_table
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "evaluation.md").read_text(encoding="utf-8")
+    assert reference_table(EvaluationSpec) in doc, "docs/evaluation.md: the evaluation table is out of date"

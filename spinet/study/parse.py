@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from spisim.errors import ConfigError
-from spisim.schema import did_you_mean, read_text, read_yaml
+from spisim.schema import build, did_you_mean, read_text, read_yaml
 
 from ..config import Config, PreprocessConfig
 from .fields import as_float, as_int, as_name, as_str, augment_config, check_keys, parse_part, resolve_file
@@ -170,33 +170,7 @@ def _parse_test(name: str, d: Any, datasets: dict[str, DatasetSpec], where: str)
 
 
 def _parse_evaluation(d: Any, where: str = "evaluation") -> EvaluationSpec:
-    e = EvaluationSpec()
-    check_keys(d, tuple(e.__dataclass_fields__), where)
-    if "device" in d:
-        e.device = as_str(d["device"], f"{where}.device")
-        if not (e.device in ("auto", "cpu", "cuda") or e.device.startswith("cuda:")):
-            raise ConfigError(f"{where}.device must be auto, cpu, cuda or cuda:N, got {e.device!r}")
-    for key in ("workers", "batch_size"):
-        if key in d:
-            setattr(e, key, as_int(d[key], f"{where}.{key}", 1))
-    if "throughput_shots" in d:
-        e.throughput_shots = as_int(d["throughput_shots"], f"{where}.throughput_shots", 0)
-    if "num_workers" in d:
-        e.num_workers = as_int(d["num_workers"], f"{where}.num_workers", 0)
-    if d.get("max_test_shots") is not None:
-        e.max_test_shots = as_int(d["max_test_shots"], f"{where}.max_test_shots", 1)
-    if "val_fraction" in d:
-        e.val_fraction = as_float(d["val_fraction"], f"{where}.val_fraction")
-        if not 0 <= e.val_fraction < 1:
-            raise ConfigError(f"{where}.val_fraction must lie in [0, 1), got {e.val_fraction}")
-    if d.get("plot_k") is not None:
-        e.plot_k = as_int(d["plot_k"], f"{where}.plot_k", 1)
-    if "projection" in d:
-        e.projection = as_str(d["projection"], f"{where}.projection")
-        if e.projection not in ("pca", "tsne"):
-            raise ConfigError(f"{where}.projection must be pca or tsne, got {e.projection!r}")
-    return e
-
+    return build(EvaluationSpec, d, where)
 
 
 def _parse_model(d: Any, preprocess: PreprocessConfig, where: str, datasets: dict[str, DatasetSpec]) -> ModelSpec:

@@ -13,6 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from spisim.errors import ConfigError
+from spisim.schema import key
+
 from ..config import AugmentConfig, PreprocessConfig
 from ..records import Perturbation
 
@@ -194,31 +197,31 @@ class HumanSpec:
 
 @dataclass
 class EvaluationSpec:
-    """``evaluation``: how runs are made and scored.
+    """``evaluation``: how runs are made and scored (declared and validated with :mod:`spisim.schema`)."""
 
-    Attributes:
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (training, inference and simulation).
-        workers: processes simulating datasets.
-        batch_size: shots per inference batch.
-        throughput_shots: shots timed per model for the throughput table (0: off).
-        max_test_shots: score at most this many shots of a test set (a fixed random subset); null: all.
-        val_fraction: fraction of each bulk training part held out for early stopping.
-        num_workers: DataLoader processes reading and augmenting training shots (CNN baselines, and Siamese
-            models unless their config sets ``data.num_workers``).
-        plot_k: k of the confusion matrices, precision–recall curves and embedding plots; null: the largest
-            k ≤ 20 (else the smallest).
-        projection: embedding projection: ``pca`` or ``tsne``.
-    """
+    device: str = key("auto", kind="str", doc="`auto`, `cpu`, `cuda` or `cuda:N` (training, inference and simulation)")
+    workers: int = key(1, kind="int", minimum=1, doc="processes simulating datasets")
+    batch_size: int = key(256, kind="int", minimum=1, unit="shots", doc="shots per inference batch")
+    throughput_shots: int = key(256, kind="int", minimum=0, unit="shots",
+                                doc="shots timed per model for the throughput table (0: off)")
+    max_test_shots: int | None = key(None, kind="int", nullable=True, minimum=1, unit="shots",
+                                     doc="score at most this many shots of a test set (a fixed random subset); null: "
+                                         "all")
+    val_fraction: float = key(0.15, kind="float", minimum=0.0,
+                              doc="fraction of each bulk training part held out for early stopping (< 1)")
+    num_workers: int = key(0, kind="int", minimum=0,
+                           doc="DataLoader processes reading and augmenting training shots (CNN baselines, and "
+                               "Siamese models unless their config sets `data.num_workers`)")
+    plot_k: int | None = key(None, kind="int", nullable=True, minimum=1,
+                             doc="k of the confusion matrices, precision–recall curves and embedding plots (one of "
+                                 "`k_shots`); null: the largest k ≤ 20 (else the smallest)")
+    projection: str = key("pca", kind="choice", choices=("pca", "tsne"), doc="embedding projection")
 
-    device: str = "auto"
-    workers: int = 1
-    batch_size: int = 256
-    throughput_shots: int = 256
-    max_test_shots: int | None = None
-    val_fraction: float = 0.15
-    num_workers: int = 0
-    plot_k: int | None = None
-    projection: str = "pca"
+    def check(self, where: str, raw: Any) -> None:
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"{where}.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.val_fraction >= 1:
+            raise ConfigError(f"{where}.val_fraction must lie in [0, 1), got {self.val_fraction}")
 
 
 @dataclass
