@@ -166,7 +166,7 @@ def test_a_valid_study_parses(base):
      r"models\[0\].config: model.arch: 'vgg' is not one of"),
     (lambda r: r["models"][0].update(config={"train": {"seed": 3}}), r"train.seed is set by the study"),
     (lambda r: r["models"][1].update(config={"epochs": 0}), r"models\[1\].config.epochs must be >= 1"),
-    (lambda r: r["models"][2].update(config={"method": "svm"}), r"logistic or gbt"),
+    (lambda r: r["models"][2].update(config={"method": "svm"}), r"config.method: 'svm' is not one of logistic, gbt"),
     (lambda r: r.update(k_shots=[]), r"k_shots must be a non-empty list"),
     (lambda r: r["datasets"]["a"].update(rename={"x": 3}), r"datasets.a.rename.x must be a non-empty string"),
     (lambda r: r["models"][1].update(sources=["z"]), r"models\[1\].sources: no training source 'z'"),
@@ -719,9 +719,12 @@ def test_sim_to_real_models_at_toy_size(tmp_path):
 
 
 def test_the_evaluation_keys_in_the_docs_are_the_schema():
-    """docs/evaluation.md's `evaluation` table is generated from spinet.study.spec.EvaluationSpec."""
+    """docs/evaluation.md's key tables (`evaluation`, the baselines' configs) are generated from the declarations."""
+    from spinet.baselines import SupervisedConfig
     from spinet.study import EvaluationSpec
+    from spinet.study.kinds import ClassicalConfig, PhotonCountConfig
     from spisim.schema import reference_table
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "evaluation.md").read_text(encoding="utf-8")
-    assert reference_table(EvaluationSpec) in doc, "docs/evaluation.md: the evaluation table is out of date"
+    for cls in (EvaluationSpec, SupervisedConfig, ClassicalConfig, PhotonCountConfig):
+        assert reference_table(cls) in doc, f"docs/evaluation.md: the table of {cls.__name__} is out of date"

@@ -17,11 +17,13 @@ The runner (:mod:`spinet.study.runner`) gives each method its data registry, dev
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
 import pickle
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,13 +32,14 @@ import torch
 
 from spisim.cxi import NOT_SINGLE
 from spisim.errors import ConfigError
-from spisim.schema import did_you_mean
+from spisim.schema import build, did_you_mean, key
 
+from ..baselines import CLASSICAL_METHODS, PHOTON_RULES
 from ..config import AugmentConfig, Config, PreprocessConfig
 from ..fewshot import RULES
 from ..metrics import is_single_class
 from ..records import CLASSICAL, CNN, PHOTONS, RESNET, SIAMESE, Perturbation, Prediction
-from .fields import as_float, as_int, as_name, as_str, check_keys, parse_part
+from .fields import as_float, as_name, as_str, check_keys, parse_part
 
 if TYPE_CHECKING:
     from .registry import Geometry
@@ -234,13 +237,13 @@ def _check_siamese_config(cfg: dict, m: ModelSpec, preprocess: PreprocessConfig,
     adapt = cfg.get("adapt") or {}
     if any(adapt.get(k) for k in ("consistency", "align")) and m.unlabelled is None:
         raise ConfigError(f"{where}.config.adapt: the adaptation terms need unlabelled: PART (the run's frames)")
-    for key in STUDY_SET_DATA_KEYS:
-        if key in (cfg.get("data") or {}):
-            raise ConfigError(f"{where}.config.data.{key} is set by the study (sources, tests, classes, "
+    for name in STUDY_SET_DATA_KEYS:
+        if name in (cfg.get("data") or {}):
+            raise ConfigError(f"{where}.config.data.{name} is set by the study (sources, tests, classes, "
                               "unlabelled)")
-    for key in STUDY_SET_TRAIN_KEYS:
-        if key in (cfg.get("train") or {}):
-            raise ConfigError(f"{where}.config.train.{key} is set by the study")
+    for name in STUDY_SET_TRAIN_KEYS:
+        if name in (cfg.get("train") or {}):
+            raise ConfigError(f"{where}.config.train.{name} is set by the study")
     try:
         probe = {**cfg, "preprocess": preprocess.__dict__}
         if m.unlabelled is not None:
@@ -464,21 +467,32 @@ def _val_images(runner: StudyRunner, val: list) -> tuple[torch.Tensor, torch.Ten
     return torch.cat(xs), torch.cat(ys)
 
 
-CLASSICAL_KEYS = ("method", "n_rings", "thresholds")
-"""``config`` keys of a classical model."""
+@dataclass
+class ClassicalConfig:
+    """``config`` of a classical model (:class:`spinet.baselines.ClassicalClassifier`)."""
+
+    method: str = key("logistic", kind="choice", choices=CLASSICAL_METHODS,
+                      doc="`logistic` (logistic regression) or `gbt` (histogram gradient-boosted trees)")
+    n_rings: int = key(16, kind="int", minimum=1, doc="rings of the radial photon profile (features)")
+    thresholds: list[float] = key([0.5, 1.5, 4.5], kind="list", item="float", unit="photons",
+                                  doc="pixel thresholds of the counted-pixel features")
+
+    def check(self, where: str, raw: Any) -> None:
+        if not self.thresholds:
+            raise ConfigError(f"{where}.thresholds must be a non-empty list of photon counts")
+
+
+@dataclass
+class PhotonCountConfig:
+    """``config`` of a photon-count model (:class:`spinet.baselines.PhotonCountRule`)."""
+
+    rule: str = key("band", kind="choice", choices=PHOTON_RULES,
+                    doc="`band` (single when low <= photons <= high) or `threshold` (one cut on photons per shot)")
 
 
 def classical_kwargs(cfg: dict, where: str) -> dict:
     """Keyword arguments of :class:`spinet.baselines.ClassicalClassifier` from a classical model's config."""
-    out: dict[str, Any] = {"method": cfg.get("method", "logistic")}
-    if "n_rings" in cfg:
-        out["n_rings"] = as_int(cfg["n_rings"], f"{where}.n_rings", 1)
-    if "thresholds" in cfg:
-        th = cfg["thresholds"]
-        if not isinstance(th, list) or not th:
-            raise ConfigError(f"{where}.thresholds must be a non-empty list of photon counts")
-        out["thresholds"] = [as_float(t, f"{where}.thresholds[{i}]") for i, t in enumerate(th)]
-    return out
+    return dataclasses.asdict(build(ClassicalConfig, cfg, where))
 
 
 class Classical(_Probabilistic):
@@ -490,10 +504,7 @@ class Classical(_Probabilistic):
 
     def parse(self, d: dict, m: ModelSpec, preprocess: PreprocessConfig, datasets: dict[str, DatasetSpec],
               where: str) -> None:
-        from ..baselines import ClassicalClassifier
-
-        check_keys(m.config, CLASSICAL_KEYS, f"{where}.config")
-        ClassicalClassifier(**classical_kwargs(m.config, f"{where}.config"))
+        classical_kwargs(m.config, f"{where}.config")
 
     def train(self, runner: StudyRunner, job: TrainJob, train: list, val: list, folder: Path) -> tuple[Any, list]:
         """Fit on the features of the training shots (or load ``model.pkl``)."""
@@ -541,10 +552,7 @@ class PhotonCount(ModelKind):
 
     def parse(self, d: dict, m: ModelSpec, preprocess: PreprocessConfig, datasets: dict[str, DatasetSpec],
               where: str) -> None:
-        from ..baselines import PhotonCountRule
-
-        check_keys(m.config, ("rule",), f"{where}.config")
-        PhotonCountRule(m.config.get("rule", "band"))
+        build(PhotonCountConfig, m.config, f"{where}.config")
 
     def predict(self, runner: StudyRunner, trained: Trained, v: TestVariant, k: int | None, cache: dict,
                 name: str, pos: np.ndarray, truth: np.ndarray) -> Prediction:
@@ -559,7 +567,7 @@ class PhotonCount(ModelKind):
         if s_single.all() or not s_single.any():
             raise ConfigError(f"models.{trained.job.model.name}: the supports of test {v.spec.name} need single "
                               "hits and other shots for the photon-count baseline")
-        rule_name = trained.job.model.config.get("rule", "band")
+        rule_name = build(PhotonCountConfig, trained.job.model.config, "config").rule
         s_ph = runner.data.photons(sname, pick, v.perturb)
         rule = PhotonCountRule(rule_name).fit(s_ph, s_single)
         ph = runner.data.photons(name, pos, v.perturb)
