@@ -24,7 +24,11 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from spinet.study import StudyResults
+    from collections.abc import Callable
+
+    from spinet.records import StudyResults
+
+    from .progress import Progress
 
 
 @click.command(name="evaluate", help=__doc__)
@@ -38,16 +42,14 @@ if TYPE_CHECKING:
                    "evaluation.device, else auto]")
 @click.option("--fresh", is_flag=True, help="Retrain every model even when the cache holds it.")
 @click.option("--dry-run", is_flag=True, help="Validate the study and print the plan; run nothing.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--quiet", is_flag=True, help="No progress display (messages and the summary still print).")
 def command(study: Path, out: Path, params: tuple[str, ...], device: str | None, fresh: bool, dry_run: bool,
             quiet: bool) -> None:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from spinet.report import write_report
     from spinet.study import StudyRunner, load_study, parse_param
 
-    console = Console(stderr=True)
+    from .progress import Progress
+
     values = dict(parse_param(p) for p in params)
     spec = load_study(study, values)
     if dry_run:
@@ -57,18 +59,11 @@ def command(study: Path, out: Path, params: tuple[str, ...], device: str | None,
         click.echo(f"{runner.n_steps()} steps; report would go to {out}")
         return
     out.mkdir(parents=True, exist_ok=True)
-    columns = (TextColumn("{task.description}", justify="left"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True, disable=quiet) as progress:
-        task = progress.add_task("starting", total=None)
-
-        def step(what: str, n: int) -> None:
-            progress.update(task, description=what[:70], advance=n)
-
-        runner = StudyRunner(spec, out, device=device, progress=step, say=console.print, fresh=fresh)
-        progress.update(task, total=runner.n_steps())
+    with Progress("starting", None, unit="steps", quiet=quiet, heartbeat=True) as bar:
+        runner = StudyRunner(spec, out, device=device, progress=study_step(bar), say=bar.say, fresh=fresh)
+        bar.update(total=runner.n_steps())
         results = runner.run()
-        progress.update(task, description="writing the report")
+        bar.update(description="writing the report")
         written = write_report(results, out)
     click.echo(f"spi evaluate: {len(results.records)} scores of {len(spec.models)} models in {results.seconds:.0f} s; "
                f"report in {written['report.md'].parent}")
@@ -76,11 +71,23 @@ def command(study: Path, out: Path, params: tuple[str, ...], device: str | None,
         click.echo(line)
 
 
+def study_step(bar: Progress) -> Callable[[str, int], None]:
+    """The runner's progress callback ``(what, steps done)`` on ``bar``: the description follows what is being done
+    (shown in the next line, not a line of its own), the count the steps done."""
+
+    def step(what: str, n: int) -> None:
+        bar.update(description=what[:70], announce=False)
+        if n:
+            bar.advance(n)
+
+    return step
+
+
 def headlines(results: StudyResults) -> list[str]:
     """One line per unperturbed test: its best model (mean accuracy over seeds), in the test's label space, with
     the number of scored shots and the single-hit precision and recall."""
+    from spinet.records import HUMAN_KIND
     from spinet.report import est_text, summarize
-    from spinet.study import HUMAN_KIND
 
     plain = [v.name for v in results.study.plain_variants()]
     rows = [r for r in summarize(results.records) if r["test"] in plain and r["kind"] != HUMAN_KIND]

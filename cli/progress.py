@@ -7,12 +7,15 @@ batch job, a pipe, a log file): a plain line on stderr when work starts, at leas
     importing: 1200/10000 frames (12.0 %), 41.3 frames/s, 3:33 left
 
 ``log_file`` (optional) receives the same plain lines with a time stamp, whatever stderr is. Library code
-takes a plain callback ``progress(n_done_since_last_call)``; commands pass :meth:`Progress.advance`.
+takes a plain callback ``progress(n_done_since_last_call)``; commands pass :meth:`Progress.advance`. Work whose
+steps can each take longer than :data:`PLAIN_EVERY_S` (training a model) asks for ``heartbeat=True``: a
+background thread then writes the plain line on time even while no step finishes.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -42,11 +45,12 @@ class Progress:
         log_file: a file that gets every plain line with a time stamp, appended.
         stream: where to write (default stderr); a terminal gets the bar.
         every_s: longest silence in plain mode (s).
+        heartbeat: write the plain line every ``every_s`` even while nothing advances (a background thread).
     """
 
     def __init__(self, description: str, total: int | None = None, *, unit: str = "shots", quiet: bool = False,
                  log_file: str | Path | None = None, stream: IO[str] | None = None,
-                 every_s: float = PLAIN_EVERY_S) -> None:
+                 every_s: float = PLAIN_EVERY_S, heartbeat: bool = False) -> None:
         self.description = description
         self.total = total
         self.unit = unit
@@ -59,6 +63,10 @@ class Progress:
         self._task: Any = None
         self._t0 = time.monotonic()
         self._last_line = -1e9
+        self._lock = threading.RLock()
+        self._heartbeat = heartbeat
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     # ---- context ----
     def __enter__(self) -> Progress:
@@ -74,9 +82,22 @@ class Progress:
             self._bar.__enter__()
             self._task = self._bar.add_task(self.description, total=self.total, rate="")
         self._plain(force=True)
+        if self._heartbeat and self._bar is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._beat, name="progress-heartbeat", daemon=True)
+            self._thread.start()
         return self
 
+    def _beat(self) -> None:
+        """Check often enough that no silence exceeds ``every_s`` by more than a second."""
+        while not self._stop.wait(min(1.0, self.every_s / 4)):
+            self._plain()
+
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
         if self._bar is not None:
             self._bar.__exit__(exc_type, exc, tb)
             self._bar = None
@@ -100,8 +121,10 @@ class Progress:
             self._bar.update(self._task, advance=int(n), rate=self._rate_text())
         self._plain()
 
-    def update(self, *, description: str | None = None, total: int | None = None, done: int | None = None) -> None:
-        """Change what is shown: a new description, total or count of finished units."""
+    def update(self, *, description: str | None = None, total: int | None = None, done: int | None = None,
+               announce: bool = True) -> None:
+        """Change what is shown: a new description, total or count of finished units. A new description is written
+        as a plain line at once unless ``announce`` is False (then it shows in the next one)."""
         if description is not None:
             self.description = description
         if total is not None:
@@ -115,10 +138,14 @@ class Progress:
             if done is not None:
                 kw["completed"] = done
             self._bar.update(self._task, **kw)
-        self._plain(force=description is not None)
+        self._plain(force=description is not None and announce)
 
     def say(self, message: str) -> None:
         """Print a message above the bar (or as a plain line), and into the log file."""
+        with self._lock:
+            self._say(message)
+
+    def _say(self, message: str) -> None:
         if not self.quiet:
             if self._bar is not None:
                 self._bar.console.print(message, markup=False, highlight=False)
@@ -152,14 +179,15 @@ class Progress:
         return ", ".join(parts)
 
     def _plain(self, force: bool = False, ending: str | None = None) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_line < self.every_s:
-            return
-        self._last_line = now
-        text = self.line(ending)
-        if not self.quiet and self._bar is None:
-            print(text, file=self.stream, flush=True)
-        self._write_log(text)
+        with self._lock:
+            now = time.monotonic()
+            if not force and now - self._last_line < self.every_s:
+                return
+            self._last_line = now
+            text = self.line(ending)
+            if not self.quiet and self._bar is None:
+                print(text, file=self.stream, flush=True)
+            self._write_log(text)
 
     def _write_log(self, text: str) -> None:
         if self._log is not None:

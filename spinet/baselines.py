@@ -24,7 +24,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from spisim.errors import ConfigError
+from spisim.schema import build, key
 
 from .data import ClassBalancedBatchSampler
 from .models import ResidualEmbedding
@@ -111,95 +112,39 @@ class ResidualClassifier(nn.Module):
 
 @dataclass
 class SupervisedConfig:
-    """Training settings of a supervised CNN baseline (keys of a study's ``models[].config``).
+    """Training settings of a supervised CNN baseline (keys of a study's ``models[].config``), declared and
+    validated with :mod:`spisim.schema`."""
 
-    Attributes:
-        epochs: maximum epochs.
-        lr: Adam learning rate.
-        weight_decay: Adam weight decay.
-        m_per_class: shots of each class per batch (class-balanced batches).
-        batches_per_epoch: null: one pass over the training shots' worth, at least ``min_batches``.
-        min_batches: fewest batches per epoch (few-shot training sets are tiny).
-        patience: stop after this many epochs without a better validation accuracy; 0: never.
-        label_smoothing: cross-entropy label smoothing.
-        channels: ``cnn``: channels of the three conv blocks.
-        hidden: ``cnn``: width of the hidden fully connected layer.
-        dropout: ``cnn``: dropout before the last layer.
-        width: ``resnet``: channels of the first stage.
-        blocks: ``resnet``: basic blocks per stage.
-    """
+    epochs: int = key(20, kind="int", minimum=1, doc="maximum epochs")
+    lr: float = key(1e-3, kind="float", minimum=0.0, exclusive=True, doc="Adam learning rate")
+    weight_decay: float = key(1e-4, kind="float", minimum=0.0, doc="Adam weight decay")
+    m_per_class: int = key(8, kind="int", minimum=1, doc="shots of each class per batch (class-balanced batches)")
+    batches_per_epoch: int | None = key(None, kind="int", nullable=True, minimum=1,
+                                        doc="null: one pass over the training shots' worth, at least `min_batches`")
+    min_batches: int = key(10, kind="int", minimum=1, doc="fewest batches per epoch (few-shot training sets are tiny)")
+    patience: int = key(5, kind="int", minimum=0,
+                        doc="stop after this many epochs without a better validation accuracy; 0: never")
+    label_smoothing: float = key(0.0, kind="float", minimum=0.0, doc="cross-entropy label smoothing (< 1)")
+    channels: list[int] = key([16, 32, 64], kind="list", item="int", length=3, minimum=1,
+                              doc="`cnn`: channels of the three conv blocks")
+    hidden: int = key(128, kind="int", minimum=1, doc="`cnn`: width of the hidden fully connected layer")
+    dropout: float = key(0.3, kind="float", minimum=0.0, doc="`cnn`: dropout before the last layer (< 1)")
+    width: int = key(16, kind="int", minimum=1, doc="`resnet`: channels of the first stage")
+    blocks: list[int] = key([1, 1, 1], kind="list", item="int", minimum=1, doc="`resnet`: basic blocks per stage")
 
-    epochs: int = 20
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    m_per_class: int = 8
-    batches_per_epoch: int | None = None
-    min_batches: int = 10
-    patience: int = 5
-    label_smoothing: float = 0.0
-    channels: list[int] = field(default_factory=lambda: [16, 32, 64])
-    hidden: int = 128
-    dropout: float = 0.3
-    width: int = 16
-    blocks: list[int] = field(default_factory=lambda: [1, 1, 1])
+    def check(self, where: str, raw: Any) -> None:
+        if not 0 <= self.dropout < 1 or not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"{where}.dropout and {where}.label_smoothing must lie in [0, 1)")
+        if not self.blocks:
+            raise ConfigError(f"{where}.blocks must be positive integers, got {self.blocks}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None, where: str = "config") -> SupervisedConfig:
         """Build from a mapping; unknown keys and impossible values raise ConfigError naming ``where.key``."""
-        d = dict(d or {})
-        names = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in {where}; "
-                              f"known: {', '.join(sorted(names))}")
-        out = cls()
-        for key, value in d.items():
-            default = getattr(out, key)
-            setattr(out, key, _coerce(value, default, key == "batches_per_epoch", f"{where}.{key}"))
-        out.validate(where)
-        return out
-
-    def validate(self, where: str = "config") -> None:
-        for name in ("epochs", "m_per_class", "min_batches", "hidden", "width"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{where}.{name} must be >= 1, got {getattr(self, name)}")
-        if self.batches_per_epoch is not None and self.batches_per_epoch < 1:
-            raise ConfigError(f"{where}.batches_per_epoch must be >= 1, got {self.batches_per_epoch}")
-        if not self.lr > 0:
-            raise ConfigError(f"{where}.lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0 or self.patience < 0:
-            raise ConfigError(f"{where}.weight_decay and {where}.patience must be >= 0")
-        if not 0 <= self.dropout < 1 or not 0 <= self.label_smoothing < 1:
-            raise ConfigError(f"{where}.dropout and {where}.label_smoothing must lie in [0, 1)")
-        if len(self.channels) != 3 or min(self.channels) < 1:
-            raise ConfigError(f"{where}.channels must be three positive integers, got {self.channels}")
-        if not self.blocks or min(self.blocks) < 1:
-            raise ConfigError(f"{where}.blocks must be positive integers, got {self.blocks}")
+        return build(cls, d or {}, where)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _coerce(value: Any, default: Any, nullable: bool, where: str) -> Any:
-    if value is None and nullable:
-        return None
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
-        return value
-    if isinstance(default, int) or (nullable and isinstance(value, int | float)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or float(value) != int(value):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
-        return int(value)
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
-        return float(value)
-    if isinstance(default, list):
-        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise ConfigError(f"{where} must be a list of integers, got {value!r}")
-        return list(value)
-    return value
 
 
 def build_network(kind: str, n_classes: int, input_size: int, config: SupervisedConfig) -> nn.Module:

@@ -9,7 +9,8 @@ the same declarations, so code, messages and docs cannot drift apart.
 
 Kinds: ``int``, ``float``, ``qty`` (a quantity with ``dim`` and bare-number ``unit``, see :mod:`spisim.units`),
 ``range`` (a quantity or a pair [low, high]), ``int_range``, ``bool``, ``str``, ``choice``, ``int_list``,
-``weights`` (a mapping of ``names`` to weights ≥ 0), ``section`` (a nested ``cls``), ``section_list`` (a list of
+``weights`` (a mapping of ``names`` to weights ≥ 0), ``list`` (a list of ``item`` values: ``int``, ``float`` or
+``str``, kept a list; ``length`` fixes how many), ``section`` (a nested ``cls``), ``section_list`` (a list of
 ``cls``). A section class may define ``coerce(raw, where)`` (a static method that rewrites shorthand before
 validation) and ``check(self, where, raw)`` (checks across keys, after it).
 
@@ -23,9 +24,10 @@ import dataclasses
 import difflib
 import math
 from dataclasses import field
+from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, InputFileError
 from .units import NUMBER, format_quantity, parse_quantity
 
 
@@ -42,6 +44,38 @@ def did_you_mean(word: str, options: Any) -> str:
     """``' (did you mean X?)'`` for the option closest to ``word`` (difflib ratio ≥ 0.6), else ``''``."""
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" (did you mean {close[0]}?)" if close else ""
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """The text of a UTF-8 file: InputFileError when there is none, ConfigError when it is not UTF-8."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputFileError(f"{what} {p} is a directory, not a file")
+    if not p.is_file():
+        raise InputFileError(f"no such {what}: {p}")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+
+
+def parse_yaml(text: str, source: str, loader: Any = None) -> Any:
+    """YAML ``text`` parsed (``yaml.safe_load``, or ``loader``); ConfigError ``SOURCE: not valid YAML at line N:
+    PROBLEM`` for a syntax error."""
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=loader or yaml.SafeLoader)  # noqa: S506 - SafeLoader or a subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+
+
+def read_yaml(path: str | Path, what: str = "file") -> Any:
+    """A YAML file (UTF-8) parsed: one home for reading configuration files (manifests, studies, training
+    configs); errors as :func:`read_text` and :func:`parse_yaml` give them."""
+    return parse_yaml(read_text(path, what), str(path))
 
 
 def key_path(where: str, name: str) -> str:
@@ -63,17 +97,19 @@ def key(
     nullable: bool = False,
     cls: type | None = None,
     names: tuple[str, ...] = (),
+    item: str | None = None,
+    length: int | None = None,
 ) -> Any:
     """Declare a key (a dataclass field with its schema in ``metadata``); see the module doc for the kinds.
 
     ``minimum``/``maximum`` bound numbers (strictly with ``exclusive``), in the stored unit.
     """
     meta = dict(kind=kind, doc=doc, dim=dim, unit=unit, choices=choices, minimum=minimum, maximum=maximum,
-                exclusive=exclusive, nullable=nullable, cls=cls, names=names, default=default)
+                exclusive=exclusive, nullable=nullable, cls=cls, names=names, item=item, length=length, default=default)
     if kind == "section" and default is REQUIRED:
         return field(default_factory=lambda: build(cls, {}, "<default>"), metadata=meta)  # type: ignore[arg-type]
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
+        return field(default_factory=lambda: type(default)(default), metadata=meta)  # a fresh copy each time
     return field(default=default, metadata=meta)
 
 
@@ -146,6 +182,28 @@ def _convert_choice(value: Any, meta: dict, where: str) -> str:
     return text
 
 
+def _convert_list(value: Any, meta: dict, where: str) -> list:
+    item, n = meta["item"], meta["length"]
+    what = {"int": "whole numbers", "float": "numbers", "str": "strings"}[item]
+    if not isinstance(value, (list, tuple)) or (n is not None and len(value) != n):
+        count = f"{n} " if n is not None else ""
+        raise ConfigError(f"{where}: expected a list of {count}{what}, got {value!r}")
+    out: list = []
+    for i, v in enumerate(value):
+        here = f"{where}[{i}]"
+        if item == "str":
+            if not isinstance(v, (str, int)) or isinstance(v, bool):
+                raise ConfigError(f"{here}: expected a string, got {v!r}")
+            out.append(str(v))
+        else:
+            out.append(plain_number(v, here, integer=item == "int"))
+            _bounds(out[-1], meta, where, value)
+    if meta["choices"]:
+        for v in out:
+            _convert_choice(v, meta, where)
+    return out
+
+
 def convert(value: Any, meta: dict, where: str) -> Any:
     """One key's raw ``value`` validated and converted by its declaration ``meta``."""
     kind = meta["kind"]
@@ -177,6 +235,8 @@ def convert(value: Any, meta: dict, where: str) -> Any:
         return out
     if kind == "weights":
         return _convert_weights(value, meta, where)
+    if kind == "list":
+        return _convert_list(value, meta, where)
     if kind == "section":
         return build(meta["cls"], value, where)
     if kind == "section_list":
@@ -214,7 +274,7 @@ def build(cls: type, raw: Any, where: str) -> Any:
             if meta["nullable"]:
                 values[name] = None
                 continue
-            if meta["kind"] in ("section", "section_list", "int_list", "weights"):
+            if meta["kind"] in ("section", "section_list", "int_list", "list", "weights"):
                 value = {} if meta["kind"] in ("section", "weights") else []
             else:
                 raise ConfigError(f"{here}: missing value (give one or remove the key)")
@@ -252,6 +312,8 @@ def _describe_default(meta: dict) -> str:
         return "[" + ", ".join(format_quantity(v, meta["dim"], meta["unit"]) for v in d) + "]"
     if kind in ("int_range", "int_list"):
         return "[" + ", ".join(str(v) for v in d) + "]"
+    if kind == "list":
+        return "[" + ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in d) + "]"
     if kind == "weights":
         return "{" + ", ".join(f"{k}: {v:g}" for k, v in d.items()) + "}"
     if kind == "bool":
@@ -264,9 +326,9 @@ def _describe_default(meta: dict) -> str:
 def _describe_unit(meta: dict) -> str:
     if meta["kind"] in ("qty", "range") and meta["dim"] is not None:
         return meta["unit"]
-    if meta["kind"] == "choice":
+    if meta["kind"] in ("choice", "list") and meta["choices"]:
         return " / ".join(meta["choices"])
-    return "-"
+    return meta["unit"] or "-"
 
 
 def reference_rows(cls: type, where: str = "") -> list[tuple[str, str, str, str]]:

@@ -1,10 +1,5 @@
 """A fresh user's bad inputs to every `spi` command: each ends with a non-zero status, exactly one line on stderr
-(``Error: ...``), no traceback, and no output file left behind.
-
-Cases that still fail because the fix belongs to a module another branch owns are marked
-``xfail(strict=True)`` with the module named: they start to pass (and then fail as XPASS, to be unmarked) when
-that fix is merged.
-"""
+(``Error: ...``), no traceback, and no output file left behind."""
 
 from __future__ import annotations
 
@@ -138,14 +133,7 @@ class Case:
     write: dict[str, bytes] = field(default_factory=dict)  # files written into {out} before the run
 
 
-XFAIL = {
-    "config": pytest.mark.xfail(strict=True, reason="fixed in spinet/config.py (load_config: UnicodeDecodeError) by "
-                                "another branch"),
-    "study": pytest.mark.xfail(strict=True, reason="fixed in spinet/study.py (load_study: UnicodeDecodeError) by "
-                               "another branch"),
-}
-
-CASES: dict[str, Case | tuple[Case, pytest.MarkDecorator]] = {
+CASES: dict[str, Case] = {
     # ------------------------------------------------------------------ simulate
     "simulate: manifest not UTF-8": Case(["simulate", "{latin1_manifest}", "-o", "{out}/x.h5", "-q"], "UTF-8",
                                          ["x.h5", "x.h5.parts"]),
@@ -199,8 +187,8 @@ CASES: dict[str, Case | tuple[Case, pytest.MarkDecorator]] = {
     "show: negative per-class": Case(["show", "{good}", "-o", "{out}/p.png", "--per-class", "-2"], "--per-class",
                                      ["p.png"]),
     # ------------------------------------------------------------------ train
-    "train: config not UTF-8": (Case(["train", "{latin1_config}", "--data", "{good}", "--out", "{out}/run",
-                                      "--no-progress"], "UTF-8", ["run"]), XFAIL["config"]),
+    "train: config not UTF-8": Case(["train", "{latin1_config}", "--data", "{good}", "--out", "{out}/run",
+                                     "--no-progress"], "UTF-8", ["run"]),
     "train: config unknown key": Case(["train", "{out}/c.yaml", "--data", "{good}", "--out", "{out}/run",
                                        "--no-progress"], "epochz", ["run"], write={"c.yaml": b"train: {epochz: 2}\n"}),
     "train: config wrong type": Case(["train", "{out}/c.yaml", "--data", "{good}", "--out", "{out}/run",
@@ -241,8 +229,8 @@ CASES: dict[str, Case | tuple[Case, pytest.MarkDecorator]] = {
     "classify: support k beyond a class": Case(["classify", "{checkpoint}", "{good}", "--support", "{good},k=50",
                                                 "-o", "{out}/p.csv"], "k", ["p.csv"]),
     # ------------------------------------------------------------------ evaluate
-    "evaluate: study not UTF-8": (Case(["evaluate", "{latin1_study}", "-o", "{out}/rep", "--dry-run"], "UTF-8",
-                                       ["rep"]), XFAIL["study"]),
+    "evaluate: study not UTF-8": Case(["evaluate", "{latin1_study}", "-o", "{out}/rep", "--dry-run"], "UTF-8",
+                                      ["rep"]),
     "evaluate: missing study": Case(["evaluate", "{dir}/nope.yaml", "-o", "{out}/rep"], "nope.yaml", ["rep"]),
     "evaluate: a folder as study": Case(["evaluate", "{folder}", "-o", "{out}/rep"], "is a directory", ["rep"]),
     "evaluate: unknown top key": Case(["evaluate", "{out}/s.yaml", "-o", "{out}/rep"], "colour", ["rep"],
@@ -318,10 +306,7 @@ CASES: dict[str, Case | tuple[Case, pytest.MarkDecorator]] = {
 
 def _params():
     for name, case in CASES.items():
-        if isinstance(case, tuple):
-            yield pytest.param(case[0], id=name, marks=case[1])
-        else:
-            yield pytest.param(case, id=name)
+        yield pytest.param(case, id=name)
 
 
 def test_there_are_enough_cases_for_every_command():

@@ -61,13 +61,13 @@ def test_networks_give_one_logit_per_class():
 def test_supervised_config_validation():
     cfg = SupervisedConfig.from_dict({"epochs": 3, "lr": 0.01, "channels": [4, 8, 8], "batches_per_epoch": None})
     assert (cfg.epochs, cfg.lr, cfg.channels) == (3, 0.01, [4, 8, 8])
-    with pytest.raises(ConfigError, match=r"unknown key epoch in models\[1\].config"):
+    with pytest.raises(ConfigError, match=r"models\[1\].config.epoch: unknown key \(did you mean epochs\?\)"):
         SupervisedConfig.from_dict({"epoch": 3}, "models[1].config")
-    with pytest.raises(ConfigError, match="config.epochs must be an integer"):
+    with pytest.raises(ConfigError, match="config.epochs: expected a whole number"):
         SupervisedConfig.from_dict({"epochs": 2.5})
     with pytest.raises(ConfigError, match="dropout"):
         SupervisedConfig.from_dict({"dropout": 1.0})
-    with pytest.raises(ConfigError, match="channels must be three"):
+    with pytest.raises(ConfigError, match="channels: expected a list of 3 whole numbers"):
         SupervisedConfig.from_dict({"channels": [4, 8]})
 
 

@@ -49,3 +49,40 @@ def test_quiet_writes_only_the_log(tmp_path):
         p.say("a message")
     assert out.getvalue() == ""
     assert "a message" in log.read_text()
+
+
+def test_heartbeat_writes_lines_while_nothing_advances():
+    """A long step (training a model) still gets a plain line every ``every_s``: 0.05 s here, 0.6 s of silence."""
+    import time
+
+    out = io.StringIO()
+    with Progress("training", 5, unit="steps", stream=out, every_s=0.05, heartbeat=True):
+        time.sleep(0.6)
+    lines = out.getvalue().strip().splitlines()
+    assert len(lines) >= 6  # start, at least 4 heartbeats (0.6 s / (0.05 s + up to 0.0125 s)), end
+    assert all(line.startswith("training: 0/5 steps") for line in lines)
+    without = io.StringIO()
+    with Progress("training", 5, unit="steps", stream=without, every_s=0.05):
+        time.sleep(0.3)
+    assert len(without.getvalue().strip().splitlines()) == 2  # no heartbeat: the start and the end only
+
+
+def test_evaluate_progress_follows_the_runner_without_a_line_per_step():
+    """spi evaluate's callback: descriptions change without a line each, steps advance the count, and the heartbeat
+    writes the current description while a step runs."""
+    import time
+
+    from cli.evaluate import study_step
+
+    out = io.StringIO()
+    with Progress("starting", 3, unit="steps", stream=out, every_s=0.05, heartbeat=True) as bar:
+        step = study_step(bar)
+        step("simulating train", 0)
+        step("simulated train", 1)
+        step("training siamese on sim (seed 0)", 0)
+        time.sleep(0.3)
+        step("trained", 2)
+    lines = out.getvalue().strip().splitlines()
+    assert any(line.startswith("training siamese on sim (seed 0): 1/3 steps") for line in lines)
+    assert not any(line.startswith("simulating train") for line in lines)  # a step of no time writes no line
+    assert lines[-1].startswith("trained: 3/3 steps (100.0 %)") and "done after" in lines[-1]

@@ -13,7 +13,7 @@ import yaml
 
 from ..cxi import HDF5_SUFFIXES
 from ..errors import ConfigError, InputFileError
-from ..schema import build
+from ..schema import build, parse_yaml, read_text
 from .sections import ManifestSpec
 
 
@@ -179,13 +179,11 @@ def parse_manifest(
             mappings merge); top-level None values are ignored.
     """
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"manifest {source}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+        raw = parse_yaml(text, f"manifest {source}", _UniqueKeyLoader)
     except ConfigError as exc:
-        raise ConfigError(f"manifest {source}: {exc}") from None
+        if str(exc).startswith(f"manifest {source}: "):
+            raise
+        raise ConfigError(f"manifest {source}: {exc}") from None  # a key given twice
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -207,7 +205,7 @@ def load_manifest(path: str | Path | None = None, *, overrides: dict | None = No
     if not p.is_file():
         raise InputFileError(f"no such manifest file: {p}")
     try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"manifest {p} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+        text = read_text(p, "manifest file")
+    except ConfigError as exc:
+        raise ConfigError(f"manifest {exc}") from None
     return parse_manifest(text, source=str(p), base_dir=p.resolve().parent, overrides=overrides)
