@@ -19,7 +19,6 @@ Example usage:
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
@@ -112,13 +111,10 @@ def command(
 
 def _write_atomically(path: Path, text: str) -> None:
     """``text`` into ``path`` through a temporary file in the same folder (never a half-written file)."""
+    from spisim.atomic import write_text_atomic
     from spisim.errors import OutputFileError, os_error_message
 
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, text)
     except OSError as exc:
         raise OutputFileError(f"cannot write {path}: {os_error_message(exc)}") from None
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from spisim.atomic import write_text_atomic
 from spisim.errors import ConfigError
 from spisim.schema import build, key, reference_table
 
@@ -361,7 +362,7 @@ def load_config(path: str | Path) -> Config:
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write a config as YAML."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 if __name__ == "__main__":  # python -m spinet.config: the key tables of docs/spinet.md

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
+from .atomic import write_text_atomic
 from .backend import resolve_device
 from .cxi import labels_block, write_shard
 from .errors import ConfigError, OutputFileError, SpiError, one_line_warnings, os_error_message
@@ -84,12 +85,6 @@ def parts_dir(out: str | Path) -> Path:
 def _fingerprint(manifest: Manifest, device: str, compression: str) -> str:
     text = json.dumps([manifest.text, manifest.overrides, manifest.source, __version__, device, compression])
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def make_shard(sim: Simulator, plan: Plan, shard: int, folder: Path, compression: str,
@@ -379,7 +374,7 @@ def _run(manifest: Manifest, out: Path, folder: Path, plan: Plan, fp: str, devic
             raise SpiError(f"{folder} was made from another manifest, seed, shot count, compression, device or "
                            f"package version: remove it or use --overwrite")
     else:
-        _atomic_write_text(plan_file, json.dumps({"fingerprint": fp, "shots": plan.n_shots,
+        write_text_atomic(plan_file, json.dumps({"fingerprint": fp, "shots": plan.n_shots,
                                                   "shard_size": plan.shard_size, "version": __version__}))
     for stale in folder.glob("*.tmp.*"):
         stale.unlink()

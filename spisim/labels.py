@@ -39,6 +39,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .atomic import write_text_atomic
 from .cxi import HIT_TYPES, LABEL_CLASSES, LABELS_PATH
 from .errors import InputFileError
 from .jsonutil import json_safe
@@ -328,15 +329,6 @@ def game_report_paths(labels_path: str | Path) -> tuple[Path, Path]:
     return p.with_name(p.stem + ".results.json"), p.with_name(p.stem + ".results.csv")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_game_report(report: dict, labels_path: str | Path, extra: dict | None = None) -> tuple[Path, Path]:
     """Write a :func:`game_report` beside the label file, each file replaced atomically.
 
@@ -349,7 +341,7 @@ def save_game_report(report: dict, labels_path: str | Path, extra: dict | None =
     """
     json_path, csv_path = game_report_paths(labels_path)
     doc = {**report, **(extra or {})}
-    _atomic_write(json_path, json.dumps(json_safe(doc), indent=2) + "\n")
+    write_text_atomic(json_path, json.dumps(json_safe(doc), indent=2) + "\n", fsync=True)
     names = report["class_names"]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -358,7 +350,7 @@ def save_game_report(report: dict, labels_path: str | Path, extra: dict | None =
         c = report["classes"][name]
         fmt = ["" if math.isnan(c[key]) else f"{c[key]:.6g}" for key in ("precision", "recall")]
         w.writerow([name, c["support"], *fmt, *row])
-    _atomic_write(csv_path, buf.getvalue())
+    write_text_atomic(csv_path, buf.getvalue(), fsync=True)
     return json_path, csv_path
 
 

@@ -34,6 +34,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from spisim.atomic import atomic_path, write_text_atomic
+
 from ..metrics import Spread, json_safe
 from ..records import StudyResults
 from .figures import FIGURES, make_plots, test_classes
@@ -62,7 +64,7 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
         for k in r:
             if k not in fields:
                 fields.append(k)
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=fields or ["empty"])
         w.writeheader()
         for r in rows:
@@ -104,12 +106,12 @@ def write_report(results: StudyResults, out: str | Path) -> dict[str, Path]:
 
     doc = _metrics_json(results, summary, per_class)
     doc["per_structure"] = per_structure
-    (out / "metrics.json").write_text(json.dumps(json_safe(doc), indent=1), encoding="utf-8")
+    write_text_atomic(out / "metrics.json", json.dumps(json_safe(doc), indent=1))
     written["metrics.json"] = out / "metrics.json"
 
     doc_blocks = blocks(results, summary, per_class, figures, out, per_structure)
-    (out / "report.md").write_text(markdown(doc_blocks), encoding="utf-8")
-    (out / "report.html").write_text(to_html(doc_blocks, results.study.name), encoding="utf-8")
+    write_text_atomic(out / "report.md", markdown(doc_blocks))
+    write_text_atomic(out / "report.html", to_html(doc_blocks, results.study.name))
     written["report.md"] = out / "report.md"
     written["report.html"] = out / "report.html"
     return written

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from spisim.atomic import save_figure
+
 from ..metrics import SINGLE_PRECISION_TARGET, is_single_class, single_hit_pr_curve, spread
 from ..records import HUMAN_KIND, SUPPORT_SOURCE, RunRecord, StudyResults
 from .tables import at_k, plain_tests
@@ -153,7 +155,7 @@ def _plot_accuracy_vs_k(results: StudyResults, summary: list[dict], styles: dict
     fig.suptitle(f"{results.study.name}: accuracy against k ({_spread_note(results)})",
                  fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path, ("Accuracy against the number k of labelled shots per class (log scale). Lines with markers: "
                   "models that use k (Siamese supports, or k shots per class in the training source); horizontal "
@@ -246,7 +248,7 @@ def _plot_confusion(results: StudyResults, test: str, styles: dict, path: Path) 
     seeds = "one seed" if len(results.study.seeds) == 1 else f"summed over {_seeds(results)}"
     fig.suptitle(f"confusion matrices on {test}, {_space_text(results, test)} ({seeds})", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     ks = {r.k for rs in groups.values() for r in rs}
     return path, (f"Confusion matrices on {test} ({_space_text(results, test)}) at {_k_text(results, ks)} for models "
@@ -306,7 +308,7 @@ def _plot_embedding(results: StudyResults, test: str, styles: dict, path: Path) 
         ax.axis("off")
     fig.suptitle(f"embeddings of the {test} shots (first seed), coloured by true class", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     ks = {p.k for p in preds.values()}
     return path, (f"{used} projection of the Siamese embeddings of the {test} shots coloured by true class "
@@ -361,7 +363,7 @@ def _plot_pr(results: StudyResults, test: str, styles: dict, path: Path) -> tupl
     fig.suptitle(f"single hits on {test} (first seed, {_k_text(results, ks)} where k applies, "
                  f"n = {len(curves[0][1].truth)} shots)", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path, ("Single-hit precision against recall as the threshold on each model's single-hit score moves "
                   "(probability of single for the baselines; for the Siamese models ln(d_other / d_single), the "
@@ -405,7 +407,7 @@ def _plot_sweep(results: StudyResults, summary: list[dict], test_base: str, styl
     ax.grid(True, alpha=0.3)
     _legend_outside(fig, [ax], styles)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     what = "incident fluence" if key == "fluence_scale" else "missing detector area (a sector about the beam)"
     return path, (f"Accuracy on {test_base} against {what}; test shots and their supports are changed alike, the "

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import write_text_atomic
 from ..constants import HC_EV_ANGSTROM
 from ..errors import ConfigError, InputFileError
 from ..units import parse_quantity
@@ -640,4 +641,4 @@ def write_crystfel(
             f"{name}/coffset = {p.corner[2] - clen:.15f}",
             "",
         ]
-    path.write_text("\n".join(out))
+    write_text_atomic(path, "\n".join(out))

@@ -4,8 +4,6 @@ HDF5 file (the run's detector and the background template), both written atomica
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import h5py
 import numpy as np
 
 from .. import __version__
+from ..atomic import atomic_path, write_text_atomic
 from ..constants import EV
 from ..cxi import DETECTOR_PATH, SOURCE_PATH
 from ..errors import OutputFileError, os_error_message
@@ -116,16 +115,6 @@ def manifest_text(result: MatchResult, companion: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_companion(result: MatchResult, path: Path) -> None:
     """The detector (pixel positions, mask), photon energy and background template of a match, as HDF5."""
     a = result.analysis
@@ -157,8 +146,9 @@ def write_match(result: MatchResult, out: str | Path, *, overwrite: bool = False
     result.manifest_text = manifest_text(result, companion.name)
 
     try:
-        _atomic(companion, lambda tmp: write_companion(result, tmp))
-        _atomic(out, lambda tmp: tmp.write_text(result.manifest_text, encoding="utf-8"))
+        with atomic_path(companion) as tmp:
+            write_companion(result, tmp)
+        write_text_atomic(out, result.manifest_text)
     except OSError as exc:
         raise OutputFileError(f"writing {out} failed: {os_error_message(exc)}") from None
     return out, companion

@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+from ..atomic import write_text_atomic
 from ..cxi import CXIReader
 from ..detector import Detector
 from ..jsonutil import json_safe
@@ -38,8 +39,8 @@ def write_report(result: MatchResult, manifest: str | Path, folder: str | Path, 
     metrics = compare(real, simulated, a.bins, seed=result.options.seed)
     detector = Detector.from_cxi(companion_path(manifest))
     figures = write_figures(folder, real, simulated, a.bins, detector)
-    (folder / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2) + "\n", encoding="utf-8")
-    (folder / "report.md").write_text(report_markdown(result, metrics, figures, Path(manifest)), encoding="utf-8")
+    write_text_atomic(folder / "metrics.json", json.dumps(json_safe(metrics), indent=2) + "\n")
+    write_text_atomic(folder / "report.md", report_markdown(result, metrics, figures, Path(manifest)))
     return metrics
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import save_figure
 from .fit import SphereFit, fit_spheres
 from .profiles import RadialBins, first_minimum_contrast, high_q_level, photon_totals
 
@@ -187,7 +188,7 @@ def write_figures(folder: Path, real: ShotSet, sim: ShotSet, bins: RadialBins, d
                 ax.set_title(f"{name} {c + 1}", fontsize=8)
     fig.colorbar(im, ax=axes, shrink=0.8, label="photons per pixel (one colour scale)")
     paths["montage"] = folder / "montage.png"
-    fig.savefig(paths["montage"], dpi=80)
+    save_figure(fig, paths["montage"], dpi=80)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -201,7 +202,7 @@ def write_figures(folder: Path, real: ShotSet, sim: ShotSet, bins: RadialBins, d
     ax.legend(fontsize=8)
     fig.tight_layout()
     paths["profiles"] = folder / "profiles.png"
-    fig.savefig(paths["profiles"], dpi=110)
+    save_figure(fig, paths["profiles"], dpi=110)
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -221,6 +222,6 @@ def write_figures(folder: Path, real: ShotSet, sim: ShotSet, bins: RadialBins, d
         ax.legend(fontsize=8)
     fig.tight_layout()
     paths["distributions"] = folder / "distributions.png"
-    fig.savefig(paths["distributions"], dpi=110)
+    save_figure(fig, paths["distributions"], dpi=110)
     plt.close(fig)
     return paths
