@@ -9,6 +9,7 @@
 #    the same machine.
 # 3. bench/bench_generate.py on the square detector, CPU and CUDA.
 # 4. `spi bench` (classifier inference) on CPU and CUDA.
+# 5. bench/bench_stream.py: `spi stream`'s sustained rate and latency, CPU and GPU rows (issue 18's GPU targets).
 # Each step writes LOG_DIR/<step>.log (default: gpu-checks/); a failing step is reported and the next runs.
 # SKIP="step1 step2" leaves steps out; PYTEST_ARGS adds pytest arguments, split at spaces (e.g.
 # "--deselect tests/test_generate.py::test_other_compressions_and_adu_output"); PYTHON names the interpreter
@@ -53,6 +54,7 @@ step bench_generate_cpu $PY bench/bench_generate.py --shots 64 --detector square
 step bench_generate_cuda $PY bench/bench_generate.py --shots 64 --detector square --workers 1 --device cuda
 step spi_bench $PY -m cli bench --default --runtime torch --device all --batch-sizes 1,32,256 --threads 1 \
     --repeats 3 --min-seconds 0.5
+step bench_stream $PY bench/bench_stream.py --seconds 3 --json "$LOG/stream.json"
 
 for f in "$LOG"/bench_*.log "$LOG"/spi_bench.log; do
     [ -f "$f" ] || continue
