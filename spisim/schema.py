@@ -378,9 +378,9 @@ def reference_rows(cls: type, where: str = "", nested: bool = True) -> list[tupl
     return rows
 
 
-def reference_table(cls: type, nested: bool = True) -> str:
-    """The markdown key table of ``cls`` (one row per key, see :func:`reference_rows`)."""
+def reference_table(cls: type, nested: bool = True, where: str = "") -> str:
+    """The markdown key table of ``cls`` (one row per key, see :func:`reference_rows`; paths below ``where``)."""
     lines = ["| key | unit of a bare number (or choices) | default | meaning |", "|---|---|---|---|"]
-    for path, unit, default, doc in reference_rows(cls, nested=nested):
+    for path, unit, default, doc in reference_rows(cls, where, nested=nested):
         lines.append(f"| `{path}` | {unit} | {default} | {doc} |")
     return "\n".join(lines) + "\n"

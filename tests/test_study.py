@@ -155,10 +155,12 @@ def test_a_valid_study_parses(base):
     (lambda r: r["datasets"]["a"].update(labls="x"), r"^datasets.a.labls: unknown key \(did you mean labels\?\)$"),
     (lambda r: r["sources"].update(s=["b:train"]), r"b:train needs datasets.b.test_fraction > 0"),
     (lambda r: r["sources"].update(s=["c"]), r"no dataset 'c'"),
-    (lambda r: r["sources"].update(s=[{"data": "a:train", "per_class": "q"}]), r"sources.s\[0\].per_class: expected a number or k, got 'q'"),
+    (lambda r: r["sources"].update(s=[{"data": "a:train", "per_class": "q"}]),
+     r"sources.s\[0\].per_class: expected a number or k, got 'q'"),
     (lambda r: r["tests"].update(t={"data": "a:test"}), r"tests.t.support is required"),
     (lambda r: r["tests"].update(t={"data": "a:test", "support": "a"}), r"support and data overlap"),
-    (lambda r: r["tests"]["t"].update(sweep={"fluence_scale": [0, 1]}), r"tests.t.sweep.fluence_scale must be > 0, got \[0, 1\]"),
+    (lambda r: r["tests"]["t"].update(sweep={"fluence_scale": [0, 1]}),
+     r"tests.t.sweep.fluence_scale must be > 0, got \[0, 1\]"),
     (lambda r: r["tests"]["t"].update(sweep={"fluence_scale": [1], "missing_fraction": [0.5]}),
      r"tests.t.sweep: give one of fluence_scale, missing_fraction with a list of values"),
     (lambda r: r["tests"]["t"].update(sweep={"missing_fraction": [0.5, 1]}),
@@ -183,7 +185,8 @@ def test_a_valid_study_parses(base):
     (lambda r: r["models"][1].update(sources=[]), r"models\[1\].sources must be a non-empty list"),
     (lambda r: r["tests"]["t"].update(sweep={"missing": [0.5]}), r"tests.t.sweep.missing: unknown key"),
     (lambda r: r["models"].append({"kind": "cnn"}), r"names must be unique"),
-    (lambda r: r["models"].append({"kind": "svm"}), r"models\[3\].kind: 'svm' is not one of siamese, cnn, resnet, classical"),
+    (lambda r: r["models"].append({"kind": "svm"}),
+     r"models\[3\].kind: 'svm' is not one of siamese, cnn, resnet, classical"),
     (lambda r: r["models"][0].update(config={"model": {"arch": "vgg"}}),
      r"models\[0\].config: model.arch: 'vgg' is not one of"),
     (lambda r: r["models"][0].update(config={"train": {"seed": 3}}), r"train.seed is set by the study"),
@@ -204,7 +207,8 @@ def test_a_valid_study_parses(base):
      r"embedding applies to siamese models only"),
     (lambda r: r["models"].append({"name": "k", "kind": "siamese", "embedding": "siamese", "config": {"x": 1}}),
      r"a model with embedding takes the config of that model"),
-    (lambda r: r["models"][0].update(rule="median"), r"models\[0\].rule: 'median' is not one of mean, prototype, nearest, knn, auto"),
+    (lambda r: r["models"][0].update(rule="median"),
+     r"models\[0\].rule: 'median' is not one of mean, prototype, nearest, knn, auto"),
     (lambda r: r["models"][0].update(min_ratio=0.9), r"models\[0\].min_ratio must be >= 1"),
     (lambda r: r["models"][1].update(min_ratio=2), r"models\[1\].min_ratio applies to siamese models only"),
 ])
@@ -746,12 +750,16 @@ def test_sim_to_real_models_at_toy_size(tmp_path):
 
 
 def test_the_evaluation_keys_in_the_docs_are_the_schema():
-    """docs/evaluation.md's key tables (`evaluation`, the baselines' configs) are generated from the declarations."""
+    """docs/evaluation.md's key tables (the study file's sections, `evaluation`, the
+    baselines' configs) are generated from the declarations."""
     from spinet.baselines import SupervisedConfig
     from spinet.study import EvaluationSpec
     from spinet.study.kinds import ClassicalConfig, PhotonCountConfig
+    from spinet.study.sections import TABLES, reference_markdown
     from spisim.schema import reference_table
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "evaluation.md").read_text(encoding="utf-8")
     for cls in (EvaluationSpec, SupervisedConfig, ClassicalConfig, PhotonCountConfig):
         assert reference_table(cls) in doc, f"docs/evaluation.md: the table of {cls.__name__} is out of date"
+    assert reference_markdown() in doc, "docs/evaluation.md: the study file's key tables are out of date"
+    assert len(TABLES) == 6 and all(f"`{where}." in reference_markdown() for _, _, where, _ in TABLES if where)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from spisim.errors import ConfigError
-from spisim.schema import key
+from spisim.schema import key, reference_table
 
 from ..config import AugmentConfig, PreprocessConfig
 from ..fewshot import RULES
@@ -238,7 +238,7 @@ class StudyFile:
     """The top level of a study file."""
 
     name: str | None = key(None, kind="str", nullable=True, doc="shown in the report; null: the file name")
-    description: str = key("", kind="str", nullable=True, doc="what the study is for")
+    description: str | None = key(None, kind="str", nullable=True, doc="what the study is for")
     parameters: dict = key({}, kind="mapping",
                            doc="name → default of the values `${name}` takes anywhere below (null: must be given "
                                "with `--param`)")
@@ -301,3 +301,20 @@ class StudyFile:
             raise ConfigError(f"models: give a list of models (kind: {', '.join(MODEL_KINDS)})")
         if self.evaluation.plot_k is not None and self.evaluation.plot_k not in self.k_shots:
             raise ConfigError(f"evaluation.plot_k {self.evaluation.plot_k} is not one of k_shots {self.k_shots}")
+
+
+TABLES: tuple[tuple[str, type, str, bool], ...] = (
+    ("The top level", StudyFile, "", False),
+    ("`datasets.NAME`", DatasetEntry, "datasets.NAME", True),
+    ("`sources.NAME`: each part", ComponentEntry, "sources.NAME[]", True),
+    ("`tests.NAME`", TestEntry, "tests.NAME", True),
+    ("`models[]`: the keys every kind shares", ModelEntry, "models[]", True),
+    ("`human[]`", HumanEntry, "human[]", True),
+)
+"""(heading, declaration, key path, nested) of the key tables of ``docs/evaluation.md``."""
+
+
+def reference_markdown() -> str:
+    """The key tables of a study file for ``docs/evaluation.md`` (kept equal to the declarations by a test)."""
+    return "\n".join(f"{title}:\n\n{reference_table(cls, nested, where)}" for title, cls, where, nested in TABLES)
+
