@@ -150,6 +150,30 @@ def test_a_valid_study_parses(base):
     assert runner._cache_key(job, [], []) != key
 
 
+def test_shorthands_read_as_their_long_forms(base):
+    """A count of seeds, a source or test part given as a string, and the words `k` and `auto` beside numbers."""
+    tmp, raw = base
+    short = {**raw, "seeds": 3, "sources": {"s": "a:train", "t": {"data": "a:train", "per_class": "k"}},
+             "tests": {"t": {"data": "a:test", "support": "a:train"}, "u": "b"},
+             "models": [{"kind": "siamese", "min_ratio": "auto", "select": "loo", "rule": "auto"}, {"kind": "cnn"}]}
+    long = {**short, "seeds": [0, 1, 2], "sources": {"s": [{"data": "a:train"}], "t": [{"data": "a:train",
+                                                                                       "per_class": "k"}]},
+            "tests": {"t": {"data": "a:test", "support": "a:train"}, "u": {"data": "b"}}}
+    with pytest.raises(ConfigError, match=r"tests.u.support is required"):
+        parse_study(short, base_dir=tmp)
+    short["models"] = long["models"] = [{"kind": "cnn"}, {"kind": "classical", "name": "lr"}]
+    a, b = parse_study(short, base_dir=tmp), parse_study(long, base_dir=tmp)
+    assert a.seeds == b.seeds == [0, 1, 2]
+    assert a.sources == b.sources and a.tests == b.tests and a.models == b.models
+    assert a.sources["t"].components[0].per_class == "k" and a.sources["t"].k_dependent
+    assert str(a.tests["u"].data) == "b" and a.tests["u"].support is None
+    raw["models"][0].update(min_ratio="auto", select="loo", rule="auto")
+    m = parse_study(raw, base_dir=tmp).models[0]
+    assert (m.min_ratio, m.select, m.rule) == ("auto", "loo", "auto")
+    raw["models"][0]["min_ratio"] = 12
+    assert parse_study(raw, base_dir=tmp).models[0].min_ratio == 12.0
+
+
 @pytest.mark.parametrize("change, match", [
     (lambda r: r.update(modles=[]), r"^modles: unknown key \(did you mean models\?\)$"),
     (lambda r: r["datasets"]["a"].update(labls="x"), r"^datasets.a.labls: unknown key \(did you mean labels\?\)$"),
