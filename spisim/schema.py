@@ -10,9 +10,12 @@ the same declarations, so code, messages and docs cannot drift apart.
 Kinds: ``int``, ``float``, ``qty`` (a quantity with ``dim`` and bare-number ``unit``, see :mod:`spisim.units`),
 ``range`` (a quantity or a pair [low, high]), ``int_range``, ``bool``, ``str``, ``choice``, ``int_list``,
 ``weights`` (a mapping of ``names`` to weights ≥ 0), ``list`` (a list of ``item`` values: ``int``, ``float`` or
-``str``, kept a list; ``length`` fixes how many), ``section`` (a nested ``cls``), ``section_list`` (a list of
-``cls``). A section class may define ``coerce(raw, where)`` (a static method that rewrites shorthand before
-validation) and ``check(self, where, raw)`` (checks across keys, after it).
+``str``, kept a list; ``length`` fixes how many), ``mapping`` (a mapping kept as given, read by whoever uses
+it), ``any`` (a value kept as given, checked by the section's ``check``), ``section`` (a nested ``cls``),
+``section_list`` (a list of ``cls``), ``section_map`` (a mapping of names to ``cls``). ``int`` and ``float`` keys
+with ``choices`` also take those words (``min_ratio: auto``). A section class may define ``coerce(raw, where)`` (a
+static method that rewrites shorthand before validation) and ``check(self, where, raw)`` (checks across keys, after
+it).
 
 The dataclasses hold settings, not physics: the physics modules take their own small parameter types, which the
 configuration builds (:func:`project`).
@@ -208,6 +211,11 @@ def convert(value: Any, meta: dict, where: str) -> Any:
     """One key's raw ``value`` validated and converted by its declaration ``meta``."""
     kind = meta["kind"]
     if kind in ("int", "float"):
+        if meta["choices"] and isinstance(value, str) and not NUMBER.match(value):
+            if value in meta["choices"]:
+                return value
+            raise ConfigError(f"{where}: expected a number or {' / '.join(meta['choices'])}, got {value!r}"
+                              f"{did_you_mean(value, meta['choices'])}")
         v = plain_number(value, where, integer=kind == "int")
         _bounds(v, meta, where, value)
         return v
@@ -237,8 +245,18 @@ def convert(value: Any, meta: dict, where: str) -> Any:
         return _convert_weights(value, meta, where)
     if kind == "list":
         return _convert_list(value, meta, where)
+    if kind == "mapping":
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of keys, got {value!r}")
+        return dict(value)
+    if kind == "any":
+        return value
     if kind == "section":
         return build(meta["cls"], value, where)
+    if kind == "section_map":
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of names to entries, got {value!r}")
+        return {str(n): build(meta["cls"], v, key_path(where, str(n))) for n, v in value.items()}
     if kind == "section_list":
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list of entries (each starting with '- ')")
@@ -266,7 +284,7 @@ def build(cls: type, raw: Any, where: str) -> Any:
         if name not in raw:
             if meta["default"] is REQUIRED and meta["kind"] != "section":
                 raise ConfigError(f"{here}: missing value (required key)")
-            if meta["kind"] == "section":
+            if meta["kind"] == "section" and meta["default"] is REQUIRED:
                 values[name] = build(meta["cls"], None, here)
             continue
         value = raw[name]
@@ -274,8 +292,8 @@ def build(cls: type, raw: Any, where: str) -> Any:
             if meta["nullable"]:
                 values[name] = None
                 continue
-            if meta["kind"] in ("section", "section_list", "int_list", "list", "weights"):
-                value = {} if meta["kind"] in ("section", "weights") else []
+            if meta["kind"] in ("section", "section_list", "section_map", "int_list", "list", "weights", "mapping"):
+                value = {} if meta["kind"] in ("section", "section_map", "weights", "mapping") else []
             else:
                 raise ConfigError(f"{here}: missing value (give one or remove the key)")
         values[name] = convert(value, meta, here)
@@ -320,6 +338,8 @@ def _describe_default(meta: dict) -> str:
         return "true" if d else "false"
     if kind == "section_list":
         return "[]"
+    if kind in ("mapping", "section_map") and d == {}:
+        return "{}"
     return f"{d:g}" if isinstance(d, float) else str(d)
 
 
@@ -328,28 +348,39 @@ def _describe_unit(meta: dict) -> str:
         return meta["unit"]
     if meta["kind"] in ("choice", "list") and meta["choices"]:
         return " / ".join(meta["choices"])
+    if meta["kind"] in ("int", "float") and meta["choices"]:
+        return f"{meta['unit'] or 'number'} or {' / '.join(meta['choices'])}"
+    if meta["kind"] in ("mapping", "section_map"):
+        return "mapping"
     return meta["unit"] or "-"
 
 
-def reference_rows(cls: type, where: str = "") -> list[tuple[str, str, str, str]]:
-    """(key path, unit of a bare number or choices, default, meaning) of every key of ``cls``, depth first."""
+def reference_rows(cls: type, where: str = "", nested: bool = True) -> list[tuple[str, str, str, str]]:
+    """(key path, unit of a bare number or choices, default, meaning) of every key of ``cls``, depth first; without
+    ``nested`` a section (``section``, ``section_list``, ``section_map``) is one row, its keys left to its own table."""
     rows = []
     for f in dataclasses.fields(cls):
         meta = f.metadata
         here = key_path(where, f.name)
-        if meta["kind"] == "section":
+        if not nested and meta["kind"] in ("section", "section_list", "section_map"):
+            shown = {"section": "section", "section_list": "list", "section_map": "mapping"}[meta["kind"]]
+            rows.append((here, shown, "-" if meta["kind"] == "section" else _describe_default(meta), meta["doc"]))
+        elif meta["kind"] == "section":
             rows += reference_rows(meta["cls"], here)
         elif meta["kind"] == "section_list":
             rows.append((here, "list", "[]", meta["doc"]))
             rows += reference_rows(meta["cls"], here + "[]")
+        elif meta["kind"] == "section_map":
+            rows.append((here, "mapping", "{}", meta["doc"]))
+            rows += reference_rows(meta["cls"], here + ".NAME")
         else:
             rows.append((here, _describe_unit(meta), _describe_default(meta), meta["doc"]))
     return rows
 
 
-def reference_table(cls: type) -> str:
-    """The markdown key table of ``cls`` (one row per key, see :func:`reference_rows`)."""
+def reference_table(cls: type, nested: bool = True, where: str = "") -> str:
+    """The markdown key table of ``cls`` (one row per key, see :func:`reference_rows`; paths below ``where``)."""
     lines = ["| key | unit of a bare number (or choices) | default | meaning |", "|---|---|---|---|"]
-    for path, unit, default, doc in reference_rows(cls):
+    for path, unit, default, doc in reference_rows(cls, where, nested=nested):
         lines.append(f"| `{path}` | {unit} | {default} | {doc} |")
     return "\n".join(lines) + "\n"

@@ -150,18 +150,67 @@ def test_a_valid_study_parses(base):
     assert runner._cache_key(job, [], []) != key
 
 
+def test_shorthands_read_as_their_long_forms(base):
+    """A count of seeds, a source or test part given as a string, and the words `k` and `auto` beside numbers."""
+    tmp, raw = base
+    short = {**raw, "seeds": 3, "sources": {"s": "a:train", "t": {"data": "a:train", "per_class": "k"}},
+             "tests": {"t": {"data": "a:test", "support": "a:train"}, "u": "b"},
+             "models": [{"kind": "siamese", "min_ratio": "auto", "select": "loo", "rule": "auto"}, {"kind": "cnn"}]}
+    long = {**short, "seeds": [0, 1, 2], "sources": {"s": [{"data": "a:train"}], "t": [{"data": "a:train",
+                                                                                       "per_class": "k"}]},
+            "tests": {"t": {"data": "a:test", "support": "a:train"}, "u": {"data": "b"}}}
+    with pytest.raises(ConfigError, match=r"tests.u.support is required"):
+        parse_study(short, base_dir=tmp)
+    short["models"] = long["models"] = [{"kind": "cnn"}, {"kind": "classical", "name": "lr"}]
+    a, b = parse_study(short, base_dir=tmp), parse_study(long, base_dir=tmp)
+    assert a.seeds == b.seeds == [0, 1, 2]
+    assert a.sources == b.sources and a.tests == b.tests and a.models == b.models
+    assert a.sources["t"].components[0].per_class == "k" and a.sources["t"].k_dependent
+    assert str(a.tests["u"].data) == "b" and a.tests["u"].support is None
+    raw["models"][0].update(min_ratio="auto", select="loo", rule="auto")
+    m = parse_study(raw, base_dir=tmp).models[0]
+    assert (m.min_ratio, m.select, m.rule) == ("auto", "loo", "auto")
+    raw["models"][0]["min_ratio"] = 12
+    assert parse_study(raw, base_dir=tmp).models[0].min_ratio == 12.0
+
+
 @pytest.mark.parametrize("change, match", [
-    (lambda r: r.update(modles=[]), r"unknown key 'modles' \(did you mean models\?\)"),
-    (lambda r: r["datasets"]["a"].update(labls="x"), r"datasets.a: unknown key 'labls' \(did you mean labels\?\)"),
+    (lambda r: r.update(modles=[]), r"^modles: unknown key \(did you mean models\?\)$"),
+    (lambda r: r["datasets"]["a"].update(labls="x"), r"^datasets.a.labls: unknown key \(did you mean labels\?\)$"),
     (lambda r: r["sources"].update(s=["b:train"]), r"b:train needs datasets.b.test_fraction > 0"),
     (lambda r: r["sources"].update(s=["c"]), r"no dataset 'c'"),
-    (lambda r: r["sources"].update(s=[{"data": "a:train", "per_class": "q"}]), r"per_class must be an integer"),
+    (lambda r: r["sources"].update(s=[{"data": "a:train", "per_class": "q"}]),
+     r"sources.s\[0\].per_class: expected a number or k, got 'q'"),
     (lambda r: r["tests"].update(t={"data": "a:test"}), r"tests.t.support is required"),
     (lambda r: r["tests"].update(t={"data": "a:test", "support": "a"}), r"support and data overlap"),
-    (lambda r: r["tests"]["t"].update(sweep={"fluence_scale": [0, 1]}), r"fluence_scale values must be > 0"),
-    (lambda r: r["tests"]["t"].update(sweep={"missing": [0.5]}), r"unknown key 'missing'"),
+    (lambda r: r["tests"]["t"].update(sweep={"fluence_scale": [0, 1]}),
+     r"tests.t.sweep.fluence_scale must be > 0, got \[0, 1\]"),
+    (lambda r: r["tests"]["t"].update(sweep={"fluence_scale": [1], "missing_fraction": [0.5]}),
+     r"tests.t.sweep: give one of fluence_scale, missing_fraction with a list of values"),
+    (lambda r: r["tests"]["t"].update(sweep={"missing_fraction": [0.5, 1]}),
+     r"tests.t.sweep.missing_fraction values must lie in \[0, 1\)"),
+    (lambda r: r["datasets"]["a"].update(simulate="m.yaml"), r"datasets.a: give exactly one of path .* and simulate"),
+    (lambda r: r["datasets"]["a"].update(shots=10), r"datasets.a.shots applies to simulated datasets only"),
+    (lambda r: r["datasets"]["a"].update(test_fraction=1), r"datasets.a.test_fraction must lie in \[0, 1\), got 1"),
+    (lambda r: r["datasets"].update({"a b": r["datasets"]["a"]}), r"datasets: name 'a b' may hold only"),
+    (lambda r: r["sources"].update(s=[{"data": "a:train", "weight": 0}]), r"sources.s\[0\].weight must be > 0"),
+    (lambda r: r["sources"].update(s=[{"per_class": 3}]), r"sources.s\[0\].data: missing value"),
+    (lambda r: r["tests"].update(t="a:tst"), r"tests.t: part 'tst' of a must be train, test"),
+    (lambda r: r.update(seeds=0), r"seeds must be >= 1, got 0"),
+    (lambda r: r.update(label="type"), r"label: 'type' is not one of hit_type, structure_hit_type"),
+    (lambda r: r.update(classes=["single"]), r"classes must be a list of at least two class names"),
+    (lambda r: r.update(tests={}), r"tests: give at least one named test set"),
+    (lambda r: r["models"][0].update(rule="auto"), r"models\[0\].rule: auto needs select: loo"),
+    (lambda r: r["models"][0].update(min_ratio="aut"), r"models\[0\].min_ratio: expected a number or auto, got 'aut' "
+                                                       r"\(did you mean auto\?\)"),
+    (lambda r: r["models"][0].update(select="best"), r"models\[0\].select: 'best' is not one of loo"),
+    (lambda r: r["models"][0].update(unlabelled="c"), r"models\[0\].unlabelled: no dataset 'c'"),
+    (lambda r: r["models"][2].update(augment={"rotation": 0}), r"models\[2\].augment: the classical baseline is"),
+    (lambda r: r["models"][1].update(sources=[]), r"models\[1\].sources must be a non-empty list"),
+    (lambda r: r["tests"]["t"].update(sweep={"missing": [0.5]}), r"tests.t.sweep.missing: unknown key"),
     (lambda r: r["models"].append({"kind": "cnn"}), r"names must be unique"),
-    (lambda r: r["models"].append({"kind": "svm"}), r"kind must be one of siamese, cnn, resnet, classical"),
+    (lambda r: r["models"].append({"kind": "svm"}),
+     r"models\[3\].kind: 'svm' is not one of siamese, cnn, resnet, classical"),
     (lambda r: r["models"][0].update(config={"model": {"arch": "vgg"}}),
      r"models\[0\].config: model.arch: 'vgg' is not one of"),
     (lambda r: r["models"][0].update(config={"train": {"seed": 3}}), r"train.seed is set by the study"),
@@ -182,7 +231,8 @@ def test_a_valid_study_parses(base):
      r"embedding applies to siamese models only"),
     (lambda r: r["models"].append({"name": "k", "kind": "siamese", "embedding": "siamese", "config": {"x": 1}}),
      r"a model with embedding takes the config of that model"),
-    (lambda r: r["models"][0].update(rule="median"), r"rule must be one of mean, prototype, nearest, knn"),
+    (lambda r: r["models"][0].update(rule="median"),
+     r"models\[0\].rule: 'median' is not one of mean, prototype, nearest, knn, auto"),
     (lambda r: r["models"][0].update(min_ratio=0.9), r"models\[0\].min_ratio must be >= 1"),
     (lambda r: r["models"][1].update(min_ratio=2), r"models\[1\].min_ratio applies to siamese models only"),
 ])
@@ -455,7 +505,7 @@ def test_human_baseline_is_validated(base):
         ({"name": "alice", "results": "other.results.json", "test": "t"}, r"needs confusion, a 2×2 matrix"),
         ({"name": "cnn", "results": path.name, "test": "t"}, r"human: names must differ"),
         ({"name": "alice", "results": path.name}, r"human\[0\].test: missing"),
-        ({"name": "alice", "results": path.name, "tst": "t"}, r"unknown key 'tst' \(did you mean test\?\)"),
+        ({"name": "alice", "results": path.name, "tst": "t"}, r"human\[0\].tst: unknown key \(did you mean test\?\)"),
     ]:
         _expect({**raw, "human": [entry]}, tmp, match)
     s = parse_study({**raw, "human": [{"name": "alice", "results": path.name, "test": "t"}]}, base_dir=tmp)
@@ -724,12 +774,16 @@ def test_sim_to_real_models_at_toy_size(tmp_path):
 
 
 def test_the_evaluation_keys_in_the_docs_are_the_schema():
-    """docs/evaluation.md's key tables (`evaluation`, the baselines' configs) are generated from the declarations."""
+    """docs/evaluation.md's key tables (the study file's sections, `evaluation`, the
+    baselines' configs) are generated from the declarations."""
     from spinet.baselines import SupervisedConfig
     from spinet.study import EvaluationSpec
     from spinet.study.kinds import ClassicalConfig, PhotonCountConfig
+    from spinet.study.sections import TABLES, reference_markdown
     from spisim.schema import reference_table
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "evaluation.md").read_text(encoding="utf-8")
     for cls in (EvaluationSpec, SupervisedConfig, ClassicalConfig, PhotonCountConfig):
         assert reference_table(cls) in doc, f"docs/evaluation.md: the table of {cls.__name__} is out of date"
+    assert reference_markdown() in doc, "docs/evaluation.md: the study file's key tables are out of date"
+    assert len(TABLES) == 6 and all(f"`{where}." in reference_markdown() for _, _, where, _ in TABLES if where)

@@ -1,6 +1,7 @@
-"""Small readers of study values: mappings with known keys, numbers, names and files, each failing with a
-one-line :class:`~spisim.errors.ConfigError` (or :class:`~spisim.errors.InputFileError` for a missing file) that
-names the key."""
+"""What the study's declarations (:mod:`spinet.study.sections`) cannot say: names, non-empty strings, files looked
+up beside the study, dataset parts (``NAME:train``) and a model's augmentation, each failing with a one-line
+:class:`~spisim.errors.ConfigError` (or :class:`~spisim.errors.InputFileError` for a missing file) that names the
+key; ``check_keys`` for the sections of a Siamese model's ``config``."""
 
 from __future__ import annotations
 
@@ -28,22 +29,6 @@ def check_keys(d: Any, allowed: Sequence[str], where: str) -> dict:
             raise ConfigError(f"{where}: unknown key {k!r}{did_you_mean(str(k), allowed)}; "
                               f"known: {', '.join(allowed)}")
     return d
-
-
-def as_int(value: Any, where: str, minimum: int | None = None) -> int:
-    """A whole number (at least ``minimum``)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or float(value) != int(value):
-        raise ConfigError(f"{where} must be an integer, got {value!r}")
-    if minimum is not None and int(value) < minimum:
-        raise ConfigError(f"{where} must be >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def as_float(value: Any, where: str) -> float:
-    """A number (not a boolean)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{where} must be a number, got {value!r}")
-    return float(value)
 
 
 def as_str(value: Any, where: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,24 +14,20 @@ from spisim.schema import did_you_mean
 
 from ..metrics import classification_metrics
 from ..records import HUMAN_KIND, HUMAN_SOURCE, RunRecord
-from .fields import as_name, as_str, check_keys
 from .spec import HumanSpec, Study, TestSpec
 
-HUMAN_KEYS = ("name", "results", "test")
+if TYPE_CHECKING:
+    from .sections import HumanEntry
 
 
-def parse_human(d: Any, base_dir: Path, tests: dict[str, TestSpec], where: str) -> HumanSpec:
-    """One ``human`` entry: check the keys, find and read the game's results file (ConfigError for any fault)."""
-    check_keys(d, HUMAN_KEYS, where)
-    for key in HUMAN_KEYS:
-        if d.get(key) is None:
-            raise ConfigError(f"{where}.{key}: missing (give name, results: LABELS.results.json and test: TEST)")
-    name = as_name(d["name"], f"{where}.name")
-    test = as_str(d["test"], f"{where}.test")
+def parse_human(e: HumanEntry, base_dir: Path, tests: dict[str, TestSpec], where: str) -> HumanSpec:
+    """One ``human`` entry (built from its declaration): its test found, the game's results file read and checked
+    (ConfigError for any fault)."""
+    name, test = e.name, e.test.strip()
     if test not in tests:
         raise ConfigError(f"{where}.test: no test set {test!r}{did_you_mean(test, list(tests))}; "
                           f"tests: {', '.join(tests)}")
-    given = Path(as_str(d["results"], f"{where}.results")).expanduser()
+    given = Path(e.results.strip()).expanduser()
     path = given if given.is_absolute() else base_dir / given
     if not path.is_file():
         raise ConfigError(f"{where}.results: no such file {str(given)!r} (looked in {path.parent})")

@@ -39,12 +39,12 @@ from ..config import AugmentConfig, Config, PreprocessConfig
 from ..fewshot import RULES
 from ..metrics import is_single_class
 from ..records import CLASSICAL, CNN, PHOTONS, RESNET, SIAMESE, Perturbation, Prediction
-from .fields import as_float, as_name, as_str, check_keys, parse_part
+from .fields import check_keys
 
 if TYPE_CHECKING:
     from .registry import Geometry
     from .runner import StudyRunner, Trained, TrainJob
-    from .spec import DatasetSpec, ModelSpec, TestVariant
+    from .spec import ModelSpec, TestVariant
 
 SELECT_METHODS = ("loo",)
 """``models[].select``: how a Siamese model chooses its checkpoint (and rule) with the supports."""
@@ -73,9 +73,9 @@ class ModelKind:
     embeds = False
     augments = True
 
-    def parse(self, d: dict, m: ModelSpec, preprocess: PreprocessConfig, datasets: dict[str, DatasetSpec],
-              where: str) -> None:
-        """Check the kind's keys of ``models[i]`` (``d``, parsed YAML) and set them on ``m`` (ConfigError)."""
+    def check_config(self, m: ModelSpec, preprocess: PreprocessConfig, where: str) -> None:
+        """Check the kind's own ``config`` of ``models[i]`` (``m``, its shared keys already read; ConfigError naming
+        ``where``)."""
         raise NotImplementedError
 
     def train(self, runner: StudyRunner, job: TrainJob, train: list, val: list, folder: Path) -> tuple[Any, list]:
@@ -100,28 +100,8 @@ class Siamese(ModelKind):
     fewshot = True
     embeds = True
 
-    def parse(self, d: dict, m: ModelSpec, preprocess: PreprocessConfig, datasets: dict[str, DatasetSpec],
-              where: str) -> None:
-        cfg = m.config
-        if d.get("select") is not None:
-            m.select = as_str(d["select"], f"{where}.select")
-            if m.select not in SELECT_METHODS:
-                raise ConfigError(f"{where}.select must be one of {', '.join(SELECT_METHODS)}, got {m.select!r}")
-        m.rule = as_str(d.get("rule", "mean"), f"{where}.rule")
-        if m.rule not in RULES and not (m.rule == "auto" and m.select is not None):
-            raise ConfigError(f"{where}.rule must be one of {', '.join(RULES)} (or auto with select: loo), "
-                              f"got {m.rule!r}")
-        if d.get("min_ratio") is not None:
-            m.min_ratio = _min_ratio(d["min_ratio"], where)
-        if d.get("adapt_bn") is not None:
-            if not isinstance(d["adapt_bn"], bool):
-                raise ConfigError(f"{where}.adapt_bn must be true or false, got {d['adapt_bn']!r}")
-            m.adapt_bn = d["adapt_bn"]
-        if d.get("unlabelled") is not None:
-            m.unlabelled = parse_part(d["unlabelled"], datasets, f"{where}.unlabelled")
-        if d.get("init") is not None:
-            m.init = as_name(d["init"], f"{where}.init")
-        _check_siamese_config(cfg, m, preprocess, where)
+    def check_config(self, m: ModelSpec, preprocess: PreprocessConfig, where: str) -> None:
+        _check_siamese_config(m.config, m, preprocess, where)
 
     # ---------------------------------------------------------------------------------------- training
 
@@ -211,16 +191,6 @@ def _pick(classes: np.ndarray, k: int, seed: int) -> np.ndarray:
     from ..data import pick_per_class
 
     return pick_per_class(classes, k, seed)
-
-
-def _min_ratio(value: Any, where: str) -> float | str:
-    """``models[].min_ratio``: ``auto`` or a number >= 1."""
-    if value == "auto":
-        return "auto"
-    ratio = as_float(value, f"{where}.min_ratio")
-    if not ratio >= 1.0:
-        raise ConfigError(f"{where}.min_ratio must be >= 1 (1: no ratio test) or auto, got {ratio:g}")
-    return ratio
 
 
 STUDY_SET_DATA_KEYS = ("sources", "validation", "classes", "label", "val_fraction", "unlabelled")
@@ -398,8 +368,7 @@ class Supervised(_Probabilistic):
         self.name = name
         self.title = f"{name} baseline"
 
-    def parse(self, d: dict, m: ModelSpec, preprocess: PreprocessConfig, datasets: dict[str, DatasetSpec],
-              where: str) -> None:
+    def check_config(self, m: ModelSpec, preprocess: PreprocessConfig, where: str) -> None:
         from ..baselines import SupervisedConfig
 
         SupervisedConfig.from_dict(m.config, f"{where}.config")
@@ -502,8 +471,7 @@ class Classical(_Probabilistic):
     title = "classical baseline"
     augments = False
 
-    def parse(self, d: dict, m: ModelSpec, preprocess: PreprocessConfig, datasets: dict[str, DatasetSpec],
-              where: str) -> None:
+    def check_config(self, m: ModelSpec, preprocess: PreprocessConfig, where: str) -> None:
         classical_kwargs(m.config, f"{where}.config")
 
     def train(self, runner: StudyRunner, job: TrainJob, train: list, val: list, folder: Path) -> tuple[Any, list]:
@@ -550,8 +518,7 @@ class PhotonCount(ModelKind):
     trains = False
     augments = False
 
-    def parse(self, d: dict, m: ModelSpec, preprocess: PreprocessConfig, datasets: dict[str, DatasetSpec],
-              where: str) -> None:
+    def check_config(self, m: ModelSpec, preprocess: PreprocessConfig, where: str) -> None:
         build(PhotonCountConfig, m.config, f"{where}.config")
 
     def predict(self, runner: StudyRunner, trained: Trained, v: TestVariant, k: int | None, cache: dict,

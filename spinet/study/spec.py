@@ -1,7 +1,8 @@
 """The study, validated: datasets, training sources, tests, models, human baselines and how runs are made.
 
-These dataclasses are what :mod:`spinet.study.parse` builds from a study file and what the runner reads; the
-schema itself (every key, its default and meaning) is in ``docs/evaluation.md``.
+These dataclasses are what :mod:`spinet.study.parse` resolves a study file into (files found, parts and names
+linked) and what the runner reads; the keys as written, their defaults and meanings, are declared in
+:mod:`spinet.study.sections` (and tabled in ``docs/evaluation.md``).
 """
 
 from __future__ import annotations
