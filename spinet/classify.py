@@ -5,7 +5,9 @@ optionally adapted to a run (AdaBN), the supports embedded with each; where ther
 checkpoints, ``rule="auto"``) the checkpoint and rule with the most supports right under leave-one-out are taken,
 ``min_ratio="auto"`` sets the ratio test from the supports; then the file is classified
 (:func:`spinet.inference.classify_file`). DATA is opened, and checked to hold a frame with data, before any
-support is built.
+support is built. With supports from several files (e.g. simulated shots and a few real labelled ones), a
+label-free check is reported: how often each file's supports alone give the same single-vs-rest answer as the
+first file's on DATA's frames (:func:`support_agreement`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
 
 from spisim.backend import resolve_device
 from spisim.cxi import CXIReader
@@ -28,13 +33,18 @@ from .inference import (
     build_supports,
     check_outputs,
     classify_file,
+    embed_batches,
     require_data,
     select_reading,
     support_estimate,
     truth_is_binary,
 )
 from .labelspace import class_counts_text, is_binary_names
-from .selection import SELECTION_RULES, Estimate, Selection, ratio_from_supports
+from .metrics import is_single_class
+from .selection import SELECTION_RULES, Estimate, Selection, cluster_agreement, ratio_from_supports
+
+AGREEMENT_FRAMES = 2000
+"""Frames of DATA (spread over the file, supports and frames without data left out) read for the check."""
 
 
 def model_files(model: str | Path, select: bool = False) -> list[Path]:
@@ -111,6 +121,47 @@ def _ratio_and_estimate(sup: SupportSet, rule: str, min_ratio: float | str | Non
     return loo.estimate, ratio
 
 
+def support_agreement(bundle: ModelBundle, sup: SupportSet, data: Path, rule: str, *, batch_size: int = 256,
+                      max_frames: int = AGREEMENT_FRAMES) -> list[dict[str, Any]]:
+    """The label-free check of supports from several files: for each file after the first, the share of DATA's
+    frames to which its supports alone give the same single-vs-rest answer as the first file's supports alone
+    (:func:`spinet.selection.cluster_agreement`; 1: the two sets put the classes in the same places of the
+    embedding). Files whose supports lack a single or a non-single class are left out.
+
+    Returns:
+        one dict per compared file: ``first``, ``other`` (paths), ``agreement`` (0-1), ``frames`` (n read).
+    """
+    files = list(dict.fromkeys(str(f) for f in sup.files))
+    names = list(sup.class_names)
+    single = np.array([is_single_class(n) for n in names])
+
+    def reading(path: str) -> tuple[torch.Tensor, torch.Tensor, list[str]] | None:
+        own = torch.from_numpy(np.asarray([str(f) == path for f in sup.files], dtype=bool))
+        present, cls = np.unique(sup.classes[own].numpy(), return_inverse=True)  # the file's own classes
+        if not (single[present].any() and (~single[present]).any()):
+            return None
+        return sup.embeddings[own], torch.from_numpy(cls.astype(np.int64)), [names[i] for i in present]
+
+    readings = [(f, reading(f)) for f in files]
+    readings = [(f, r) for f, r in readings if r is not None]
+    if len(readings) < 2:
+        return []
+    with CXIReader(data) as r:
+        n = len(r)
+        idx = np.arange(n)[~sup.is_member(data, np.arange(n))]
+        if len(idx) > max_frames:
+            idx = idx[np.linspace(0, len(idx) - 1, max_frames).round().astype(np.int64)]
+        embedded = [(e, ok) for _, e, ok in embed_batches(bundle, r, idx, batch_size)]
+    if not embedded:
+        return []
+    emb = torch.cat([e for e, _ in embedded])[torch.from_numpy(np.concatenate([ok for _, ok in embedded]))]
+    if len(emb) == 0:
+        return []
+    first, ref = readings[0]
+    return [{"first": first, "other": other, "frames": int(len(emb)),
+             "agreement": cluster_agreement(emb, ref, rd, rule=rule)} for other, rd in readings[1:]]
+
+
 def run_classify(
     model: str | Path,
     data: str | Path,
@@ -183,6 +234,12 @@ def run_classify(
     extra: dict[str, Any] = {"model": str(files[chosen]), "adapt": None if adapt is None else str(adapt),
                              "estimate": estimate.to_dict(),
                              "selection": None if selection is None else selection.table()}
+    agreement = support_agreement(bundle, sup, data, rule, batch_size=batch_size) if len(sup.parts) > 1 else []
+    for a in agreement:
+        say(f"label-free check: the supports of {Path(a['other']).name} alone give the same single-vs-rest answer "
+            f"as those of {Path(a['first']).name} alone on {100 * a['agreement']:.1f} % of {a['frames']} frames of "
+            f"{data.name} (low: the two sets put the classes in different places)")
+    extra["support_agreement"] = agreement
     if on_start is not None:
         on_start(n)
     result = classify_file(bundle, data, sup, rule=rule, threshold=unknown_threshold, min_ratio=ratio, output=output,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import h5py
@@ -388,3 +389,34 @@ def test_run_classify_is_spi_classify_without_click(env, tmp_path):
     assert _rows(tmp_path / "q.csv") == _rows(tmp_path / "p.csv")
     with pytest.raises(InputFileError, match="nope.h5"):
         run_classify(env["model"], tmp_path / "nope.h5", [SupportSpec(Path("/no/support.h5"))])
+
+
+# ------------------------------------------------------------------------------------------- label-free check
+
+
+def test_supports_from_two_files_get_a_label_free_agreement_check(env, tmp_path):
+    """Simulated 4-class supports beside real single / not_single ones: each file's supports alone read DATA's
+    frames single vs rest, and the share of frames they agree on is printed and stored; the same supports twice
+    (a copy of the file) agree on every frame."""
+    out = tmp_path / "p.csv"
+    res = _run(env["model"], env["test"], "--support", f"{env['train']},k=5",
+               "--support", f"{env['test']},labels={env['binary']},k=3", "--labels", env["binary"], "-o", out)
+    assert res.exit_code == 0, res.output
+    line = next(x for x in res.output.splitlines() if x.startswith("label-free check"))
+    share = float(line.split(" on ")[1].split(" %")[0])
+    n = int(line.split(" % of ")[1].split()[0])
+    assert 0.0 <= share <= 100.0 and n == 40 - 6  # the test file's 6 supports are not read
+    doc = json.loads((tmp_path / "p.summary.json").read_text())
+    (a,) = doc["support_agreement"]
+    assert a["frames"] == n and a["agreement"] == pytest.approx(share / 100, abs=5e-4)
+    assert Path(a["first"]).name == "train.h5" and Path(a["other"]).name == "test.h5"
+
+    copy = tmp_path / "copy.h5"
+    shutil.copy(env["train"], copy)
+    res = _run(env["model"], env["test"], "--support", f"{env['train']},k=5,seed=3",
+               "--support", f"{copy},k=5,seed=3")
+    assert res.exit_code == 0, res.output
+    assert "same single-vs-rest answer as those of train.h5 alone on 100.0 % of 40 frames" in res.output
+    # one support file: no check
+    res = _run(env["model"], env["test"], "--support", f"{env['train']},k=5")
+    assert res.exit_code == 0 and "label-free check" not in res.output
