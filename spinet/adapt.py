@@ -36,6 +36,7 @@ from spisim.errors import InputFileError
 
 from .augment import ShotTransform
 from .config import AdaptConfig, Config, UnlabelledConfig
+from .data import LazyFile
 
 # ------------------------------------------------------------------------------------------------ AdaBN
 
@@ -176,7 +177,7 @@ def read_indices(path: str | Path) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
-class UnlabelledFrames(Dataset):
+class UnlabelledFrames(LazyFile, Dataset):
     """Frames of one file without labels; an item ``(position, seed1, seed2)`` gives two augmented views.
 
     Args:
@@ -189,21 +190,14 @@ class UnlabelledFrames(Dataset):
         self.path = Path(path)
         self.indices = np.asarray(indices, dtype=np.int64)
         self.transform = transform
-        self._reader: CXIReader | None = None
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_reader"] = None
-        return state
+        LazyFile.__init__(self)
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._reader is None:
-            self._reader = CXIReader(self.path)
         position, s1, s2 = (int(v) for v in key)
-        frame = self._reader[int(self.indices[position])]
+        frame = self.reader[int(self.indices[position])]
         return (self.transform(frame, np.random.default_rng(s1)), self.transform(frame, np.random.default_rng(s2)))
 
 

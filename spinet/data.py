@@ -127,7 +127,32 @@ def shot_label_name(
 # ------------------------------------------------------------------------------------------------ files
 
 
-class FileShots:
+class LazyFile:
+    """A CXI/HDF5 file opened on first use, once per process: a pickled copy (a spawned worker) or a forked
+    worker reopens it (HDF5 handles must not cross a process boundary). Subclasses set ``self.path`` and call
+    ``LazyFile.__init__``."""
+
+    path: Path
+
+    def __init__(self) -> None:
+        self._reader: CXIReader | None = None
+        self._pid = os.getpid()
+
+    @property
+    def reader(self) -> CXIReader:
+        """The open file of this process."""
+        if self._reader is None or self._pid != os.getpid():
+            self._reader = CXIReader(self.path)
+            self._pid = os.getpid()
+        return self._reader
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_reader"] = None
+        return state
+
+
+class FileShots(LazyFile):
     """Labelled shots of one CXI/HDF5 file, opened lazily (a pickled copy reopens the file).
 
     Args:
@@ -148,21 +173,7 @@ class FileShots:
             raise ValueError("indices and classes must have the same length")
         self.transform = transform
         self.weight = float(weight)
-        self._reader: CXIReader | None = None
-        self._pid = os.getpid()
-
-    @property
-    def reader(self) -> CXIReader:
-        """The open file; reopened in a forked worker (HDF5 handles must not cross a fork)."""
-        if self._reader is None or self._pid != os.getpid():
-            self._reader = CXIReader(self.path)
-            self._pid = os.getpid()
-        return self._reader
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_reader"] = None
-        return state
+        LazyFile.__init__(self)
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -200,3 +200,21 @@ def test_a_simulated_source_relabelled_binary_trains_beside_a_binary_real_run(tm
     assert np.bincount(data.train.labels).tolist()[0] > 0 and len(np.unique(data.train.labels)) == 2
     with pytest.raises(ConfigError, match="binary"):
         parse_source(f"{sim},binary=maybe")
+
+
+def test_unlabelled_frames_reopen_their_file_in_another_process(tmp_path):
+    """The unlabelled frames' file is opened once per process: a pickled copy (spawned worker) holds no handle
+    and a copy whose process id differs (forked worker) opens its own (HDF5 handles must not cross a fork)."""
+    import os
+    import pickle
+
+    from spinet.adapt import UnlabelledFrames
+
+    path = write_toy_dataset(tmp_path / "u.h5", 6, seed=3)
+    frames = UnlabelledFrames(path, np.arange(6), transform=None)
+    first = frames.reader
+    assert frames.reader is first  # same process: kept
+    clone = pickle.loads(pickle.dumps(frames))
+    assert clone._reader is None and clone.reader is not first
+    frames._pid = os.getpid() + 1  # as seen from a forked child
+    assert frames.reader is not first and frames._pid == os.getpid()
