@@ -34,6 +34,7 @@ from .inference import (
     check_outputs,
     classify_file,
     embed_batches,
+    estimate_mask,
     require_data,
     select_reading,
     support_estimate,
@@ -41,7 +42,15 @@ from .inference import (
 )
 from .labelspace import class_counts_text, is_binary_names
 from .metrics import is_single_class
-from .selection import SELECTION_RULES, Estimate, Selection, cluster_agreement, ratio_from_supports
+from .selection import (
+    SELECTION_RULES,
+    Candidate,
+    Estimate,
+    Selection,
+    cluster_agreement,
+    fitted_ratio,
+    nested_estimate,
+)
 
 AGREEMENT_FRAMES = 2000
 """Frames of DATA (spread over the file, supports and frames without data left out) read for the check."""
@@ -107,18 +116,23 @@ def _readings(files: list[Path], model: Path, data: Path, specs: Sequence[Suppor
 
 
 def _ratio_and_estimate(sup: SupportSet, rule: str, min_ratio: float | str | None, binary: bool, data: Path,
-                        say: Say) -> tuple[Estimate, float | None]:
-    """(the leave-one-out estimate, the ratio test), the ratio set from the supports for ``min_ratio="auto"``."""
+                        selection: Selection | None, say: Say) -> tuple[Estimate, float | None]:
+    """(the estimate, the ratio test), the ratio fitted on the supports for ``min_ratio="auto"``. Where the
+    supports chose something (a checkpoint or rule among several, the ratio), the estimate is the nested one
+    (:func:`spinet.selection.nested_estimate`: each support answered by what the others chose), else plain
+    leave-one-out."""
     fixed = None if min_ratio == "auto" else min_ratio
     loo = support_estimate(sup, rule, min_ratio=fixed, binary=binary, data=data)
-    if min_ratio != "auto":
-        return loo.estimate, fixed
-    ratio = ratio_from_supports(loo.single_score, [t == "single" or t.endswith("/single") for t in loo.truth])
-    ratio = ratio if (ratio is not None and ratio > 1) else None
-    say(f"ratio test from the supports: {'none' if ratio is None else f'--min-ratio {ratio:g}'}")
-    if ratio is not None:
-        loo = support_estimate(sup, rule, min_ratio=ratio, binary=binary, data=data)
-    return loo.estimate, ratio
+    ratio = fixed
+    if min_ratio == "auto":
+        ratio = fitted_ratio(loo)
+        say(f"ratio test from the supports: {'none' if ratio is None else f'--min-ratio {ratio:g}'}")
+    if selection is None and min_ratio != "auto":
+        return loo.estimate, ratio
+    candidates = selection.candidates if selection is not None else [Candidate("model", sup.embeddings, rule)]
+    estimate = nested_estimate(candidates, sup.classes.numpy(), sup.class_names, binary=binary,
+                               evaluate=estimate_mask(sup, data), min_ratio=min_ratio)
+    return estimate, ratio
 
 
 def support_agreement(bundle: ModelBundle, sup: SupportSet, data: Path, rule: str, *, batch_size: int = 256,
@@ -230,7 +244,7 @@ def run_classify(
             say(f"  {row['candidate']:>20s} {row['rule']:>9s}: {row['correct']} of {row['n']} right, "
                 f"mean margin {row['mean_margin']:+.3f}{' <' if row['chosen'] else ''}")
     bundle, sup = readings[chosen][1], readings[chosen][2]
-    estimate, ratio = _ratio_and_estimate(sup, rule, min_ratio, is_bin, data, say)
+    estimate, ratio = _ratio_and_estimate(sup, rule, min_ratio, is_bin, data, selection, say)
     extra: dict[str, Any] = {"model": str(files[chosen]), "adapt": None if adapt is None else str(adapt),
                              "estimate": estimate.to_dict(),
                              "selection": None if selection is None else selection.table()}

@@ -45,6 +45,10 @@ class FewShotClassifier:
         neighbours: supports per class that the ``knn`` rule averages over.
         min_ratio: (≥ 1) the second-nearest class must be at least this many times as far (squared distance)
             as the nearest, else the answer is unknown (−1); None or 1: no ratio test.
+        ratio_groups: (C,) group id per class for the ratio test: the runner-up is the nearest class of
+            *another group* (default: every class its own group). For answers given single vs rest, the
+            groups are single and not single, so that a shot between two non-single classes (multi and
+            unintended) is a sure not_single, not an unknown.
     """
 
     def __init__(
@@ -56,6 +60,7 @@ class FewShotClassifier:
         threshold: float | None = None,
         neighbours: int = DEFAULT_NEIGHBOURS,
         min_ratio: float | None = None,
+        ratio_groups: Sequence[int] | None = None,
     ) -> None:
         if rule not in RULES:
             raise ConfigError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
@@ -78,6 +83,12 @@ class FewShotClassifier:
         self.rule = rule
         self.threshold = threshold
         self.min_ratio = min_ratio
+        groups = np.arange(c) if ratio_groups is None else np.asarray(ratio_groups, dtype=np.int64)
+        if groups.shape != (c,):
+            raise ConfigError(f"ratio_groups needs one group per class ({c}), got {groups.shape}")
+        if min_ratio is not None and len(np.unique(groups)) < 2:
+            raise ConfigError("min_ratio needs supports of at least two groups of classes")
+        self._other_group = torch.from_numpy(groups[:, None] != groups[None, :]).to(self.embeddings.device)
         self.neighbours = int(neighbours)
         onehot = torch.zeros(c, len(self.classes), device=self.embeddings.device)
         onehot[self.classes, torch.arange(len(self.classes))] = 1.0
@@ -106,7 +117,9 @@ class FewShotClassifier:
         if self.threshold is not None:
             pred = torch.where(best > self.threshold, torch.full_like(pred, -1), pred)
         if self.min_ratio is not None and self.min_ratio > 1.0:
-            second = d.topk(2, dim=1, largest=False).values[:, 1]
+            # the runner-up: the nearest class of another group than the nearest class
+            other = self._other_group[d.argmin(dim=1)]
+            second = torch.where(other, d, torch.full_like(d, float("inf"))).min(dim=1).values
             pred = torch.where(second < self.min_ratio * best, torch.full_like(pred, -1), pred)
         return pred, d
 

@@ -46,6 +46,7 @@ from .labelspace import (
     is_binary_names,
     score,
 )
+from .metrics import is_single_class
 
 # ------------------------------------------------------------------------------------------------ embedding
 
@@ -325,11 +326,15 @@ def merge_supports(supports: Sequence[SupportSet]) -> SupportSet:
     embs, cls = [], []
     members: dict[str, np.ndarray] = {}
     for s in supports:
+        for key, idx in s.members.items():
+            twice = np.intersect1d(members.get(key, np.zeros(0, np.int64)), idx)
+            if len(twice):  # a shot twice among the supports would read itself in leave-one-out (distance 0)
+                raise InputFileError(f"{key}: shot {int(twice[0])} is drawn by two --support sets ({len(twice)} "
+                                     "shots in both): give the file once with a larger k, or other shots")
+            members[key] = np.union1d(members.get(key, np.zeros(0, np.int64)), idx)
         remap = torch.tensor([names.index(n) for n in s.class_names], dtype=torch.int64)
         embs.append(s.embeddings)
         cls.append(remap[s.classes])
-        for key, idx in s.members.items():
-            members[key] = np.union1d(members.get(key, np.zeros(0, np.int64)), idx)
     return SupportSet(torch.cat(embs), torch.cat(cls), names, " + ".join(s.source for s in supports), members,
                       [p for s in supports for p in s.parts], np.concatenate([s.files for s in supports]))
 
@@ -484,6 +489,12 @@ class ClassifyResult:
     summary_path: Path | None = None
 
 
+def ratio_groups(class_names: Sequence[str], binary: bool) -> list[int] | None:
+    """The ratio test's class groups (:class:`spinet.fewshot.FewShotClassifier`): for answers given single vs
+    rest, single classes against the others (1 / 0); otherwise None (each class against every other)."""
+    return [int(is_single_class(n)) for n in class_names] if binary else None
+
+
 def classify_file(
     bundle: ModelBundle,
     path: str | Path,
@@ -522,17 +533,17 @@ def classify_file(
     out = summary_out = None
     if output is not None:
         out, summary_out = check_outputs(output, overwrite)
-    clf = FewShotClassifier(support.embeddings, support.classes, support.class_names, rule, threshold,
-                            min_ratio=min_ratio)
     allowed = label_names_for(label_mode, [*bundle.class_names, *support.class_names])
     with CXIReader(path) as reader:
         truth: dict[int, str] | None = None
         if truth_labels is not None or reader.has_labels:
             tidx, tnames = file_labels(reader, label_mode, truth_labels, class_names=allowed)
             truth = {int(i): n for i, n in zip(tidx, tnames, strict=True)}
-        tally = _Tally(choose_label_space(None if truth is None else truth.values(), support.class_names, binary),
-                       support.class_names, truth, unknown=threshold is not None or (min_ratio is not None
-                                                                                     and min_ratio > 1))
+        space = choose_label_space(None if truth is None else truth.values(), support.class_names, binary)
+        clf = FewShotClassifier(support.embeddings, support.classes, support.class_names, rule, threshold,
+                                min_ratio=min_ratio, ratio_groups=ratio_groups(support.class_names, space.binary))
+        tally = _Tally(space, support.class_names, truth,
+                       unknown=threshold is not None or (min_ratio is not None and min_ratio > 1))
         with _PredictionsCSV(out, tally) as writer:
             for sel, emb, valid in embed_batches(bundle, reader, None, batch_size, on_batch):
                 pred, dist = clf.predict(emb)

@@ -420,3 +420,11 @@ def test_supports_from_two_files_get_a_label_free_agreement_check(env, tmp_path)
     # one support file: no check
     res = _run(env["model"], env["test"], "--support", f"{env['train']},k=5")
     assert res.exit_code == 0 and "label-free check" not in res.output
+
+
+def test_a_shot_drawn_by_two_support_sets_is_an_error(env):
+    """The same shot twice among the supports would read itself in leave-one-out (distance 0: always right)."""
+    res = _run(env["model"], env["test"], "--support", f"{env['train']},k=5,seed=0",
+               "--support", f"{env['train']},k=5,seed=0")
+    assert res.exit_code == 1 and "is drawn by two --support sets" in res.output
+    assert len(res.output.strip().splitlines()) == 1

@@ -754,6 +754,9 @@ def test_sim_to_real_models_at_toy_size(tmp_path):
         assert choose["checkpoint"] in ("best", "epoch-001", "epoch-002") and choose["rule"] in RULES
         assert choose["min_ratio"] is None or choose["min_ratio"] >= 1
         assert by[("siamese", "sim", k)].estimate["checkpoint"] == "best"
+        # a choice made with the supports is estimated nested (no winner's curse); no choice: plain leave-one-out
+        assert choose["method"].startswith("nested leave-one-out")
+        assert by[("siamese", "sim", k)].estimate["method"].startswith("leave-one-out over")
         assert "photons" in by[("photons", "supports", k)].estimate["rule_text"]
     # the adapted and fine-tuned networks: the unlabelled terms in the log, the init from the siamese network
     uda = res.train_logs["siamese-uda on sim (seed 0)"]

@@ -135,6 +135,7 @@ class Siamese(ModelKind):
         leave-one-out over the supports, with ``min_ratio: auto`` the ratio test set from them. The supports'
         leave-one-out accuracy is kept as the record's estimate."""
         from ..fewshot import FewShotClassifier, embed_images, log_distance_ratio
+        from ..inference import ratio_groups
 
         classes = runner.data.classes
         single = np.array([is_single_class(c) for c in classes], dtype=bool)
@@ -149,7 +150,8 @@ class Siamese(ModelKind):
                                        batch=runner.study.evaluation.batch_size, device=runner.device)
         q = cache[qkey]
         s_emb = torch.as_tensor(chosen.embeddings)
-        clf = FewShotClassifier(s_emb, torch.from_numpy(local_cls), local_names, rule=chosen.rule, min_ratio=ratio)
+        clf = FewShotClassifier(s_emb, torch.from_numpy(local_cls), local_names, rule=chosen.rule, min_ratio=ratio,
+                                ratio_groups=ratio_groups(local_names, runner.data.label_space(name).binary))
         pred_local, dist = clf.predict(q)
         pl = pred_local.numpy()
         pred = np.where(pl < 0, -1, present[np.maximum(pl, 0)])
@@ -313,7 +315,7 @@ def _choose(runner: StudyRunner, trained: Trained, v: TestVariant, k: int | None
     """(checkpoint name, network, chosen candidate, ratio test or None, the supports' estimate) of a Siamese
     model on a test's supports: every checkpoint × rule candidate read by leave-one-out over the supports."""
     from ..fewshot import embed_images
-    from ..selection import SELECTION_RULES, Candidate, leave_one_out, ratio_from_supports, select_candidate
+    from ..selection import SELECTION_RULES, Candidate, fitted_ratio, nested_estimate, select_candidate
 
     m = trained.job.model
     sname, pick, _ = runner.support_pick(trained, v, k)
@@ -331,14 +333,11 @@ def _choose(runner: StudyRunner, trained: Trained, v: TestVariant, k: int | None
     sel = select_candidate(cands, local_cls, local_names, binary=binary, min_ratio=fixed_ratio)
     chosen = sel.chosen
     ckpt, net = nets[sel.best]
-    ratio = fixed_ratio
-    if m.min_ratio == "auto":
-        loo = sel.results[sel.best]
-        ratio = ratio_from_supports(loo.single_score, np.array([is_single_class(c) for c in loo.truth]))
-        if ratio is not None and ratio > 1:
-            sel.results[sel.best] = leave_one_out(chosen.embeddings, local_cls, local_names, chosen.rule,
-                                                  min_ratio=ratio, binary=binary)
-    return ckpt, net, chosen, ratio, sel.results[sel.best].estimate.to_dict()
+    ratio = fitted_ratio(sel.results[sel.best]) if m.min_ratio == "auto" else fixed_ratio
+    estimate = sel.results[sel.best].estimate
+    if len(cands) > 1 or m.min_ratio == "auto":  # something was chosen with the supports: the nested estimate
+        estimate = nested_estimate(cands, local_cls, local_names, binary=binary, min_ratio=m.min_ratio)
+    return ckpt, net, chosen, ratio, estimate.to_dict()
 
 
 # ============================================================================================ baselines
@@ -544,10 +543,10 @@ class PhotonCount(ModelKind):
                     else int(np.bincount(s_cls[~s_single]).argmax()))
         pred = np.where(is_single, single_id, other_id)
         right = scored = 0
-        for i in range(len(pick)):  # leave-one-out on the supports
-            rest = np.arange(len(pick)) != i
-            if s_single[rest].all() or not s_single[rest].any():
-                continue
+        for i in range(len(pick)):  # leave-one-out on the supports, as spinet.selection.leave_one_out skips:
+            rest = np.arange(len(pick)) != i  # a support whose class has no other support is not scored (at k = 1
+            if not np.any(s_cls[rest] == s_cls[i]) or s_single[rest].all() or not s_single[rest].any():
+                continue  # the estimate would rest on the easy non-single classes alone)
             scored += 1
             right += int(PhotonCountRule(rule_name).fit(s_ph[rest], s_single[rest]).predict(s_ph[i : i + 1])[0]
                          == s_single[i])
