@@ -27,9 +27,11 @@ itself when there are any); the share right is printed as the estimated accuracy
 interval (e.g. 9 of 10, 0.60-0.98: with 5 supports per class an estimate is coarse). --rule auto chooses the
 rule, and --select the checkpoint (MODEL a run folder: best.pt and the epochs kept by spi train --keep-every),
 by that leave-one-out count; --min-ratio auto sets the ratio test from the supports (the smallest ratio at
-which no non-single support would be called single while half the single ones still are). Supports used to
-choose are never scored. --adapt FILE re-estimates the network's batch-norm statistics on FILE's frames
-(AdaBN; labels unused), e.g. the run itself.
+which no non-single support would be called single while half the single ones still are). When the supports
+chose something, the estimate printed is the nested one (each support answered by what the others chose).
+Supports used to choose are never scored. With supports from several files, a label-free check prints how
+often each file's supports alone read DATA's frames the same (single vs rest). --adapt FILE re-estimates the
+network's batch-norm statistics on FILE's frames (AdaBN; labels unused), e.g. the run itself.
 
 -o writes one CSV row per shot (index, label, support 1/0, distance to each class, truth) and a JSON summary
 beside it (predictions.csv -> predictions.summary.json), both complete or not at all; existing files need

@@ -23,7 +23,6 @@ the saved ``preprocess`` config when a data file's geometry differs from the tra
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 from torch import nn
 
 from spisim import __version__
+from spisim.atomic import atomic_path
 from spisim.errors import InputFileError
 
 from .config import Config
@@ -84,14 +84,8 @@ def save_checkpoint(
         "geometry_key": geometry,
         **training_state,
     }
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:  # a full disk or Ctrl-C: no half-written file, no temporary left
         torch.save(doc, tmp)
-        os.replace(tmp, path)
-    except BaseException:  # a full disk or Ctrl-C: no half-written temporary left beside the run
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -30,13 +30,13 @@ from __future__ import annotations
 import gzip
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
+from .atomic import write_bytes_atomic
 from .errors import ConfigError, InputFileError
 
 DEFAULT_URLS: tuple[str, ...] = (
@@ -244,19 +244,12 @@ def _reason(exc: BaseException) -> str:
 
 
 def _write_atomically(target: Path, data: bytes) -> Path:
-    """Write `data` to `target` through a temporary file in the same folder and a rename."""
+    """Write `data` to `target` whole or not at all (:mod:`spisim.atomic`), as an InputFileError on failure."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     except OSError as exc:
         raise InputFileError(f"cannot write to the PDB cache folder {target.parent}: {exc.strerror or exc}") from None
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        return write_bytes_atomic(target, data, fsync=True)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise InputFileError(f"cannot write {target}: {exc.strerror or exc}") from None
-    return target
